@@ -1,0 +1,183 @@
+"""Process groups for torchrun and mpirun alike; every helper is a no-op in a single process.
+
+A process-group timeout bounds every collective, so a rank that dies makes the others fail
+with an error instead of waiting forever.
+"""
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from loguru import logger
+
+from accel.errors import UserError
+
+DEFAULT_TIMEOUT_S = 1800
+DEFAULT_MASTER_ADDR = "127.0.0.1"
+DEFAULT_MASTER_PORT = "29500"
+# (rank, local rank, world size) variable names per launcher, in lookup order.
+_LAUNCHERS = (
+    ("torchrun", "RANK", "LOCAL_RANK", "WORLD_SIZE"),
+    ("Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_SIZE"),
+    ("PMI", "PMI_RANK", "MPI_LOCALRANKID", "PMI_SIZE"),
+)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+
+def _env_int(name, env):
+    value = env[name]
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def dist_env(env=None):
+    """Rank / local rank / world size from whichever launcher started us (single process if none).
+
+    A missing local rank (PMI launchers) falls back to the global rank: right on one node.
+    """
+    env = os.environ if env is None else env
+    for launcher, rank_var, local_var, size_var in _LAUNCHERS:
+        if rank_var in env and size_var in env:
+            rank, size = _env_int(rank_var, env), _env_int(size_var, env)
+            local = _env_int(local_var, env) if local_var in env else rank
+            if size < 1 or not 0 <= rank < size:
+                raise UserError(f"{launcher} environment is inconsistent: "
+                                f"{rank_var}={rank} with {size_var}={size}")
+            return DistInfo(rank, local, size)
+    return DistInfo()
+
+
+def backend_for(device):
+    """hccl on Gaudi, nccl on CUDA, gloo on CPU."""
+    return {"hpu": "hccl", "cuda": "nccl"}.get(torch.device(device).type, "gloo")
+
+
+def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S):
+    """Join the process group described by the launcher's environment; no-op for one process.
+
+    mpirun sets no MASTER_ADDR/MASTER_PORT, so single-node defaults are filled in (multi-node
+    mpirun runs must export MASTER_ADDR themselves). RANK/LOCAL_RANK/WORLD_SIZE are exported
+    too, so code that only knows torchrun's variables sees the same ranks.
+    """
+    info = dist_env()
+    if info.world_size == 1 or _active():
+        return info
+    os.environ.setdefault("MASTER_ADDR", DEFAULT_MASTER_ADDR)
+    os.environ.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
+    os.environ.update(RANK=str(info.rank), LOCAL_RANK=str(info.local_rank),
+                      WORLD_SIZE=str(info.world_size))
+    backend = backend_for(device)
+    if backend == "hccl":
+        import habana_frameworks.torch.distributed.hccl  # noqa: F401  registers the backend
+    dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
+                            world_size=info.world_size, timeout=timedelta(seconds=timeout_s))
+    logger.info(f"rank {info.rank}/{info.world_size} (local {info.local_rank}) joined via "
+                f"{backend} at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}")
+    return info
+
+
+def _active():
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank():
+    return dist.get_rank() if _active() else dist_env().rank
+
+
+def get_world_size():
+    return dist.get_world_size() if _active() else 1
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def wrap_ddp(model, device, **kwargs):
+    """DistributedDataParallel when running with several processes, the model itself otherwise.
+
+    Buffers (BN statistics) are not re-broadcast every forward, as in the YOLOX recipe.
+    Extra keyword arguments go to DistributedDataParallel unchanged.
+    """
+    if get_world_size() == 1:
+        return model
+    device = torch.device(device)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    # torch >= 2.15 renamed the switch; the old name still works there but warns.
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        kwargs.setdefault("forward_sync_buffers", False)
+    else:
+        kwargs.setdefault("broadcast_buffers", False)
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        kwargs.setdefault("device_ids", [index])
+    return ddp(model, **kwargs)
+
+
+def unwrap(model):
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def barrier():
+    if _active():
+        dist.barrier()
+
+
+def all_reduce_mean(tensor):
+    """Mean of ``tensor`` over ranks, as a new tensor (the input is left untouched)."""
+    if not _active():
+        return tensor
+    out = tensor.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()
+
+
+def all_gather_object(obj):
+    """Picklable ``obj`` from every rank, as a list indexed by rank."""
+    if not _active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src=0):
+    """``obj`` from rank ``src`` on every rank."""
+    if not _active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def destroy():
+    if _active():
+        dist.destroy_process_group()
+
+
+def launch_local(num_procs, script, argv):
+    """Re-run ``script argv`` under torch.distributed.run with ``num_procs`` local processes.
+
+    Returns (so the caller just carries on) when one process is asked for or when we already
+    are one rank of a launch; otherwise this process is replaced and never returns.
+    """
+    if num_procs < 1:
+        raise UserError(f"number of processes must be >= 1 (got {num_procs})")
+    if num_procs == 1 or any(rank_var in os.environ for _, rank_var, _, _ in _LAUNCHERS):
+        return
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={num_procs}", str(script), *map(str, argv)]
+    logger.info("relaunching: " + " ".join(cmd))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)

@@ -1,0 +1,174 @@
+"""Mixed precision behind one object, so trainers never branch on device or precision flags.
+
+Modes: fp32; bf16 via torch.autocast (cpu, cuda, hpu); fp16 + GradScaler (cuda only); and on HPU
+the legacy Habana Mixed Precision (HMP), which rewrites ops globally from two op-list files.
+"""
+import contextlib
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+from loguru import logger
+
+from accel.device import is_hpu, mark_step
+from accel.errors import UserError
+
+REPO_TOP = Path(__file__).resolve().parents[1]
+DEFAULT_BF16_OPS = REPO_TOP / "ops_bf16_yolox.txt"
+DEFAULT_FP32_OPS = REPO_TOP / "ops_fp32_yolox.txt"
+# Read by the Habana bridge once, at import of habana_frameworks.torch.core.
+AUTOCAST_ENV = {"bf16": "PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST",
+                "fp32": "PT_HPU_AUTOCAST_FP32_OPS_LIST"}
+MODES = ("fp32", "bf16", "fp16")
+OP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def add_precision_args(parser):
+    """Add the precision flags shared by every training / eval entry point."""
+    group = parser.add_argument_group("precision")
+    group.add_argument("--autocast", action="store_true",
+                       help="bf16 torch.autocast (cpu, cuda, hpu; on hpu with the op-list files)")
+    group.add_argument("--fp16", action="store_true", help="fp16 autocast + GradScaler (cuda only)")
+    group.add_argument("--hmp", action="store_true",
+                       help="Habana mixed precision (HPU); elsewhere runs as bf16 autocast")
+    group.add_argument("--hmp-opt-level", dest="hmp_opt_level", choices=("O1", "O2"), default="O1",
+                       help="HMP optimisation level (O1: per-op lists from the two files)")
+    group.add_argument("--hmp-bf16", dest="hmp_bf16", default=None, metavar="FILE",
+                       help=f"ops run in bf16 (default: {DEFAULT_BF16_OPS.name})")
+    group.add_argument("--hmp-fp32", dest="hmp_fp32", default=None, metavar="FILE",
+                       help=f"ops kept in fp32 (default: {DEFAULT_FP32_OPS.name})")
+    group.add_argument("--hmp-verbose", dest="hmp_verbose", action="store_true",
+                       help="let HMP log every cast it inserts")
+    return parser
+
+
+def _op_list(args, kind):
+    """The checked op-list file for ``kind`` ('bf16'/'fp32'): the flag if given, else the default.
+
+    Checked here because the Habana loaders skip what they cannot parse without saying so.
+    """
+    flag = f"--hmp-{kind}"
+    given = getattr(args, f"hmp_{kind}", None)
+    path = Path(given) if given else (DEFAULT_BF16_OPS if kind == "bf16" else DEFAULT_FP32_OPS)
+    if not path.is_file():
+        raise UserError(f"{flag} {path} does not exist "
+                        "(expected a text file, one op name per line)")
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip() and not OP_NAME.fullmatch(line.strip()):
+            raise UserError(f"{flag} {path} line {number}: {line.strip()!r} is not an op name "
+                            "(expected one name per line, e.g. conv2d)")
+    return path
+
+
+def prepare_hpu_env(args):
+    """Check the op-list files and, for ``--autocast``, export them before the bridge is imported.
+
+    Called by resolve_device so bad files fail before the (slow) Habana import. For the autocast
+    variables an explicit flag wins over the environment, which wins over the repo-top defaults,
+    so a recipe that exports the variables itself keeps working.
+    """
+    if getattr(args, "hmp", False):
+        for kind in AUTOCAST_ENV:
+            _op_list(args, kind)
+    if not getattr(args, "autocast", False):
+        return
+    for kind, var in AUTOCAST_ENV.items():
+        if getattr(args, f"hmp_{kind}", None) or var not in os.environ:
+            path = str(_op_list(args, kind).resolve())
+            if os.environ.get(var) != path and "habana_frameworks.torch.core" in sys.modules:
+                logger.warning(f"{var}={path} set after the Habana bridge was imported; "
+                               "it only takes effect in a new process")
+            os.environ[var] = path
+
+
+def _hmp_module():
+    from habana_frameworks.torch.hpex import hmp
+    return hmp
+
+
+class Precision:
+    """Forward context + backward/step for one precision mode on one device."""
+
+    def __init__(self, device, mode="fp32", hmp=False, bf16_ops=None, fp32_ops=None,
+                 opt_level="O1", verbose=False):
+        self.device = torch.device(device)
+        if mode not in MODES:
+            raise UserError(f"precision mode {mode!r} is not one of {', '.join(MODES)}")
+        if mode == "fp16" and self.device.type != "cuda":
+            raise UserError(f"--fp16 needs --device cuda (got {self.device.type}); "
+                            "use --autocast for bf16 instead")
+        if hmp and not is_hpu(self.device):
+            raise UserError(f"--hmp runs only on --device hpu (got {self.device.type})")
+        self.mode = mode
+        self.hmp = None
+        if hmp:
+            self.hmp = _hmp_module()
+            self.hmp.convert(opt_level=opt_level, bf16_file_path=str(bf16_ops),
+                             fp32_file_path=str(fp32_ops), isVerbose=verbose)
+        self.scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
+
+    @classmethod
+    def from_args(cls, args, device):
+        """Build from the ``add_precision_args`` flags; HMP flags off HPU become bf16 autocast."""
+        device = torch.device(device)
+        chosen = [f for f in ("autocast", "fp16", "hmp") if getattr(args, f, False)]
+        if len(chosen) > 1:
+            raise UserError(f"--{' and --'.join(chosen)} are mutually exclusive (pick one)")
+        if getattr(args, "fp16", False):
+            return cls(device, "fp16")
+        if getattr(args, "hmp", False):
+            bf16_ops, fp32_ops = _op_list(args, "bf16"), _op_list(args, "fp32")
+            if is_hpu(device):
+                return cls(device, "bf16", hmp=True, bf16_ops=bf16_ops, fp32_ops=fp32_ops,
+                           opt_level=args.hmp_opt_level, verbose=args.hmp_verbose)
+            logger.info(f"--hmp is Habana-only; on {device.type} it runs as torch.autocast bf16")
+            return cls(device, "bf16")
+        if getattr(args, "autocast", False):
+            if is_hpu(device):
+                prepare_hpu_env(args)
+            return cls(device, "bf16")
+        return cls(device)
+
+    @property
+    def dtype(self):
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.mode]
+
+    def autocast(self):
+        """Context for forward + loss. HMP casts globally, so it (like fp32) needs no context."""
+        if self.mode == "fp32" or self.hmp is not None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward(self, loss):
+        """Backward (scaled for fp16), then flush the lazy HPU graph."""
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        mark_step(self.device)
+
+    def step(self, optimizer):
+        """Optimizer step (unscaled for fp16, without HMP casts), then flush the lazy HPU graph."""
+        if self.scaler:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        elif self.hmp is not None:
+            with self.hmp.disable_casts():
+                optimizer.step()
+        else:
+            optimizer.step()
+        mark_step(self.device)
+
+    def backward_and_step(self, loss, optimizer):
+        """The trainer contract: backward -> mark_step -> optimizer.step -> mark_step.
+
+        Zeroing gradients stays with the caller (it may accumulate over batch splits).
+        """
+        self.backward(loss)
+        self.step(optimizer)
+
+    def state_dict(self):
+        return self.scaler.state_dict() if self.scaler else {}
+
+    def load_state_dict(self, state):
+        if self.scaler and state:
+            self.scaler.load_state_dict(state)

@@ -1,0 +1,78 @@
+"""Run by the distributed tests under torchrun / mpirun / plain env: checks real gloo collectives.
+
+Usage: ``dist_check.py MODE TIMEOUT_S [READY_DIR]``. Modes: ``collectives`` (all-reduce, gather,
+broadcast, one DDP step) or ``stall`` (rank 1 never joins a collective; rank 0 must fail within
+the process-group timeout instead of hanging).
+"""
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+
+import accel  # noqa: E402
+
+
+def collectives(info):
+    r, n = info.rank, info.world_size
+    # mean over ranks of (r+1) * [1, 10]: for n ranks, (n+1)/2 * [1, 10]
+    mean = accel.all_reduce_mean(torch.tensor([1.0, 10.0]) * (r + 1))
+    expect = torch.tensor([1.0, 10.0]) * (n + 1) / 2
+    assert torch.allclose(mean, expect), (mean, expect)
+    gathered = accel.all_gather_object({"rank": r, "local": info.local_rank})
+    assert [g["rank"] for g in gathered] == list(range(n)), gathered
+    assert accel.broadcast_object(f"from {r}") == "from 0"
+    # One DDP step of w -> w - lr * mean_r(x_r) with x_r = r + 1: every rank ends identical.
+    torch.manual_seed(0)
+    model = accel.wrap_ddp(torch.nn.Linear(1, 1, bias=False), torch.device("cpu"))
+    w0 = accel.unwrap(model).weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    precision = accel.Precision(torch.device("cpu"))
+    loss = model(torch.full((1, 1), float(r + 1))).sum()
+    precision.backward_and_step(loss, opt)
+    w1 = accel.unwrap(model).weight.detach()
+    assert torch.allclose(w1, w0 - 0.5 * (n + 1) / 2), (w0, w1)
+    weights = accel.all_gather_object(w1.item())
+    assert len(set(weights)) == 1, weights
+    accel.barrier()
+    print(f"OK rank={r} local={info.local_rank} world={n} main={accel.is_main_process()} "
+          f"mean={mean.tolist()} master={os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
+          flush=True)
+
+
+def stall(info):
+    if info.rank != 0:
+        time.sleep(30)
+        return
+    start = time.monotonic()
+    try:
+        accel.all_reduce_mean(torch.ones(1))
+    except RuntimeError as exc:
+        print(f"TIMEOUT after {time.monotonic() - start:.1f}s: {type(exc).__name__}", flush=True)
+        os._exit(3)
+    print("NO TIMEOUT", flush=True)
+
+
+def wait_for_peers(ready_dir, rank, world_size):
+    """Line both processes up after their slow imports, so the short timeout only meets the stall."""
+    Path(ready_dir, f"ready{rank}").touch()
+    while len(list(Path(ready_dir).glob("ready*"))) < world_size:
+        time.sleep(0.05)
+
+
+def main():
+    mode, timeout_s = sys.argv[1], float(sys.argv[2])
+    if len(sys.argv) > 3:
+        env = accel.dist_env()
+        wait_for_peers(sys.argv[3], env.rank, env.world_size)
+    info = accel.init_distributed(torch.device("cpu"), timeout_s=timeout_s)
+    assert info.world_size == 2 and torch.distributed.get_backend() == "gloo"
+    {"collectives": collectives, "stall": stall}[mode](info)
+    accel.destroy()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""HPU behaviour through a recording fake of ``habana_frameworks`` (tests only, never shipped).
+
+The fake is served by an import hook, so a test sees *when* each Habana module gets imported
+and what the environment looked like at that moment (the bridge reads its variables at import).
+"""
+import argparse
+import contextlib
+import importlib.abc
+import importlib.util
+import os
+import sys
+from datetime import timedelta
+
+import pytest
+import torch
+
+import accel
+from accel import distributed, precision
+from accel.errors import UserError
+
+ENV_AT_IMPORT = ("PT_HPU_LAZY_MODE", "PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST",
+                 "PT_HPU_AUTOCAST_FP32_OPS_LIST")
+FAKE_MODULES = {
+    "habana_frameworks", "habana_frameworks.torch", "habana_frameworks.torch.core",
+    "habana_frameworks.torch.hpu", "habana_frameworks.torch.hpex",
+    "habana_frameworks.torch.hpex.hmp", "habana_frameworks.torch.distributed",
+    "habana_frameworks.torch.distributed.hccl",
+}
+
+
+class FakeHabana(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Records imports (with the env at import time) and calls into one ordered event list."""
+
+    def __init__(self, available=True):
+        self.available = available
+        self.imports = {}   # module name -> {env var: value at import}
+        self.events = []    # ordered calls: "mark_step", "hmp.convert", "disable_casts:enter", ...
+        self.convert_kwargs = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name in FAKE_MODULES:
+            return importlib.util.spec_from_loader(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__name__
+        self.imports[name] = {k: os.environ.get(k) for k in ENV_AT_IMPORT}
+        if name.endswith(".core"):
+            module.mark_step = lambda: self.events.append("mark_step")
+        elif name.endswith(".hpu"):
+            module.is_available = lambda: self.available
+            module.synchronize = lambda: self.events.append("synchronize")
+        elif name.endswith(".hmp"):
+            module.convert = self._convert
+            module.disable_casts = self._disable_casts
+
+    def _convert(self, **kwargs):
+        self.events.append("hmp.convert")
+        self.convert_kwargs = kwargs
+
+    @contextlib.contextmanager
+    def _disable_casts(self):
+        self.events.append("disable_casts:enter")
+        yield
+        self.events.append("disable_casts:exit")
+
+
+def _drop_habana_modules():
+    for name in [m for m in sys.modules if m.split(".")[0] == "habana_frameworks"]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def clean_env():
+    saved = dict(os.environ)
+    for var in ENV_AT_IMPORT + ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        os.environ.pop(var, None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def fake(monkeypatch, clean_env):
+    _drop_habana_modules()
+    finder = FakeHabana()
+    monkeypatch.setattr(sys, "meta_path", [finder] + sys.meta_path)
+    yield finder
+    _drop_habana_modules()
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    accel.add_device_args(parser)
+    accel.add_precision_args(parser)
+    return parser.parse_args(argv)
+
+
+class RecordingSGD(torch.optim.SGD):
+    def __init__(self, params, events):
+        super().__init__(params, lr=0.1)
+        self.events = events
+
+    def step(self, closure=None):
+        self.events.append("step")
+        return super().step(closure)
+
+
+def run_step(prec, events):
+    """One backward_and_step on a CPU parameter; the device label alone drives the HPU calls."""
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    opt = RecordingSGD([w], events)
+    loss = (w * torch.tensor([3.0, 4.0])).sum()
+    loss.register_hook(lambda grad: events.append("backward"))
+    prec.backward_and_step(loss, opt)
+    return w
+
+
+@pytest.mark.parametrize("argv", [["--hpu"], ["--use_hpu"], ["--use-hpu"], ["--device", "hpu"]])
+def test_hpu_aliases_import_the_bridge_lazily(fake, argv):
+    args = parse(argv)
+    assert not fake.imports, "parsing flags must not import habana_frameworks"
+    assert accel.resolve_device(args) == torch.device("hpu")
+    assert "habana_frameworks.torch.core" in fake.imports
+    assert fake.imports["habana_frameworks.torch.core"]["PT_HPU_LAZY_MODE"] == "1"  # default lazy
+
+
+def test_cpu_path_never_imports_habana(fake):
+    device = accel.resolve_device(parse(["--autocast"]))
+    prec = accel.Precision.from_args(parse(["--autocast"]), device)
+    run_step(prec, fake.events)
+    accel.mark_step(device)
+    accel.synchronize(device)
+    assert fake.imports == {}
+    assert fake.events == ["backward", "step"]  # no mark_step / synchronize off HPU
+
+
+def test_missing_stack_is_one_line_error(monkeypatch, clean_env):
+    _drop_habana_modules()
+    monkeypatch.setitem(sys.modules, "habana_frameworks", None)  # import now raises ImportError
+    with pytest.raises(UserError) as err:
+        accel.resolve_device(parse(["--hpu"]))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("--device hpu requested but the Habana stack (habana_frameworks) is "
+                          "not installed")
+    assert "Habana's installer" in msg
+
+
+def test_hpu_not_visible_is_an_error(fake):
+    fake.available = False
+    with pytest.raises(UserError, match="is_available\\(\\) is False"):
+        accel.resolve_device(parse(["--hpu"]))
+
+
+def test_backward_and_step_marks_steps_in_lazy_mode(fake):
+    device = accel.resolve_device(parse(["--hpu"]))
+    w = run_step(accel.Precision(device), fake.events)
+    assert fake.events == ["backward", "mark_step", "step", "mark_step"]
+    # SGD lr 0.1 on loss = 3*w0 + 4*w1: w - 0.1 * [3, 4]
+    assert torch.allclose(w.detach(), torch.tensor([0.7, 1.6]))
+    accel.synchronize(device)
+    assert fake.events[-1] == "synchronize"
+
+
+def test_eager_mode_skips_mark_step(fake):
+    os.environ["PT_HPU_LAZY_MODE"] = "0"
+    device = accel.resolve_device(parse(["--hpu"]))
+    assert not accel.lazy_mode()
+    run_step(accel.Precision(device), fake.events)
+    assert fake.events == ["backward", "step"]
+
+
+def test_lazy_mode_flag_agrees_with_env(fake):
+    os.environ["PT_HPU_LAZY_MODE"] = "1"
+    accel.resolve_device(parse(["--hpu", "--hpu-lazy-mode"]))
+    assert fake.imports["habana_frameworks.torch.core"]["PT_HPU_LAZY_MODE"] == "1"
+    assert accel.lazy_mode()
+
+
+def test_eager_env_is_passed_through_to_the_bridge(fake):
+    os.environ["PT_HPU_LAZY_MODE"] = "0"
+    accel.resolve_device(parse(["--hpu"]))
+    assert fake.imports["habana_frameworks.torch.core"]["PT_HPU_LAZY_MODE"] == "0"
+
+
+def test_lazy_mode_flag_conflicts(fake):
+    os.environ["PT_HPU_LAZY_MODE"] = "0"
+    with pytest.raises(UserError, match="--hpu-lazy-mode conflicts with PT_HPU_LAZY_MODE=0"):
+        accel.resolve_device(parse(["--hpu", "--hpu-lazy-mode"]))
+    with pytest.raises(UserError, match="--hpu-lazy-mode needs --device hpu"):
+        accel.resolve_device(parse(["--hpu-lazy-mode"]))
+    assert fake.imports == {}
+
+
+def test_hmp_converts_with_op_lists_and_disables_casts_for_step(fake, tmp_path):
+    bf16, fp32 = tmp_path / "bf16.txt", tmp_path / "fp32.txt"
+    bf16.write_text("conv2d\n")
+    fp32.write_text("softmax\n")
+    args = parse(["--hpu", "--hmp", "--hmp-opt-level", "O1", "--hmp-bf16", str(bf16),
+                  "--hmp-fp32", str(fp32), "--hmp-verbose"])
+    prec = accel.Precision.from_args(args, accel.resolve_device(args))
+    assert fake.convert_kwargs == {"opt_level": "O1", "bf16_file_path": str(bf16),
+                                   "fp32_file_path": str(fp32), "isVerbose": True}
+    assert isinstance(prec.autocast(), contextlib.nullcontext)  # HMP casts globally
+    run_step(prec, fake.events)
+    assert fake.events == ["hmp.convert", "backward", "mark_step", "disable_casts:enter", "step",
+                           "disable_casts:exit", "mark_step"]
+
+
+def test_hmp_defaults_to_repo_op_lists(fake):
+    args = parse(["--hpu", "--hmp"])
+    accel.Precision.from_args(args, accel.resolve_device(args))
+    assert fake.convert_kwargs["bf16_file_path"] == str(precision.DEFAULT_BF16_OPS)
+    assert fake.convert_kwargs["fp32_file_path"] == str(precision.DEFAULT_FP32_OPS)
+    assert fake.convert_kwargs["opt_level"] == "O1" and fake.convert_kwargs["isVerbose"] is False
+    assert precision.DEFAULT_BF16_OPS.read_text().split() == [
+        "max_pool2d_with_indices", "max_pool2d", "conv2d", "bmm", "mul", "mm", "mv", "div",
+        "batch_norm", "sigmoid"]
+    assert precision.DEFAULT_FP32_OPS.read_text().split() == [
+        "log_softmax", "nll_loss", "softmax", "binary_cross_entropy", "l1_loss", "view"]
+
+
+def test_hpu_autocast_exports_op_lists_before_import(fake):
+    args = parse(["--hpu", "--autocast"])
+    device = accel.resolve_device(args)
+    seen = fake.imports["habana_frameworks.torch.core"]
+    assert seen["PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST"] == str(precision.DEFAULT_BF16_OPS)
+    assert seen["PT_HPU_AUTOCAST_FP32_OPS_LIST"] == str(precision.DEFAULT_FP32_OPS)
+    prec = accel.Precision.from_args(args, device)
+    assert prec.mode == "bf16" and prec.hmp is None
+    with prec.autocast():
+        assert torch.is_autocast_enabled("hpu")
+        assert torch.get_autocast_dtype("hpu") == torch.bfloat16
+    assert "hmp.convert" not in fake.events
+
+
+def test_hpu_autocast_env_precedence(fake, tmp_path):
+    """Explicit flag > variable already exported by the user > repo default."""
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mm\n")
+    os.environ["PT_HPU_AUTOCAST_FP32_OPS_LIST"] = "/user/exported/fp32.txt"
+    accel.resolve_device(parse(["--hpu", "--autocast", "--hmp-bf16", str(mine)]))
+    seen = fake.imports["habana_frameworks.torch.core"]
+    assert seen["PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST"] == str(mine.resolve())
+    assert seen["PT_HPU_AUTOCAST_FP32_OPS_LIST"] == "/user/exported/fp32.txt"
+
+
+@pytest.mark.parametrize("flag", ["--hmp-bf16", "--hmp-fp32"])
+@pytest.mark.parametrize("mode", ["--hmp", "--autocast"])
+def test_missing_op_list_names_flag_and_file(fake, tmp_path, flag, mode):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(UserError) as err:
+        args = parse(["--hpu", mode, flag, str(missing)])
+        accel.Precision.from_args(args, accel.resolve_device(args))
+    assert str(err.value).startswith(f"{flag} {missing} does not exist")
+    assert "habana_frameworks.torch.core" not in fake.imports
+
+
+def test_hccl_backend_registered_before_init(fake, monkeypatch):
+    calls = []
+
+    def record_init(**kwargs):
+        calls.append((kwargs, "habana_frameworks.torch.distributed.hccl" in fake.imports))
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", record_init)
+    os.environ.update(OMPI_COMM_WORLD_RANK="1", OMPI_COMM_WORLD_LOCAL_RANK="1",
+                      OMPI_COMM_WORLD_SIZE="2")
+    device = accel.resolve_device(parse(["--hpu"]))
+    assert accel.backend_for(device) == "hccl"
+    info = accel.init_distributed(device, timeout_s=42)
+    assert info == accel.DistInfo(rank=1, local_rank=1, world_size=2)
+    (kwargs, hccl_imported), = calls
+    assert hccl_imported
+    assert kwargs == {"backend": "hccl", "init_method": "env://", "rank": 1, "world_size": 2,
+                      "timeout": timedelta(seconds=42)}
+    # single-node mpirun: the rendezvous defaults and torchrun-style variables are filled in
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("127.0.0.1", "29500")
+    assert [os.environ[v] for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE")] == ["1", "1", "2"]
+
+
+def test_fake_is_not_part_of_the_package():
+    import accel as pkg
+    from pathlib import Path
+    shipped = "".join(p.read_text() for p in Path(pkg.__file__).parent.glob("*.py"))
+    assert "FakeHabana" not in shipped and "meta_path" not in shipped
+
+
+def test_autocast_env_set_after_import_warns(fake):
+    from loguru import logger
+    device = accel.resolve_device(parse(["--hpu"]))  # bridge imported without autocast lists
+    lines = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        accel.Precision.from_args(parse(["--hpu", "--autocast"]), device)
+    finally:
+        logger.remove(sink)
+    assert len(lines) == 2 and all("only takes effect in a new process" in ln for ln in lines)
