@@ -1,0 +1,28 @@
+"""Shared test fixtures: the synthetic COCO set from tools/make_shapes.py (the project's only data)."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:       # plain `pytest` without `pip install -e .` still imports the project
+    sys.path.insert(0, str(ROOT))
+
+
+def load_make_shapes():
+    """Import tools/make_shapes.py (tools/ is not a package) and return its ``make_shapes`` function."""
+    module = sys.modules.get("make_shapes")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("make_shapes", ROOT / "tools" / "make_shapes.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["make_shapes"] = module
+        spec.loader.exec_module(module)
+    return module.make_shapes
+
+
+@pytest.fixture(scope="session")
+def shapes_coco(tmp_path_factory):
+    """A small generated COCO-format set (24 train / 12 val images, seed 0); treat it as read-only."""
+    out = tmp_path_factory.mktemp("shapes_coco")
+    return load_make_shapes()(out, num_train=24, num_val=12, seed=0)

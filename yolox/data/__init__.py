@@ -1,0 +1,8 @@
+"""YOLOX data pipeline: COCO dataset, augmentations, samplers and loader helpers."""
+from yolox.data.data_augment import TrainTransform, ValTransform
+from yolox.data.dataloading import DataLoader, worker_init_reset_seed
+from yolox.data.datasets import COCO_CLASSES, COCODataset, Dataset, MosaicDetection, load_coco
+from yolox.data.samplers import InfiniteSampler, YoloBatchSampler
+
+__all__ = ["COCO_CLASSES", "COCODataset", "Dataset", "MosaicDetection", "load_coco", "TrainTransform", "ValTransform",
+           "DataLoader", "worker_init_reset_seed", "InfiniteSampler", "YoloBatchSampler"]
