@@ -1,0 +1,123 @@
+"""Conv building blocks shared by the YOLOX backbones, necks and head.
+
+Attribute names (conv, bn, dconv, pconv, conv1..3, m, layer1/2) mirror upstream YOLOX so that
+released checkpoints load with strict=True.
+"""
+import torch
+from torch import nn
+
+
+def get_activation(name="silu", inplace=True):
+    """Map the exp's ``act`` string to a module; unknown names fail loudly."""
+    if name == "silu":
+        return nn.SiLU(inplace=inplace)
+    if name == "relu":
+        return nn.ReLU(inplace=inplace)
+    if name == "lrelu":
+        return nn.LeakyReLU(0.1, inplace=inplace)
+    raise ValueError(f"unsupported activation {name!r} (expected silu, relu or lrelu)")
+
+
+class BaseConv(nn.Module):
+    """Conv2d -> BatchNorm2d -> activation, 'same' padding.
+
+    ``fuse_model`` folds ``bn`` into ``conv`` and swaps ``bn`` for Identity, so forward stays one path.
+    """
+
+    def __init__(self, in_channels, out_channels, ksize, stride, groups=1, bias=False, act="silu"):
+        super().__init__()
+        pad = (ksize - 1) // 2
+        self.conv = nn.Conv2d(in_channels, out_channels, ksize, stride, pad, groups=groups, bias=bias)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = get_activation(act, inplace=True)
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class DWConv(nn.Module):
+    """Depthwise 3x3 then pointwise 1x1 (used by YOLOX-nano)."""
+
+    def __init__(self, in_channels, out_channels, ksize, stride=1, act="silu"):
+        super().__init__()
+        self.dconv = BaseConv(in_channels, in_channels, ksize, stride, groups=in_channels, act=act)
+        self.pconv = BaseConv(in_channels, out_channels, 1, 1, act=act)
+
+    def forward(self, x):
+        return self.pconv(self.dconv(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 expand, optional residual when channel counts agree."""
+
+    def __init__(self, in_channels, out_channels, shortcut=True, expansion=0.5, depthwise=False, act="silu"):
+        super().__init__()
+        hidden = int(out_channels * expansion)
+        Conv = DWConv if depthwise else BaseConv
+        self.conv1 = BaseConv(in_channels, hidden, 1, 1, act=act)
+        self.conv2 = Conv(hidden, out_channels, 3, 1, act=act)
+        self.use_add = shortcut and in_channels == out_channels
+
+    def forward(self, x):
+        y = self.conv2(self.conv1(x))
+        return y + x if self.use_add else y
+
+
+class ResLayer(nn.Module):
+    """Darknet-53 residual unit (always LeakyReLU as in YOLOv3)."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        mid = in_channels // 2
+        self.layer1 = BaseConv(in_channels, mid, 1, 1, act="lrelu")
+        self.layer2 = BaseConv(mid, in_channels, 3, 1, act="lrelu")
+
+    def forward(self, x):
+        return x + self.layer2(self.layer1(x))
+
+
+class SPPBottleneck(nn.Module):
+    """Spatial pyramid pooling: max-pools at several sizes concatenated with the input."""
+
+    def __init__(self, in_channels, out_channels, kernel_sizes=(5, 9, 13), activation="silu"):
+        super().__init__()
+        hidden = in_channels // 2
+        self.conv1 = BaseConv(in_channels, hidden, 1, 1, act=activation)
+        self.m = nn.ModuleList(nn.MaxPool2d(k, stride=1, padding=k // 2) for k in kernel_sizes)
+        self.conv2 = BaseConv(hidden * (len(kernel_sizes) + 1), out_channels, 1, 1, act=activation)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        return self.conv2(torch.cat([x] + [pool(x) for pool in self.m], dim=1))
+
+
+class CSPLayer(nn.Module):
+    """Cross-stage-partial block: half the channels go through bottlenecks, half bypass."""
+
+    def __init__(self, in_channels, out_channels, n=1, shortcut=True, expansion=0.5, depthwise=False, act="silu"):
+        super().__init__()
+        hidden = int(out_channels * expansion)
+        self.conv1 = BaseConv(in_channels, hidden, 1, 1, act=act)
+        self.conv2 = BaseConv(in_channels, hidden, 1, 1, act=act)
+        self.conv3 = BaseConv(2 * hidden, out_channels, 1, 1, act=act)
+        self.m = nn.Sequential(
+            *[Bottleneck(hidden, hidden, shortcut, 1.0, depthwise, act=act) for _ in range(n)]
+        )
+
+    def forward(self, x):
+        return self.conv3(torch.cat((self.m(self.conv1(x)), self.conv2(x)), dim=1))
+
+
+class Focus(nn.Module):
+    """Space-to-depth (2x2 pixel blocks to channels) then a conv; channel order as upstream."""
+
+    def __init__(self, in_channels, out_channels, ksize=1, stride=1, act="silu"):
+        super().__init__()
+        self.conv = BaseConv(in_channels * 4, out_channels, ksize, stride, act=act)
+
+    def forward(self, x):
+        top_left = x[..., ::2, ::2]
+        top_right = x[..., ::2, 1::2]
+        bot_left = x[..., 1::2, ::2]
+        bot_right = x[..., 1::2, 1::2]
+        return self.conv(torch.cat((top_left, bot_left, top_right, bot_right), dim=1))

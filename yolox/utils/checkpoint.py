@@ -1,0 +1,55 @@
+"""Strict model-weight loading with errors that say which model a checkpoint belongs to."""
+from pathlib import Path
+
+import torch
+
+from accel import checkpoint as ckpt_io
+from accel.errors import UserError
+
+
+def _few(keys, n=3):
+    """Up to ``n`` keys from different modules (a BN's five entries say less than three layers)."""
+    picked, seen = [], set()
+    for key in sorted(keys):
+        module = key.rsplit(".", 1)[0]
+        if module not in seen:
+            seen.add(module)
+            picked.append(key)
+    more = f" (+{len(keys) - len(picked[:n])} more)" if len(keys) > n else ""
+    return ", ".join(picked[:n]) + more
+
+
+def load_ckpt(model, ckpt):
+    """Load weights strictly from a path, a ``{"model": state_dict}`` dict or a bare state dict.
+
+    Paths go through ``accel.checkpoint.load`` (``weights_only=True``). Missing, unexpected or
+    mis-shaped keys raise a UserError instead of torch's multi-page RuntimeError.
+    """
+    source = "checkpoint"
+    if isinstance(ckpt, (str, Path)):
+        source = f"checkpoint {ckpt}"
+        ckpt = ckpt_io.load(ckpt, map_location="cpu")
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{source} is a {type(ckpt).__name__}, "
+                        "expected a state dict or a dict with a 'model' entry")
+    state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{source} holds no model state dict (expected tensors under 'model')")
+    own = model.state_dict()
+    missing = own.keys() - state.keys()
+    unexpected = state.keys() - own.keys()
+    shape = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_few(unexpected)}")
+        if shape:
+            k = sorted(shape)[0]
+            parts.append(f"shape mismatch for {len(shape)} keys, e.g. {k}: "
+                         f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}")
+        raise UserError(f"{source} belongs to another model ({'; '.join(parts)}); "
+                        "check that -n/-f matches the checkpoint")
+    model.load_state_dict(state, strict=True)
+    return model
