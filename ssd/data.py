@@ -1,0 +1,237 @@
+"""COCO data for SSD300: annotation loading, the spec's augmentation, padded batches.
+
+Training targets stay as padded ltrb boxes (normalised to [0, 1]) plus labels (0 = padding) so
+the training loop can encode a whole batch at once with ``Encoder.encode_batch``.
+Every random draw comes from a per-sample generator seeded by (seed, epoch, index): the
+augmentation of a sample does not depend on worker count, rank count or resume point.
+"""
+import contextlib
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch.utils.data import Dataset
+
+from accel.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE = 300
+
+# The spec's crop choices: no crop, crop with no IoU constraint, crop whose IoU with every
+# box is above 0.1 / 0.3 / 0.5 / 0.7 / 0.9.
+NO_CROP = "none"
+CROP_MIN_IOUS = (NO_CROP, float("-inf"), 0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def pair_iou(boxes, window):
+    """IoU of each ltrb box [N, 4] with one ltrb window (4,)."""
+    lt = np.maximum(boxes[:, :2], window[:2])
+    rb = np.minimum(boxes[:, 2:], window[2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=1)
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
+    win_area = (window[2:] - window[:2]).prod()
+    return inter / (area + win_area - inter)
+
+
+def crop_boxes(boxes, labels, window):
+    """Keep boxes whose centre lies strictly inside ``window``; clip and re-normalise them to it."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    keep = ((centre > window[:2]) & (centre < window[2:])).all(axis=1)
+    size = window[2:] - window[:2]
+    kept = np.clip(boxes[keep], np.tile(window[:2], 2), np.tile(window[2:], 2))
+    kept = (kept - np.tile(window[:2], 2)) / np.tile(size, 2)
+    return kept.astype(np.float32), labels[keep]
+
+
+def sample_crop(rng, boxes):
+    """Draw the spec's random crop window (normalised ltrb) or None for "keep the image".
+
+    One trial per drawn choice (MLPerf ``max_samples`` = 1): width and height in [0.3, 1],
+    aspect w/h in [0.5, 2], IoU with every box above the choice's minimum, at least one box
+    centre inside; a failed trial draws a new choice.
+    """
+    if len(boxes) == 0:
+        return None
+    while True:
+        min_iou = rng.choice(CROP_MIN_IOUS)
+        if min_iou == NO_CROP:
+            return None
+        w, h = rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)
+        if not 0.5 <= w / h <= 2.0:
+            continue
+        left, top = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
+        window = np.array([left, top, left + w, top + h], dtype=np.float64)
+        if not (pair_iou(boxes, window) > min_iou).all():
+            continue
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        if ((centre > window[:2]) & (centre < window[2:])).all(axis=1).any():
+            return window
+
+
+def color_jitter(rng, img, brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05):
+    """torchvision ColorJitter(0.125, 0.5, 0.5, 0.05) semantics with factors drawn from ``rng``."""
+    ops = [
+        (TF.adjust_brightness, rng.uniform(1 - brightness, 1 + brightness)),
+        (TF.adjust_contrast, rng.uniform(1 - contrast, 1 + contrast)),
+        (TF.adjust_saturation, rng.uniform(1 - saturation, 1 + saturation)),
+        (TF.adjust_hue, rng.uniform(-hue, hue)),
+    ]
+    rng.shuffle(ops)
+    for op, factor in ops:
+        img = op(img, factor)
+    return img
+
+
+def to_normalised_tensor(img):
+    """PIL image -> resized 300x300 float tensor with ImageNet normalisation."""
+    img = img.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+    return TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def train_transform(rng, img, boxes, labels):
+    """Random crop -> horizontal flip (p=0.5) -> resize 300 -> colour jitter -> normalise."""
+    window = sample_crop(rng, boxes)
+    if window is not None:
+        w, h = img.size
+        img = img.crop(tuple(float(v) for v in window * np.array([w, h, w, h])))
+        boxes, labels = crop_boxes(boxes, labels, window)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        boxes = np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=1)
+    img = color_jitter(rng, img.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR))
+    return TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD), boxes, labels
+
+
+class CocoDetection(Dataset):
+    """COCO json + image folder. Labels: sorted category ids -> 1..K (0 is background).
+
+    ``train=True`` drops images without usable boxes and applies the random augmentation;
+    otherwise every image is kept and only resized + normalised.
+    """
+
+    def __init__(self, img_dir, ann_file, train, seed=0):
+        from pycocotools.coco import COCO
+
+        self.img_dir, self.train, self.seed, self.epoch = Path(img_dir), train, seed, 0
+        ann_file = Path(ann_file)
+        if not ann_file.is_file():
+            raise UserError(f"--data: annotation file {ann_file} not found (expected COCO instances json)")
+        if not self.img_dir.is_dir():
+            raise UserError(f"--data: image folder {self.img_dir} not found")
+        try:
+            with open(ann_file) as f:
+                dataset = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"--data: {ann_file} is not valid JSON ({exc})")
+        if not isinstance(dataset, dict) or not dataset.get("images") or not dataset.get("categories"):
+            raise UserError(f"--data: {ann_file} has no images or no categories (expected COCO instances json)")
+        dataset.setdefault("annotations", [])
+        self.coco = COCO()
+        self.coco.dataset = dataset
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+            self.coco.createIndex()
+        self.cat_ids = sorted(self.coco.getCatIds())
+        self.label_map = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
+        self.ids = sorted(self.coco.getImgIds())
+        self.targets = {i: self._load_target(i) for i in self.ids}
+        if train:
+            self.ids = [i for i in self.ids if len(self.targets[i][1])]
+        if not self.ids:
+            raise UserError(f"--data: {ann_file} has no images with usable boxes")
+        missing = [i for i in self.ids if not (self.img_dir / self.coco.imgs[i]["file_name"]).is_file()]
+        if missing:
+            raise UserError(f"--data: {len(missing)} images of {ann_file} are missing from {self.img_dir}, "
+                            f"e.g. {self.coco.imgs[missing[0]]['file_name']}")
+
+    @property
+    def num_classes(self):
+        """Number of labels including background (label_num of SSD300)."""
+        return len(self.cat_ids) + 1
+
+    def _load_target(self, img_id):
+        """Normalised ltrb boxes [N, 4] float32 and labels [N] int64 of one image (no crowd, no empty)."""
+        info = self.coco.imgs[img_id]
+        w, h = info["width"], info["height"]
+        anns = [a for a in self.coco.imgToAnns[img_id]
+                if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        ltrb = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) / [w, h, w, h]
+        labels = np.array([self.label_map[a["category_id"]] for a in anns], dtype=np.int64)
+        return np.clip(ltrb, 0.0, 1.0).astype(np.float32), labels
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, index):
+        img_id = self.ids[index]
+        info = self.coco.imgs[img_id]
+        path = self.img_dir / info["file_name"]
+        try:
+            img = Image.open(path).convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--data: cannot read image {path} ({exc})")
+        boxes, labels = self.targets[img_id]
+        if self.train:
+            rng = random.Random(hash((self.seed, self.epoch, index)))
+            tensor, boxes, labels = train_transform(rng, img, boxes, labels)
+        else:
+            tensor = to_normalised_tensor(img)
+        return tensor, torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)), \
+            torch.from_numpy(labels), img_id, (info["height"], info["width"])
+
+
+def collate(batch):
+    """Stack images; pad boxes [B, G, 4] and labels [B, G] (0 = padding) to the batch maximum."""
+    imgs, boxes, labels, ids, sizes = zip(*batch)
+    g = max(1, max(len(b) for b in boxes))
+    pad_boxes = torch.zeros(len(batch), g, 4)
+    pad_labels = torch.zeros(len(batch), g, dtype=torch.long)
+    for i, (b, lab) in enumerate(zip(boxes, labels)):
+        pad_boxes[i, :len(b)] = b
+        pad_labels[i, :len(lab)] = lab
+    return torch.stack(imgs), pad_boxes, pad_labels, torch.tensor(ids), torch.tensor(sizes)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's share of a seeded per-epoch permutation, whole batches only.
+
+    ``set_epoch(epoch, skip_batches)`` lets a resumed run start mid-epoch at the exact batch it
+    stopped at, without loading the skipped images.
+    """
+
+    def __init__(self, size, batch_size, rank, world_size, seed, shuffle=True):
+        self.size, self.batch_size, self.rank, self.world = size, batch_size, rank, world_size
+        self.seed, self.shuffle, self.epoch, self.skip = seed, shuffle, 0, 0
+        self.batches_per_epoch = size // world_size // batch_size
+
+    def set_epoch(self, epoch, skip_batches=0):
+        self.epoch, self.skip = epoch, skip_batches
+
+    def __iter__(self):
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            order = torch.randperm(self.size, generator=gen)
+        else:
+            order = torch.arange(self.size)
+        mine = order[self.rank::self.world][:self.batches_per_epoch * self.batch_size]
+        return iter(mine[self.skip * self.batch_size:].tolist())
+
+    def __len__(self):
+        return (self.batches_per_epoch - self.skip) * self.batch_size
+
+
+def coco_paths(root):
+    """(train images, train json, val images, val json) under a COCO root; UserError if absent."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"--data: {root} is not a directory (expected a COCO root with train2017/, "
+                        "val2017/ and annotations/)")
+    ann = root / "annotations"
+    return (root / "train2017", ann / "instances_train2017.json",
+            root / "val2017", ann / "instances_val2017.json")

@@ -1,0 +1,65 @@
+"""MLPerf (mllog) event logging for SSD training: rank 0 writes to a file and stdout, others stay silent."""
+from pathlib import Path
+
+from mlperf_logging import mllog
+from mlperf_logging.mllog import constants
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class MLPerfLogger:
+    """Thin wrapper over the shared mllog logger: ``event``/``start``/``end`` no-ops off rank 0."""
+
+    def __init__(self, path=None, enabled=True):
+        self.enabled = enabled
+        self._log = None
+        if enabled:
+            if path is not None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                mllog.config(filename=str(path), root_dir=str(REPO_ROOT))
+            else:
+                mllog.config(root_dir=str(REPO_ROOT))
+            self._log = mllog.get_mllogger()
+
+    def event(self, key, value=None, metadata=None):
+        if self.enabled:
+            self._log.event(key=key, value=value, metadata=metadata, stack_offset=2)
+
+    def start(self, key, value=None, metadata=None):
+        if self.enabled:
+            self._log.start(key=key, value=value, metadata=metadata, stack_offset=2)
+
+    def end(self, key, value=None, metadata=None):
+        if self.enabled:
+            self._log.end(key=key, value=value, metadata=metadata, stack_offset=2)
+
+    def submission_info(self, platform, org="detkit", division="closed", status="research"):
+        """The submission_* keys the common rules require exactly once."""
+        self.event(constants.SUBMISSION_BENCHMARK, constants.SSD)
+        self.event(constants.SUBMISSION_ORG, org)
+        self.event(constants.SUBMISSION_DIVISION, division)
+        self.event(constants.SUBMISSION_STATUS, status)
+        self.event(constants.SUBMISSION_PLATFORM, platform)
+
+    def hyperparameters(self, *, seed, global_batch_size, local_bn_batch, accumulation_steps,
+                        train_samples, eval_samples, base_lr, weight_decay, warmup_steps,
+                        warmup_factor, decay_boundary_epochs, decay_factor):
+        """Every hyperparameter key of the 1.0.0 closed SSD rules, each exactly once."""
+        c = constants
+        for key, value in (
+            (c.SEED, seed),
+            (c.GLOBAL_BATCH_SIZE, global_batch_size),
+            (c.GRADIENT_ACCUMULATION_STEPS, accumulation_steps),
+            (c.TRAIN_SAMPLES, train_samples),
+            (c.EVAL_SAMPLES, eval_samples),
+            (c.MODEL_BN_SPAN, local_bn_batch),
+            (c.OPT_NAME, "sgd"),
+            (c.OPT_BASE_LR, base_lr),
+            (c.OPT_WEIGHT_DECAY, weight_decay),
+            (c.OPT_LR_WARMUP_STEPS, warmup_steps),
+            (c.OPT_LR_WARMUP_FACTOR, warmup_factor),
+            (c.OPT_LR_DECAY_BOUNDARY_EPOCHS, list(decay_boundary_epochs)),
+            (c.OPT_LR_DECAY_FACTOR, decay_factor),
+            (c.MAX_SAMPLES, 1),
+        ):
+            self.event(key, value)

@@ -1,0 +1,112 @@
+"""ssd/train.py flags and bad input (exit 2, one `error:` line), lr schedule, tools/pth_to_pickle.py."""
+import importlib.util
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from ssd import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return exc.value.code, err
+
+
+def test_learning_rate_schedule_by_hand():
+    lr = train.learning_rate
+    assert lr(0, 1.0, 4, 0, [10, 20]) == 0.0  # MLPerf warm-up with factor 0 starts at zero
+    assert lr(2, 1.0, 4, 0, [10, 20]) == 0.5
+    assert lr(0, 1.0, 4, 1, [10, 20]) == 0.5  # factor 1 starts at half
+    assert lr(4, 1.0, 4, 0, [10, 20]) == 1.0
+    assert lr(10, 1.0, 4, 0, [10, 20]) == pytest.approx(0.1)
+    assert lr(25, 1.0, 0, 0, [10, 20]) == pytest.approx(0.01)
+
+
+def test_reference_flags_parse():
+    args = train.build_parser().parse_args(
+        ["-d", "x", "-b", "8", "--val-batch-size", "4", "-e", "3", "--lr", "0.01", "--weight-decay", "1e-4",
+         "--warmup", "0.5", "--warmup-factor", "1", "--lr-decay-schedule", "44", "55", "--val-interval", "2",
+         "--val-epochs", "1", "3", "--log-interval", "5", "--num-workers", "0", "-t", "0.5", "--no-save",
+         "-s", "7", "--deterministic", "--batch-splits", "2", "--use-hpu", "--hpu-lazy-mode", "--autocast",
+         "--dl-worker-type", "HABANA", "--iteration", "3", "--end-iteration", "9", "--nms-valid-thresh", "0.1",
+         "--use-torch-compile", "--save-dir", "out"])
+    assert (args.batch_size, args.val_batch_size, args.epochs, args.lr_decay_schedule) == (8, 4, 3, [44, 55])
+    assert args.use_hpu and args.hpu_lazy_mode and args.autocast and args.dl_worker_type == "HABANA"
+    assert (args.iteration, args.end_iteration, args.output_dir, args.threshold) == (3, 9, "out", 0.5)
+    assert train.build_parser().parse_args(["-d", "x"]).threshold == 0.23
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--batch-size", "3", "--batch-splits", "2"], "--batch-splits 2 must divide --batch-size 3"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--warmup", "-1"], "--warmup"),
+])
+def test_bad_flags_exit_2(tmp_path, capsys, extra, needle):
+    code, err = run_main(["-d", str(tmp_path), *extra], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+
+
+def test_missing_data_dir_exits_2(tmp_path, capsys):
+    code, err = run_main(["-d", str(tmp_path / "nope"), "--no-save", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and err == [f"error: --data: {tmp_path / 'nope'} is not a directory (expected a COCO root "
+                                 "with train2017/, val2017/ and annotations/)"]
+
+
+def test_empty_annotations_exit_2(tmp_path, capsys):
+    for split in ("train2017", "val2017"):
+        (tmp_path / split).mkdir()
+    (tmp_path / "annotations").mkdir()
+    empty = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    for split in ("train", "val"):
+        (tmp_path / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(empty))
+    code, err = run_main(["-d", str(tmp_path), "--no-save", "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err) == 1 and "instances_train2017.json has no images" in err[0]
+
+
+def test_habana_loader_without_habana_exits_2(shapes_coco, tmp_path, capsys):
+    if importlib.util.find_spec("habana_dataloader") is not None:
+        pytest.skip("habana_dataloader is installed here")
+    code, err = run_main(["-d", str(shapes_coco), "--dl-worker-type", "HABANA", "--no-save",
+                          "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and len(err) == 1 and "habana_dataloader" in err[0]
+
+
+def load_pth_to_pickle():
+    spec = importlib.util.spec_from_file_location("pth_to_pickle", ROOT / "tools" / "pth_to_pickle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pth_to_pickle_round_trip(tmp_path, capsys):
+    tool = load_pth_to_pickle()
+    state = torchvision.models.resnet34().state_dict()  # random init, no download
+    torch.save({"model": state}, tmp_path / "r34.pth")
+    tool.main([str(tmp_path / "r34.pth")])
+    assert "wrote" in capsys.readouterr().out
+    with open(tmp_path / "r34.pkl", "rb") as f:
+        arrays = pickle.load(f)
+    assert list(arrays) == list(state)
+    for key, value in state.items():
+        assert isinstance(arrays[key], np.ndarray)
+        np.testing.assert_array_equal(arrays[key], value.numpy())
+
+
+def test_pth_to_pickle_rejects_non_state_dict(tmp_path, capsys):
+    tool = load_pth_to_pickle()
+    torch.save({"epoch": 3}, tmp_path / "bad.pth")
+    with pytest.raises(SystemExit) as exc:
+        tool.main([str(tmp_path / "bad.pth"), str(tmp_path / "out.pkl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err == [f"error: {tmp_path / 'bad.pth'}: expected a state dict of tensors "
+                                           "(torchvision .pth format)"]
+    assert not (tmp_path / "out.pkl").exists()
