@@ -1,0 +1,45 @@
+"""Small timing helpers shared by the bench scripts: every script prints one JSON object per line."""
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def emit(**fields):
+    """Print one JSON line (flushed so run_all.py sees it as it happens)."""
+    print(json.dumps(fields, sort_keys=False), flush=True)
+
+
+def time_median(fn, repeat=3, warmup=1):
+    """Median wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_flops(dtype=torch.float32, n=2048, repeat=5):
+    """The machine's measured dense matmul rate (FLOP/s) for ``dtype``: the ceiling a step is judged by."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    secs = time_median(lambda: torch.mm(a, b), repeat=repeat, warmup=2)
+    return 2.0 * n ** 3 / secs
+
+
+def machine():
+    """A short description of where the numbers were taken."""
+    import os
+    import platform
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -1,0 +1,129 @@
+"""SSD300 with a truncated ResNet-34 backbone; module names match the MLPerf reference checkpoints.
+
+Backbone: torchvision ResNet-34 up to conv4_x (``layer3``) with conv4_1 not strided, so the
+300x300 input gives a 38x38x256 map. Extra layers conv7..conv11 (no batch-norm) give 19, 10, 5, 3
+and 1; each of the six maps feeds a 3x3 loc head and a 3x3 conf head.
+"""
+from collections.abc import Mapping
+
+import torch
+import torchvision
+from torch import nn
+
+from accel import checkpoint
+from accel.errors import UserError
+
+OUT_CHANNELS = [256, 512, 512, 256, 256, 256]
+NUM_DEFAULTS = [4, 6, 6, 6, 4, 4]
+# (bottleneck channels, stride, padding) of each extra block's 3x3 conv, per the spec's head table.
+EXTRA_BLOCKS = [(256, 2, 1), (256, 2, 1), (128, 2, 1), (128, 1, 0), (128, 1, 0)]
+# torchvision resnet34 key prefix -> our backbone prefix (children 0, 1, 4, 5 of layer1; layer3).
+_TV_PREFIXES = {"conv1.": "layer1.0.", "bn1.": "layer1.1.", "layer1.": "layer1.4.",
+                "layer2.": "layer1.5.", "layer3.": "layer2.0."}
+
+
+class ResNet34Backbone(nn.Module):
+    """ResNet-34 conv1..conv4_x; ``layer1`` = stem + conv2_x + conv3_x, ``layer2`` = conv4_x."""
+
+    def __init__(self):
+        super().__init__()
+        rn34 = torchvision.models.resnet34(weights=None)
+        self.layer1 = nn.Sequential(*list(rn34.children())[:6])
+        self.layer2 = nn.Sequential(*list(rn34.children())[6:7])
+        first = self.layer2[0][0]
+        first.conv1.stride = (1, 1)
+        first.downsample[0].stride = (1, 1)
+
+    def forward(self, x):
+        return self.layer2(self.layer1(x))
+
+
+class SSD300(nn.Module):
+    """``SSD300(label_num)(images N x 3 x 300 x 300)`` -> (ploc N x 4 x 8732, plabel N x label_num x 8732)."""
+
+    def __init__(self, label_num=81, backbone_path=None):
+        super().__init__()
+        if label_num < 2:
+            raise UserError(f"SSD300: label_num must count the background too (>= 2), got {label_num}")
+        self.label_num = label_num
+        self.model = ResNet34Backbone()
+        if backbone_path is not None:
+            load_backbone_weights(self.model, backbone_path)
+        blocks = []
+        for (mid, stride, padding), cin, cout in zip(EXTRA_BLOCKS, OUT_CHANNELS[:-1], OUT_CHANNELS[1:]):
+            blocks.append(nn.Sequential(
+                nn.Conv2d(cin, mid, kernel_size=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(mid, cout, kernel_size=3, stride=stride, padding=padding),
+                nn.ReLU(inplace=True),
+            ))
+        self.additional_blocks = nn.ModuleList(blocks)
+        self.loc = nn.ModuleList(
+            nn.Conv2d(c, nd * 4, kernel_size=3, padding=1) for nd, c in zip(NUM_DEFAULTS, OUT_CHANNELS))
+        self.conf = nn.ModuleList(
+            nn.Conv2d(c, nd * label_num, kernel_size=3, padding=1) for nd, c in zip(NUM_DEFAULTS, OUT_CHANNELS))
+        self._init_weights()
+
+    def _init_weights(self):
+        """Xavier-uniform on every extra-layer and head weight (biases keep PyTorch's default)."""
+        for layer in (*self.additional_blocks, *self.loc, *self.conf):
+            for param in layer.parameters():
+                if param.dim() > 1:
+                    nn.init.xavier_uniform_(param)
+
+    def forward(self, images):
+        x = self.model(images)
+        feats = [x]
+        for block in self.additional_blocks:
+            x = block(x)
+            feats.append(x)
+        n = images.shape[0]
+        # Viewing N x (A*k) x H x W as N x k x (A*H*W) gives the DefaultBoxes order (anchor, y, x).
+        locs = torch.cat([head(f).reshape(n, 4, -1) for head, f in zip(self.loc, feats)], dim=2)
+        confs = torch.cat([head(f).reshape(n, self.label_num, -1) for head, f in zip(self.conf, feats)], dim=2)
+        return locs, confs
+
+
+def _backbone_state_from_torchvision(state, path):
+    """Rename a torchvision resnet34 state dict to our backbone's keys (layer4 and fc are dropped)."""
+    if not isinstance(state, Mapping):
+        raise UserError(
+            f"backbone weights {path}: expected a torchvision resnet34 state dict, got {type(state).__name__}")
+    renamed = {}
+    for key, value in state.items():
+        for src, dst in _TV_PREFIXES.items():
+            if isinstance(key, str) and key.startswith(src):
+                renamed[dst + key[len(src):]] = value
+                break
+    return renamed
+
+
+def _torchvision_name(key):
+    """Our backbone key -> the torchvision resnet34 key it is loaded from (for error messages)."""
+    for src, dst in _TV_PREFIXES.items():
+        if key.startswith(dst):
+            return src + key[len(dst):]
+    return key
+
+
+def load_backbone_weights(module, path):
+    """Load a torchvision-format ResNet-34 ``.pth`` (weights-only) into an SSD300 or its backbone."""
+    backbone = module.model if isinstance(module, SSD300) else module
+    if not isinstance(backbone, ResNet34Backbone):
+        raise UserError(f"load_backbone_weights: expected an SSD300 or its backbone, got {type(module).__name__}")
+    state = _backbone_state_from_torchvision(checkpoint.load(path), path)
+    own = backbone.state_dict()
+    missing = sorted(k for k in own if not isinstance(state.get(k), torch.Tensor))
+    if missing:
+        raise UserError(
+            f"backbone weights {path}: not a torchvision resnet34 state dict "
+            f"({len(missing)} tensors missing, e.g. {_torchvision_name(missing[0])!r})"
+        )
+    wrong = [k for k in own if state[k].shape != own[k].shape]
+    if wrong:
+        raise UserError(
+            f"backbone weights {path}: {len(wrong)} tensors have the wrong shape, e.g. "
+            f"{_torchvision_name(wrong[0])!r} is {tuple(state[wrong[0]].shape)}, expected "
+            f"{tuple(own[wrong[0]].shape)} (is it resnet34?)"
+        )
+    backbone.load_state_dict(state, strict=True)
