@@ -38,9 +38,9 @@ def collectives(info):
     weights = accel.all_gather_object(w1.item())
     assert len(set(weights)) == 1, weights
     accel.barrier()
-    print(f"OK rank={r} local={info.local_rank} world={n} main={accel.is_main_process()} "
-          f"mean={mean.tolist()} master={os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
-          flush=True)
+    line = (f"OK rank={r} local={info.local_rank} world={n} main={accel.is_main_process()} "
+            f"mean={mean.tolist()} master={os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}\n")
+    os.write(1, line.encode())  # one write(2) per line: ranks share the pipe and must not interleave
 
 
 def stall(info):
