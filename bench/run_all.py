@@ -1,0 +1,143 @@
+"""Run every benchmark, then print the Performance table (targets of issue 6: measured, met/missed).
+
+``python bench/run_all.py [--quick] [--readme]``: JSON lines of each script go to
+``bench/results.jsonl``; ``--readme`` rewrites the README section between the perf markers.
+Comparisons with the released YOLOX need a virtualenv with ``yolox==0.3.0`` (REF_PYTHON,
+default /work/ref_compare/venv/bin/python); without it those rows say "not measured".
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+
+
+def run(cmd, log):
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    rows = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+            log.write(line + "\n")
+            print(line, flush=True)
+    if proc.returncode != 0:
+        print(f"  failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+    return rows
+
+
+def pick(rows, **match):
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def verdict(value, target):
+    if value is None:
+        return "not measured"
+    return "met" if value >= target else f"missed ({value / target:.0%} of target)"
+
+
+def targets(rows):
+    """One row per issue-6 target: (target, measured text, verdict)."""
+    out = []
+    step = pick(rows, bench="yolox_step", mode="fp32", gts=50)
+    ratio = step[0].get("speedup_vs_ref") if step else None
+    out.append(("YOLOX-S fp32 step @50 GT vs released YOLOX", ">= 1.6x",
+                f"{ratio}x" if ratio else "-", verdict(ratio, 1.6)))
+    bf = pick(rows, bench="yolox_step", mode="bf16", gts=50)
+    if bf:
+        b = bf[0]
+        out.append(("YOLOX-S bf16 step vs our fp32", ">= 2x", f"{b['speedup_vs_fp32']}x",
+                    verdict(b["speedup_vs_fp32"], 2.0)))
+        out.append(("bf16 loss vs fp32 loss (same batch)", "<= 1e-2 rel", f"{b['loss_rel_diff_vs_fp32']:.2e}",
+                    "met" if b["loss_rel_diff_vs_fp32"] <= 1e-2 else "missed"))
+        out.append(("bf16 step, fraction of bf16 matmul rate", ">= 70%", f"{b['matmul_fraction']:.0%}",
+                    verdict(b["matmul_fraction"], 0.7)))
+    loss = {r["impl"].split()[0]: r for r in pick(rows, bench="yolox_loss", gt_per_image=50)}
+    ratio = (round(loss["reference"]["median_ms"] / loss["eager"]["median_ms"], 2)
+             if "reference" in loss and "eager" in loss else None)
+    out.append(("Assignment + loss, 8 x 50 GT, vs released YOLOX", ">= 5x", f"{ratio}x" if ratio else "-",
+                verdict(ratio, 5.0)))
+    for r in pick(rows, bench="ssd_encode", batch=32):
+        if "speedup" in r:
+            out.append((f"SSD batched encoder vs per-image, batch 32, {r['boxes_per_image']} boxes", ">= 10x",
+                        f"{r['speedup']}x", verdict(r["speedup"], 10.0)))
+    for r in pick(rows, bench="yolox_data"):
+        ratio = r.get("speedup_vs_ref")
+        out.append((f"Data pipeline vs released YOLOX, {r['workers']} workers", ">= 1.5x",
+                    f"{ratio}x ({r['img_s']} img/s)" if ratio else f"{r['img_s']} img/s", verdict(ratio, 1.5)))
+    cmp = pick(rows, bench="coco_eval_compare")
+    if cmp:
+        c = cmp[0]
+        out.append(("COCO eval: faster-coco-eval vs pycocotools (equal to 1e-4)", ">= 3x",
+                    f"{c['speedup']}x, max diff {c['max_abs_stat_diff']:.1e}",
+                    verdict(c["speedup"], 3.0) if c["equal_1e4"] else "missed (numbers differ)"))
+    return out
+
+
+def table(rows):
+    lines = ["| target | goal | measured | status |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(rows)]
+    extra = ["", "| benchmark | config | result |", "|---|---|---|"]
+    for r in pick(rows, bench="yolox_step"):
+        extra.append(f"| yolox_step | {r['model']} b{r['batch']} {r['size']} {r['gts']} GT {r['mode']} | "
+                     f"{r['step_s']} s/step, {r['img_s']} img/s, {r['matmul_fraction']:.0%} of matmul rate |")
+    for r in pick(rows, bench="yolox_loss"):
+        if "median_ms" in r:
+            extra.append(f"| yolox_loss | {r['impl']} 8 x {r['gt_per_image']} GT | {r['median_ms']} ms |")
+    for r in pick(rows, bench="ssd_step"):
+        extra.append(f"| ssd_step | b{r['batch']} 300 {r['mode']} | {r['step_s']} s/step, {r['img_s']} img/s |")
+    for r in pick(rows, bench="yolox_infer"):
+        extra.append(f"| yolox_infer | {r['model']} {r['size']} {r['variant']} | {r['latency_ms']} ms "
+                     f"(max diff {r['max_abs_diff_vs_fp32']}) |")
+    for r in pick(rows, bench="coco_eval"):
+        if "secs" in r:
+            extra.append(f"| coco_eval | {r['evaluator']} {r['images']} images | {r['secs']} s, AP {r['AP']} |")
+    return "\n".join(lines + extra)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run of the suite)")
+    ap.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = ap.parse_args()
+    py = sys.executable
+    ref = os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python")
+    has_ref = Path(ref).exists()
+    rep = ["--repeat", "1"] if args.quick else []
+    cmp = ["--compare"] if has_ref else []
+    cmds = [
+        [py, "bench/yolox_step.py", *cmp, *rep],
+        [ref if has_ref else py, "bench/bench_yolox_loss.py", *cmp, *(["--repeat", "2"] if args.quick else [])],
+        [py, "bench/yolox_data.py", *cmp, *(["--batches", "3"] if args.quick else [])],
+        [py, "bench/ssd_step.py", *rep],
+        [py, "bench/ssd_encode.py", *(["--repeat", "2"] if args.quick else [])],
+        [py, "bench/eval.py", *rep],
+        [py, "bench/infer.py", *(["--repeat", "2"] if args.quick else [])],
+    ]
+    rows = []
+    with open(ROOT / "bench" / "results.jsonl", "w") as log:
+        for cmd in cmds:
+            rows += run(cmd, log)
+    text = table(rows)
+    header = (f"Measured {datetime.date.today()} on {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores, with `python bench/run_all.py`"
+              f"{'' if has_ref else ' (no reference virtualenv: comparisons not measured)'}.")
+    print("\n" + header + "\n\n" + text)
+    if args.readme:
+        readme = ROOT / "README.md"
+        body = readme.read_text()
+        if START not in body or END not in body:
+            raise SystemExit(f"README.md has no {START} ... {END} section")
+        pre, rest = body.split(START, 1)
+        post = rest.split(END, 1)[1]
+        readme.write_text(f"{pre}{START}\n{header}\n\n{text}\n{END}{post}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""YOLOX training-step benchmark (forward + loss + backward + SGD step) on CPU.
+
+Prints one JSON line per (precision, GT count): median step time, img/s, and the fraction of the
+machine's matmul rate (measured in the same run) that the step reaches, counting training as 3x the
+26.8 GFLOPs forward of YOLOX-S at 640. ``--compare`` also times the released YOLOX on the same
+weights and inputs (REF_PYTHON: a virtualenv with ``yolox==0.3.0``) and prints the ratio.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from common import ROOT, emit, machine, matmul_flops, time_median
+
+from accel import Precision  # noqa: E402  (common.py put the repo on sys.path)
+from yolox.exp import get_exp  # noqa: E402
+
+GFLOPS_FWD_640 = {"yolox-s": 26.8}
+
+
+def make_batch(batch, size, gts, num_classes, seed=0):
+    """Images plus ``gts`` random boxes per image in the (cls, cx, cy, w, h) pixel format."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, size, size, generator=g)
+    wh = 16 + torch.rand(batch, gts, 2, generator=g) * (size / 3)
+    cxy = wh / 2 + torch.rand(batch, gts, 2, generator=g) * (size - wh)
+    cls = torch.randint(0, num_classes, (batch, gts, 1), generator=g).float()
+    return images, torch.cat([cls, cxy, wh], dim=2)
+
+
+def bench_ours(model, images, targets, mode, repeat, channels_last):
+    prec = Precision(torch.device("cpu"), mode=mode)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+    losses = []
+
+    def run():
+        with prec.autocast():
+            out = model(images, targets)
+        opt.zero_grad(set_to_none=True)
+        prec.backward_and_step(out["total_loss"], opt)
+        losses.append(out["total_loss"].detach())
+
+    secs = time_median(run, repeat=repeat)
+    return secs, float(losses[0])
+
+
+def bench_reference(ref_python, name, state_dict, images, targets, repeat):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "inputs.pt")
+        torch.save({"name": name, "state_dict": state_dict, "images": images, "targets": targets,
+                    "repeat": repeat}, path)
+        proc = subprocess.run([ref_python, str(ROOT / "bench" / "ref_runner.py"), "step", path,
+                               str(torch.get_num_threads())],
+                              capture_output=True, text=True, cwd=tmp)
+    if proc.returncode != 0:
+        raise SystemExit(f"reference run failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--name", default="yolox-s")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, default=640)
+    ap.add_argument("--gts", default="5,50")
+    ap.add_argument("--modes", default="fp32,bf16")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="also time the released YOLOX")
+    ap.add_argument("--ref-python", default=os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python"))
+    args = ap.parse_args()
+
+    rates = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
+    emit(bench="matmul", **machine(), fp32_gflops=rates["fp32"] / 1e9, bf16_gflops=rates["bf16"] / 1e9)
+    torch.manual_seed(0)
+    exp = get_exp(None, args.name)
+    base = exp.get_model()
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    train_flops = 3 * GFLOPS_FWD_640.get(args.name, float("nan")) * 1e9 * (args.size / 640) ** 2
+    fp32_loss = {}
+    for gts in [int(x) for x in args.gts.split(",")]:
+        images, targets = make_batch(args.batch, args.size, gts, exp.num_classes)
+        for mode in args.modes.split(","):
+            model = exp.get_model()
+            model.load_state_dict(state)
+            model.train()
+            secs, loss = bench_ours(model, images, targets, mode, args.repeat, args.channels_last)
+            row = dict(bench="yolox_step", model=args.name, batch=args.batch, size=args.size, gts=gts,
+                       mode=mode, channels_last=args.channels_last, step_s=round(secs, 4),
+                       img_s=round(args.batch / secs, 3), first_loss=loss,
+                       matmul_fraction=round(train_flops * args.batch / secs / rates[mode], 3))
+            if mode == "fp32":
+                fp32_loss[gts] = (loss, secs)
+            elif gts in fp32_loss:
+                ref_loss, ref_secs = fp32_loss[gts]
+                row.update(speedup_vs_fp32=round(ref_secs / secs, 3),
+                           loss_rel_diff_vs_fp32=abs(loss - ref_loss) / abs(ref_loss))
+            if args.compare and mode == "fp32":
+                ref = bench_reference(args.ref_python, args.name, state, images, targets, args.repeat)
+                row.update(ref_step_s=round(ref["secs"], 4), speedup_vs_ref=round(ref["secs"] / secs, 3),
+                           ref_first_loss=ref["first_loss"])
+            emit(**row)
+
+
+if __name__ == "__main__":
+    main()
