@@ -1,4 +1,5 @@
 """Small timing helpers shared by the bench scripts: every script prints one JSON object per line."""
+import importlib.util
 import json
 import statistics
 import sys
@@ -43,3 +44,11 @@ def machine():
     import platform
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def make_shapes(out, num_train, num_val, seed=0):
+    """tools/make_shapes.py's generator (tools/ is not a package, so load it by path)."""
+    spec = importlib.util.spec_from_file_location("make_shapes", ROOT / "tools" / "make_shapes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_shapes(out, num_train, num_val, seed=seed)

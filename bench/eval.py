@@ -6,7 +6,6 @@ the same json files; the 12 summary numbers must agree to 1e-4.
 """
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import tempfile
@@ -15,14 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, emit
-
-
-def _make_shapes():
-    spec = importlib.util.spec_from_file_location("make_shapes", ROOT / "tools" / "make_shapes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.make_shapes
+from common import emit, make_shapes
 
 
 def fake_detections(gt_json, seed=0):
@@ -49,29 +41,29 @@ def fake_detections(gt_json, seed=0):
     return dets
 
 
-def run_pycocotools(gt_json, dt_json):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+def run_eval(coco_cls, eval_cls, gt_json, dt_json):
+    """Load, evaluate, accumulate, summarize (as an evaluator does); (seconds, the 12 stats)."""
     with contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
-        gt = COCO(gt_json)
-        ev = COCOeval(gt, gt.loadRes(dt_json), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        return time.perf_counter() - t0, np.array(ev.stats)
-
-
-def run_faster(gt_json, dt_json):
-    from faster_coco_eval import COCO, COCOeval_faster
-    with contextlib.redirect_stdout(io.StringIO()):
-        t0 = time.perf_counter()
-        gt = COCO(gt_json)
-        ev = COCOeval_faster(gt, gt.loadRes(dt_json), "bbox")
+        gt = coco_cls(gt_json)
+        ev = eval_cls(gt, gt.loadRes(dt_json), "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
         return time.perf_counter() - t0, np.array(ev.stats[:12])
+
+
+def evaluators():
+    """(name, COCO class, COCOeval class) for each evaluator that is installed."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    found = [("pycocotools", COCO, COCOeval)]
+    try:
+        from faster_coco_eval import COCO as FastCOCO, COCOeval_faster
+        found.append(("faster_coco_eval", FastCOCO, COCOeval_faster))
+    except ImportError as exc:
+        emit(bench="coco_eval", evaluator="faster_coco_eval", skipped=f"not installed: {exc}")
+    return found
 
 
 def main():
@@ -80,18 +72,14 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        _make_shapes()(tmp, 0, args.num_val, seed=1)
+        make_shapes(tmp, 0, args.num_val, seed=1)
         gt_json = str(Path(tmp) / "annotations" / "instances_val2017.json")
         dt_json = str(Path(tmp) / "dets.json")
         dets = fake_detections(gt_json)
         Path(dt_json).write_text(json.dumps(dets))
         results = {}
-        for name, fn in (("pycocotools", run_pycocotools), ("faster_coco_eval", run_faster)):
-            try:
-                runs = [fn(gt_json, dt_json) for _ in range(args.repeat)]
-            except ImportError as exc:
-                emit(bench="coco_eval", evaluator=name, skipped=f"not installed: {exc}")
-                continue
+        for name, coco_cls, eval_cls in evaluators():
+            runs = [run_eval(coco_cls, eval_cls, gt_json, dt_json) for _ in range(args.repeat)]
             secs = float(np.median([r[0] for r in runs]))
             results[name] = (secs, runs[0][1])
             emit(bench="coco_eval", evaluator=name, images=args.num_val, detections=len(dets),

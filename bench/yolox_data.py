@@ -5,21 +5,14 @@ shapes set, images/s with 0 and 2 DataLoader workers, built from the same classe
 a virtualenv with ``yolox==0.3.0``) through ``bench/ref_runner.py data`` and prints the ratio.
 """
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import tempfile
 import time
 
-from common import ROOT, emit
+from common import ROOT, emit, make_shapes
 
-
-def _make_shapes():
-    spec = importlib.util.spec_from_file_location("make_shapes", ROOT / "tools" / "make_shapes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.make_shapes
 
 
 def build_loader(data, data_dir, size, batch, workers):
@@ -70,7 +63,7 @@ def main():
 
     import yolox.data as ours
     with tempfile.TemporaryDirectory() as tmp:
-        _make_shapes()(tmp, args.num_train, 0, seed=0)
+        make_shapes(tmp, args.num_train, 0, seed=0)
         for workers in [int(w) for w in args.workers.split(",")]:
             rate = images_per_s(ours, tmp, args.size, args.batch, args.batches, workers)
             row = dict(bench="yolox_data", size=args.size, batch=args.batch, workers=workers,

@@ -9,9 +9,7 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
