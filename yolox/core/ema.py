@@ -1,0 +1,51 @@
+"""Exponential moving average of model weights (upstream YOLOX ModelEMA semantics)."""
+import math
+from copy import deepcopy
+
+import torch
+
+from accel import unwrap
+
+
+class ModelEMA:
+    """Keeps ``ema`` = decayed average of the model's float state; the eval and saved model.
+
+    decay(updates) = decay * (1 - exp(-updates / 2000)) so early updates follow the model closely.
+    Buffers (BN running stats) are averaged too, as upstream does.
+    """
+
+    def __init__(self, model, decay=0.9998, updates=0):
+        self.ema = deepcopy(unwrap(model)).eval()
+        self.updates = updates
+        self.base_decay = decay
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self._ema_floats = [v for v in self.ema.state_dict().values() if v.dtype.is_floating_point]
+        self._src = None
+
+    def decay(self, updates):
+        """Decay for the ``updates``-th update."""
+        return self.base_decay * (1.0 - math.exp(-updates / 2000.0))
+
+    def _model_floats(self, model):
+        # state_dict tensors alias the live parameters, so the list is built once per model
+        if self._src is None or self._src[0] is not model:
+            sd = unwrap(model).state_dict()
+            self._src = (model, [v for v in sd.values() if v.dtype.is_floating_point])
+        return self._src[1]
+
+    @torch.no_grad()
+    def update(self, model):
+        """ema = d * ema + (1 - d) * model, as two fused foreach ops (no host syncs)."""
+        self.updates += 1
+        d = self.decay(self.updates)
+        src = self._model_floats(model)
+        torch._foreach_mul_(self._ema_floats, d)
+        torch._foreach_add_(self._ema_floats, [s.detach() for s in src], alpha=1.0 - d)
+
+    def state_dict(self):
+        return {"model": self.ema.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.ema.load_state_dict(state["model"])
+        self.updates = int(state["updates"])

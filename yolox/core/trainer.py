@@ -1,0 +1,280 @@
+"""The YOLOX training loop: epochs of SGD steps with EMA, multi-scale, periodic COCO eval and
+atomic checkpoints that let ``--resume`` continue at the exact epoch and iteration."""
+import datetime
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from loguru import logger
+
+from accel import (Precision, barrier, init_distributed, is_main_process, resolve_device, unwrap,
+                   wrap_ddp)
+from accel.checkpoint import load as load_checkpoint
+from accel.checkpoint import save_atomic
+from accel.errors import UserError
+from yolox.core.ema import ModelEMA
+from yolox.core.log import setup_logger
+
+LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains ``exp``'s model as described by the parsed ``args`` of tools/train.py.
+
+    ``args`` needs: batch_size, experiment_name, resume, ckpt, start_epoch, cache, logger, plus the
+    accel device/precision flags. Everything else comes from the exp.
+    """
+
+    def __init__(self, exp, args):
+        self.exp, self.args = exp, args
+        self.device = resolve_device(args)
+        info = init_distributed(self.device)
+        self.rank, self.world_size = info.rank, info.world_size
+        self.is_distributed = info.world_size > 1
+        self.precision = Precision.from_args(args, self.device)
+        self.batch_size = args.batch_size
+        self.max_epoch = exp.max_epoch
+        self.file_name = Path(exp.output_dir) / (args.experiment_name or exp.exp_name)
+        self.input_size = tuple(exp.input_size)
+        self.best_ap = 0.0
+        self.start_epoch, self.start_iter = 0, 0     # resume position (iteration within epoch)
+        self.epoch, self.iter = 0, 0
+        self.run_iters = 0                           # iterations done by this process
+        self.no_aug = False
+        self.tblogger = None
+        self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
+        self._last_outputs = None
+
+    # ----------------------------------------------------------------------- main loop
+    @property
+    def progress_in_iter(self):
+        """Global iteration index (0-based) of the current step."""
+        return self.epoch * self.max_iter + self.iter
+
+    def train(self):
+        self.before_train()
+        try:
+            self.train_in_epoch()
+        finally:
+            self.after_train()
+
+    def train_in_epoch(self):
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            first = self.start_iter if self.epoch == self.start_epoch else 0
+            for self.iter in range(first, self.max_iter):
+                self.train_one_iter()
+                self.after_iter()
+                if self.exp.steps and self.run_iters >= self.exp.steps:
+                    logger.info(f"reached steps {self.exp.steps}: stopping at epoch {self.epoch + 1}, "
+                                f"iteration {self.progress_in_iter + 1}")
+                    self.save_ckpt("latest", next_epoch=self.epoch, next_iter=self.iter + 1)
+                    return
+            self.after_epoch()
+
+    def train_one_iter(self):
+        t0 = time.time()
+        inps, targets = next(self.train_iter)[:2]
+        inps = inps.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        t1 = time.time()
+        inps, targets = self.exp.preprocess(inps, targets, self.input_size)
+        outputs = self.train_step(inps, targets)
+        self.set_lr(self.lr_scheduler.update_lr(self.progress_in_iter + 1))
+        self._last_outputs = outputs
+        self._window["iter_time"] += time.time() - t0
+        self._window["data_time"] += t1 - t0
+        self._window["count"] += 1
+        self.run_iters += 1
+
+    def train_step(self, inps, targets):
+        """One optimiser step on a batch; returns the detached loss dict (no host sync)."""
+        with self.precision.autocast():
+            outputs = self.model(inps, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.backward_and_step(outputs["total_loss"], self.optimizer)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return {k: v.detach() if torch.is_tensor(v) else v for k, v in outputs.items()}
+
+    def set_lr(self, lr):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # ----------------------------------------------------------------------- hooks
+    def before_train(self):
+        exp, args = self.exp, self.args
+        setup_logger(self.file_name, rank=self.rank)
+        logger.info(f"args: {vars(args)}")
+        logger.info(f"exp value:\n{exp}")
+        if exp.seed is not None:
+            seed_everything(exp.seed)
+        model = exp.get_model().to(self.device)
+        model.train()
+        exp.model = model          # upstream's get_optimizer reads exp.model
+        self.optimizer = exp.get_optimizer(self.batch_size)
+        ckpt = self.load_weights(model)
+        self.no_aug = self.start_epoch >= self.max_epoch - exp.no_aug_epochs
+        self.train_loader = exp.get_data_loader(self.batch_size, self.is_distributed,
+                                                no_aug=self.no_aug, cache_img=args.cache)
+        self.train_iter = iter(self.train_loader)
+        self.max_iter = self.train_loader.iters_per_epoch
+        self.lr_scheduler = exp.get_lr_scheduler(exp.basic_lr_per_img * self.batch_size,
+                                                 self.max_iter)
+        self.start_iter = min(self.start_iter, self.max_iter)
+        if ckpt is not None:
+            logger.info(f"resumed from {self.resume_path} at epoch {self.start_epoch + 1}, "
+                        f"iteration {self.start_epoch * self.max_iter + self.start_iter}")
+        self.ema = None
+        if exp.ema:
+            self.ema = ModelEMA(model, 0.9998)
+            self.ema.updates = self.max_iter * self.start_epoch + self.start_iter
+            if ckpt is not None and "ema_updates" in ckpt:
+                self.ema.load_state_dict({"model": ckpt["model"], "updates": ckpt["ema_updates"]})
+        if self.no_aug:
+            model.head.use_l1 = True
+        self.model = wrap_ddp(model, self.device)
+        self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
+                                           is_distributed=self.is_distributed)
+        if args.logger == "tensorboard" and self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tblogger = SummaryWriter(str(self.file_name / "tensorboard"))
+        logger.info(f"training {self.max_epoch} epochs x {self.max_iter} iterations, "
+                    f"batch {self.batch_size} over {self.world_size} process(es) on {self.device}, "
+                    f"precision {self.precision.mode}; output {self.file_name}")
+
+    def before_epoch(self):
+        logger.info(f"---> start train epoch {self.epoch + 1}")
+        if self.epoch >= self.max_epoch - self.exp.no_aug_epochs:
+            if not self.no_aug:
+                logger.info("---> no mosaic aug now; L1 loss on")
+                self.no_aug = True
+                self.train_loader.close_mosaic()   # reaches persistent workers via the sampler
+            unwrap(self.model).head.use_l1 = True
+            self.exp.eval_interval = 1
+
+    def after_iter(self):
+        if (self.iter + 1) % self.exp.print_interval == 0:
+            self.log_progress()
+        if self.exp.multiscale_range > 0 and (self.progress_in_iter + 1) % 10 == 0:
+            self.input_size = self.exp.random_resize(self.train_loader, self.epoch, self.rank,
+                                                     self.is_distributed)
+
+    def log_progress(self):
+        """The only place losses leave the device (every ``print_interval`` iterations)."""
+        w = self._window
+        n = max(w["count"], 1)
+        iter_time, data_time = w["iter_time"] / n, w["data_time"] / n
+        losses = {k: float(self._last_outputs[k]) for k in LOSS_KEYS if k in self._last_outputs}
+        total = self.max_epoch * self.max_iter
+        left = total - (self.progress_in_iter + 1)
+        if self.exp.steps:
+            left = min(left, self.exp.steps - self.run_iters)
+        eta = datetime.timedelta(seconds=int(iter_time * left))
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss_str = ", ".join(f"{k}: {v:.3f}" for k, v in losses.items())
+        logger.info(f"epoch: {self.epoch + 1}/{self.max_epoch}, iter: {self.iter + 1}/{self.max_iter}, "
+                    f"iter_time: {iter_time:.3f}s, data_time: {data_time:.3f}s, {loss_str}, "
+                    f"lr: {lr:.3e}, img/s: {self.batch_size / max(iter_time, 1e-9):.1f}, "
+                    f"size: {self.input_size[0]}, ETA: {eta}")
+        if self.tblogger is not None:
+            for k, v in losses.items():
+                self.tblogger.add_scalar(f"train/{k}", v, self.progress_in_iter + 1)
+            self.tblogger.add_scalar("train/lr", lr, self.progress_in_iter + 1)
+        self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
+
+    def after_epoch(self):
+        ap = None
+        last = self.epoch + 1 == self.max_epoch
+        if (self.epoch + 1) % self.exp.eval_interval == 0 or last:
+            ap = self.evaluate_and_save_model()
+        self.save_ckpt("latest", next_epoch=self.epoch + 1, next_iter=0, ap=ap)
+
+    def after_train(self):
+        logger.info(f"training done, best AP50:95 {self.best_ap:.4f}")
+        if self.tblogger is not None:
+            self.tblogger.close()
+
+    # ----------------------------------------------------------------------- eval + checkpoints
+    def eval_model(self):
+        return self.ema.ema if self.ema is not None else unwrap(self.model)
+
+    def evaluate_and_save_model(self):
+        ap50_95, ap50, summary = self.exp.eval(self.eval_model(), self.evaluator, self.is_distributed)
+        improved = ap50_95 > self.best_ap or not (self.file_name / "best_ckpt.pth").exists()
+        self.best_ap = max(self.best_ap, ap50_95)
+        logger.info(f"epoch {self.epoch + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}\n{summary}")
+        if self.tblogger is not None:
+            self.tblogger.add_scalar("val/COCOAP50", ap50, self.epoch + 1)
+            self.tblogger.add_scalar("val/COCOAP50_95", ap50_95, self.epoch + 1)
+        if improved:
+            self.save_ckpt("best", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
+        if self.exp.save_history_ckpt:
+            self.save_ckpt(f"epoch_{self.epoch + 1}", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
+        return ap50_95
+
+    def checkpoint_state(self, next_epoch, next_iter, ap=None):
+        """Everything resume needs. ``model`` holds the EMA weights (what upstream saves and what
+        eval/demo load); ``model_raw`` the weights the optimizer is updating."""
+        raw = unwrap(self.model)
+        state = {
+            "start_epoch": next_epoch,
+            "start_iter": next_iter,
+            "iteration": next_epoch * self.max_iter + next_iter,
+            "iters_per_epoch": self.max_iter,
+            "model": self.eval_model().state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "precision": self.precision.state_dict(),
+            "best_ap": self.best_ap,
+            "curr_ap": ap,
+        }
+        if self.ema is not None:
+            state["model_raw"] = raw.state_dict()
+            state["ema_updates"] = self.ema.updates
+        return state
+
+    def save_ckpt(self, name, next_epoch, next_iter, ap=None):
+        if is_main_process():
+            path = self.file_name / f"{name}_ckpt.pth"
+            save_atomic(self.checkpoint_state(next_epoch, next_iter, ap), path)
+            logger.info(f"saved checkpoint {path}")
+        barrier()
+
+    def load_weights(self, model):
+        """``--resume`` (full state) or ``-c`` alone (weights for fine-tuning); returns the ckpt."""
+        from yolox.utils import load_ckpt
+
+        args = self.args
+        if not args.resume:
+            if args.ckpt:
+                load_ckpt(model, load_checkpoint(args.ckpt))
+                logger.info(f"loaded weights from {args.ckpt} for fine-tuning")
+            return None
+        path = Path(args.ckpt) if args.ckpt else self.file_name / "latest_ckpt.pth"
+        ckpt = load_checkpoint(path)
+        if not isinstance(ckpt, dict) or "model" not in ckpt:
+            raise UserError(f"checkpoint {path} has no 'model' entry (expected a YOLOX training checkpoint)")
+        load_ckpt(model, ckpt.get("model_raw", ckpt["model"]))
+        if "optimizer" in ckpt:
+            try:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+            except (ValueError, KeyError) as exc:
+                raise UserError(f"checkpoint {path}: optimizer state does not fit this model ({exc})")
+        self.precision.load_state_dict(ckpt.get("precision", {}))
+        self.best_ap = float(ckpt.get("best_ap", 0.0))
+        self.resume_path = path
+        # -e START_EPOCH (1-based, as upstream) overrides where the checkpoint stopped
+        if args.start_epoch is not None:
+            self.start_epoch, self.start_iter = args.start_epoch - 1, 0
+        else:
+            self.start_epoch = int(ckpt.get("start_epoch", 0))
+            self.start_iter = int(ckpt.get("start_iter", 0))
+        return ckpt
