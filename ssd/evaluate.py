@@ -1,11 +1,11 @@
-"""COCO mAP for SSD300: decode on every rank, gather the detections, score with pycocotools on rank 0."""
+"""COCO mAP for SSD300: decode on every rank, gather the detections, score on rank 0 (accel.coco_eval)."""
 import contextlib
-import io
 
 import numpy as np
 import torch
 
 import accel
+from accel.coco_eval import evaluate_bbox, format_summary
 
 
 def detections_to_coco(decoded, img_ids, sizes, cat_ids):
@@ -27,25 +27,13 @@ def detections_to_coco(decoded, img_ids, sizes, cat_ids):
 
 def coco_map(coco_gt, rows, img_ids=None, verbose=True):
     """COCO bbox mAP (IoU 0.50:0.95) of detection rows against ``coco_gt``; prints the summary table."""
-    from pycocotools.cocoeval import COCOeval
-
     if len(rows) == 0:
         print("coco eval: no detections, mAP = 0.0")
         return 0.0
-    quiet = contextlib.redirect_stdout(io.StringIO())
-    with quiet:
-        coco_dt = coco_gt.loadRes(np.asarray(rows))
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        if img_ids is not None:
-            ev.params.imgIds = list(img_ids)
-        ev.evaluate()
-        ev.accumulate()
+    coco_eval = evaluate_bbox(coco_gt, rows, img_ids)
     if verbose:
-        ev.summarize()
-    else:
-        with contextlib.redirect_stdout(io.StringIO()):
-            ev.summarize()
-    return float(ev.stats[0])
+        print(format_summary(coco_eval.stats), end="", flush=True)
+    return float(coco_eval.stats[0])
 
 
 @torch.no_grad()

@@ -1,6 +1,4 @@
-"""COCO mAP evaluation with pycocotools, single-process or sharded across ranks."""
-import contextlib
-import io
+"""COCO mAP evaluation (accel.coco_eval), single-process or sharded across ranks."""
 import time
 
 import numpy as np
@@ -8,6 +6,7 @@ import torch
 from tabulate import tabulate
 
 from accel import all_gather_object, broadcast_object, is_main_process, mark_step
+from accel.coco_eval import evaluate_bbox, format_summary
 
 
 def detections_to_rows(outputs, img_hw, img_ids, img_size, class_ids):
@@ -54,21 +53,12 @@ def per_class_ap_table(coco_eval, coco_gt, columns=6):
 
 
 def coco_summary(coco_gt, rows, img_ids):
-    """Run COCOeval on detection rows; returns (ap50_95, ap50, summary text with per-class table)."""
-    from pycocotools.cocoeval import COCOeval
-
+    """Score detection rows; returns (ap50_95, ap50, summary text with per-class table)."""
     if rows.shape[0] == 0:
         return 0.0, 0.0, "no detections: AP and AR are 0\n"
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(rows)
-        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
-        coco_eval.params.imgIds = list(img_ids)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-    text = io.StringIO()
-    with contextlib.redirect_stdout(text):
-        coco_eval.summarize()
-    summary = text.getvalue() + "per class AP:\n" + per_class_ap_table(coco_eval, coco_gt) + "\n"
+    coco_eval = evaluate_bbox(coco_gt, rows, img_ids)
+    summary = (format_summary(coco_eval.stats) + "per class AP:\n"
+               + per_class_ap_table(coco_eval, coco_gt) + "\n")
     return float(coco_eval.stats[0]), float(coco_eval.stats[1]), summary
 
 
