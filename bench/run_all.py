@@ -87,6 +87,11 @@ def table(rows):
     for r in pick(rows, bench="yolox_step"):
         extra.append(f"| yolox_step | {r['model']} b{r['batch']} {r['size']} {r['gts']} GT {r['mode']} | "
                      f"{r['step_s']} s/step, {r['img_s']} img/s, {r['matmul_fraction']:.0%} of matmul rate |")
+    for mode in ("fp32", "bf16"):
+        prof = pick(rows, bench="yolox_step_profile", mode=mode)
+        if prof:
+            ops = ", ".join(f"{r['op']} {r['share']:.0%}" for r in prof[:6])
+            extra.append(f"| yolox_step profile | {mode}, top ops by self CPU time | {ops} |")
     for r in pick(rows, bench="yolox_loss"):
         if "median_ms" in r:
             extra.append(f"| yolox_loss | {r['impl']} 8 x {r['gt_per_image']} GT | {r['median_ms']} ms |")
@@ -112,7 +117,7 @@ def main():
     rep = ["--repeat", "1"] if args.quick else []
     cmp = ["--compare"] if has_ref else []
     cmds = [
-        [py, "bench/yolox_step.py", *cmp, *rep],
+        [py, "bench/yolox_step.py", *cmp, *rep, "--profile", "8"],
         [ref if has_ref else py, "bench/bench_yolox_loss.py", *cmp, *(["--repeat", "2"] if args.quick else [])],
         [py, "bench/yolox_data.py", *cmp, *(["--batches", "3"] if args.quick else [])],
         [py, "bench/ssd_step.py", *rep],

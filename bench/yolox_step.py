@@ -50,6 +50,28 @@ def bench_ours(model, images, targets, mode, repeat, channels_last):
     return secs, float(losses[0])
 
 
+def profile_step(model, images, targets, mode, top):
+    """One step under torch.profiler: the ``top`` ops by self CPU time, as JSON lines."""
+    prec = Precision(torch.device("cpu"), mode=mode)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+
+    def step():
+        with prec.autocast():
+            out = model(images, targets)
+        opt.zero_grad(set_to_none=True)
+        prec.backward_and_step(out["total_loss"], opt)
+
+    step()  # warm-up outside the profile
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    for e in events[:top]:
+        emit(bench="yolox_step_profile", mode=mode, op=e.key, calls=e.count,
+             self_cpu_ms=round(e.self_cpu_time_total / 1e3, 1),
+             share=round(e.self_cpu_time_total / total, 3))
+
+
 def bench_reference(ref_python, name, state_dict, images, targets, repeat):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "inputs.pt")
@@ -73,6 +95,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compare", action="store_true", help="also time the released YOLOX")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also print the top N ops of one step per precision (torch.profiler)")
     ap.add_argument("--ref-python", default=os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python"))
     args = ap.parse_args()
 
@@ -106,6 +130,9 @@ def main():
                 row.update(ref_step_s=round(ref["secs"], 4), speedup_vs_ref=round(ref["secs"] / secs, 3),
                            ref_first_loss=ref["first_loss"])
             emit(**row)
+            if args.profile and gts == max(int(x) for x in args.gts.split(",")):
+                model.load_state_dict(state)
+                profile_step(model, images, targets, mode, args.profile)
 
 
 if __name__ == "__main__":
