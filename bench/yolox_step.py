@@ -31,11 +31,15 @@ def make_batch(batch, size, gts, num_classes, seed=0):
     return images, torch.cat([cls, cxy, wh], dim=2)
 
 
+def layout(model, images, channels_last):
+    """Model and images in the memory format the trainer would use."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(memory_format=fmt), images.contiguous(memory_format=fmt)
+
+
 def bench_ours(model, images, targets, mode, repeat, channels_last):
     prec = Precision(torch.device("cpu"), mode=mode)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    model, images = layout(model, images, channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
     losses = []
 
@@ -50,9 +54,10 @@ def bench_ours(model, images, targets, mode, repeat, channels_last):
     return secs, float(losses[0])
 
 
-def profile_step(model, images, targets, mode, top):
+def profile_step(model, images, targets, mode, top, channels_last):
     """One step under torch.profiler: the ``top`` ops by self CPU time, as JSON lines."""
     prec = Precision(torch.device("cpu"), mode=mode)
+    model, images = layout(model, images, channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
 
     def step():
@@ -93,7 +98,8 @@ def main():
     ap.add_argument("--gts", default="5,50")
     ap.add_argument("--modes", default="fp32,bf16")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--contiguous", action="store_true",
+                    help="NCHW layout instead of channels_last (the trainer's default on cpu/cuda)")
     ap.add_argument("--compare", action="store_true", help="also time the released YOLOX")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also print the top N ops of one step per precision (torch.profiler)")
@@ -114,9 +120,9 @@ def main():
             model = exp.get_model()
             model.load_state_dict(state)
             model.train()
-            secs, loss = bench_ours(model, images, targets, mode, args.repeat, args.channels_last)
+            secs, loss = bench_ours(model, images, targets, mode, args.repeat, not args.contiguous)
             row = dict(bench="yolox_step", model=args.name, batch=args.batch, size=args.size, gts=gts,
-                       mode=mode, channels_last=args.channels_last, step_s=round(secs, 4),
+                       mode=mode, channels_last=not args.contiguous, step_s=round(secs, 4),
                        img_s=round(args.batch / secs, 3), first_loss=loss,
                        matmul_fraction=round(train_flops * args.batch / secs / rates[mode], 3))
             if mode == "fp32":
@@ -132,7 +138,7 @@ def main():
             emit(**row)
             if args.profile and gts == max(int(x) for x in args.gts.split(",")):
                 model.load_state_dict(state)
-                profile_step(model, images, targets, mode, args.profile)
+                profile_step(model, images, targets, mode, args.profile, not args.contiguous)
 
 
 if __name__ == "__main__":

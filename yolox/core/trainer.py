@@ -44,6 +44,8 @@ class Trainer:
         self.max_epoch = exp.max_epoch
         self.file_name = Path(exp.output_dir) / (args.experiment_name or exp.exp_name)
         self.input_size = tuple(exp.input_size)
+        use_cl = exp.channels_last and self.device.type in ("cpu", "cuda")
+        self.memory_format = torch.channels_last if use_cl else torch.contiguous_format
         self.best_ap = 0.0
         self.start_epoch, self.start_iter = 0, 0     # resume position (iteration within epoch)
         self.epoch, self.iter = 0, 0
@@ -87,6 +89,7 @@ class Trainer:
         targets = targets.to(self.device, non_blocking=True)
         t1 = time.time()
         inps, targets = self.exp.preprocess(inps, targets, self.input_size)
+        inps = inps.contiguous(memory_format=self.memory_format)
         outputs = self.train_step(inps, targets)
         self.set_lr(self.lr_scheduler.update_lr(self.progress_in_iter + 1))
         self._last_outputs = outputs
@@ -117,7 +120,7 @@ class Trainer:
         logger.info(f"exp value:\n{exp}")
         if exp.seed is not None:
             seed_everything(exp.seed)
-        model = exp.get_model().to(self.device)
+        model = exp.get_model().to(self.device, memory_format=self.memory_format)
         model.train()
         exp.model = model          # upstream's get_optimizer reads exp.model
         self.optimizer = exp.get_optimizer(self.batch_size)

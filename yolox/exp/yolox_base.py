@@ -48,6 +48,9 @@ class Exp(BaseExp):
         self.eval_interval = 10
         self.save_history_ckpt = True
         self.steps = 0  # stop after this many iterations; 0 = no limit
+        # NHWC conv layout for training on cpu/cuda (not hpu): on the 2-core CPU it made the
+        # YOLOX-S step 1.25x faster in fp32 and 1.4x in bf16 (bench/yolox_step.py)
+        self.channels_last = True
         self.exp_name = "yolox_base"
         # test
         self.test_size = (640, 640)
