@@ -4,6 +4,16 @@ from torch import nn
 from .network_blocks import BaseConv, CSPLayer, DWConv, Focus, ResLayer, SPPBottleneck
 
 
+def _stage_outputs(backbone, x):
+    """Run stem and dark2..dark5 in order; return the stages named in ``out_features``."""
+    outputs = {}
+    for name in ("stem", "dark2", "dark3", "dark4", "dark5"):
+        x = getattr(backbone, name)(x)
+        if name in backbone.out_features:
+            outputs[name] = x
+    return outputs
+
+
 class Darknet(nn.Module):
     """Darknet-53 (or 21) with the SPP block on dark5, as in upstream YOLOX's YOLOv3 baseline."""
 
@@ -47,11 +57,7 @@ class Darknet(nn.Module):
         ]
 
     def forward(self, x):
-        outputs = {}
-        for name in ("stem", "dark2", "dark3", "dark4", "dark5"):
-            x = getattr(self, name)(x)
-            outputs[name] = x
-        return {k: v for k, v in outputs.items() if k in self.out_features}
+        return _stage_outputs(self, x)
 
 
 class CSPDarknet(nn.Module):
@@ -83,8 +89,4 @@ class CSPDarknet(nn.Module):
         )
 
     def forward(self, x):
-        outputs = {}
-        for name in ("stem", "dark2", "dark3", "dark4", "dark5"):
-            x = getattr(self, name)(x)
-            outputs[name] = x
-        return {k: v for k, v in outputs.items() if k in self.out_features}
+        return _stage_outputs(self, x)
