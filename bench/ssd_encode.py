@@ -35,7 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--boxes", type=int, nargs="+", default=[1, 10, 50])
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
 
     encoder = Encoder(dboxes300_coco())

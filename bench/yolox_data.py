@@ -55,7 +55,7 @@ def main():
     ap.add_argument("--num-train", type=int, default=128)
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--workers", default="0,2")
     ap.add_argument("--compare", action="store_true", help="also time the released YOLOX pipeline")
     ap.add_argument("--ref-python", default=os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python"))
