@@ -1,12 +1,11 @@
 """Runs the *released* YOLOX (pip ``yolox==0.3.0`` in a separate virtualenv) on inputs saved by a
-bench script, and prints one JSON line. Invoked as ``REF_PYTHON bench/ref_runner.py step INPUT.pt [THREADS]`` or ``... data JSON``.
+bench script, and prints one JSON line. Invoked as
+``REF_PYTHON bench/ref_runner.py step INPUT.pt [THREADS]`` or ``REF_PYTHON bench/ref_runner.py data JSON``.
 
-It deliberately imports nothing from this project: ``yolox`` here must resolve to the reference.
+``yolox`` here must resolve to the reference: bench/ is put on the path only after it is imported.
 """
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,16 +19,8 @@ from yolox.exp import get_exp  # noqa: E402
 if Path(yolox.__file__).resolve().is_relative_to(ROOT):
     sys.exit(f"ref_runner: 'yolox' resolved to this project ({yolox.__file__}), not the reference")
 
-
-def _median(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.append(str(ROOT / "bench"))  # only now: ``yolox`` above must stay the reference
+from common import time_median  # noqa: E402
 
 
 def step(inp):
@@ -48,14 +39,13 @@ def step(inp):
         opt.step()
         losses.append(float(out["total_loss"]))
 
-    secs = _median(run, inp["repeat"])
+    secs = time_median(run, repeat=inp["repeat"])
     return {"secs": secs, "first_loss": losses[0]}
 
 
 def data(cfg):
     """The reference's training data pipeline, built by bench/yolox_data.py's own builder."""
     import yolox.data as ref_data
-    sys.path.append(str(ROOT / "bench"))  # after the reference: ``yolox`` stays the reference
     from yolox_data import images_per_s
     return {"img_s": images_per_s(ref_data, cfg["data_dir"], cfg["size"], cfg["batch"], cfg["batches"],
                                   cfg["workers"])}
