@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader as TorchDataLoader
-from torch.utils.data import Sampler
 
 from accel import broadcast_object, dist_env
 
@@ -20,6 +19,12 @@ def _require_data_dir(exp):
     if not exp.data_dir:
         raise UserError("no data directory: pass --data_dir DIR (or set YOLOX_DATADIR)")
     return exp.data_dir
+
+
+def _rank_world(is_distributed):
+    """(rank, world size) of this process, or (0, 1) for a single-process loader."""
+    info = dist_env()
+    return (info.rank, info.world_size) if is_distributed else (0, 1)
 
 
 def _loader_kwargs(exp):
@@ -48,9 +53,7 @@ def get_data_loader(exp, batch_size, is_distributed, no_aug=False, cache_img=Fal
                               mosaic_scale=exp.mosaic_scale, mixup_scale=exp.mixup_scale,
                               shear=exp.shear, enable_mixup=exp.enable_mixup,
                               mosaic_prob=exp.mosaic_prob, mixup_prob=exp.mixup_prob)
-    info = dist_env()
-    world = info.world_size if is_distributed else 1
-    rank = info.rank if is_distributed else 0
+    rank, world = _rank_world(is_distributed)
     sampler = InfiniteSampler(len(dataset), shuffle=True, seed=exp.seed or 0, rank=rank,
                               world_size=world)
     batch_sampler = YoloBatchSampler(sampler=sampler, batch_size=max(batch_size // world, 1),
@@ -126,20 +129,6 @@ def get_lr_scheduler(exp, lr, iters_per_epoch):
                        no_aug_epochs=exp.no_aug_epochs, min_lr_ratio=exp.min_lr_ratio)
 
 
-class ShardSampler(Sampler):
-    """Every ``world_size``-th index from ``rank``: each image is evaluated exactly once overall
-    (DistributedSampler pads with repeats, which would double-count detections)."""
-
-    def __init__(self, size, rank, world_size):
-        self.indices = range(rank, size, world_size)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-
 def get_eval_loader(exp, batch_size, is_distributed, testdev=False, legacy=False):
     from yolox.data import COCODataset, ValTransform
 
@@ -147,10 +136,10 @@ def get_eval_loader(exp, batch_size, is_distributed, testdev=False, legacy=False
                           json_file=exp.test_ann if testdev else exp.val_ann,
                           name="test2017" if testdev else "val2017",
                           img_size=exp.test_size, preproc=ValTransform(legacy=legacy))
-    info = dist_env()
-    world = info.world_size if is_distributed else 1
-    rank = info.rank if is_distributed else 0
-    sampler = ShardSampler(len(dataset), rank, world)
+    rank, world = _rank_world(is_distributed)
+    # every world-th image from rank: each is evaluated exactly once overall (DistributedSampler
+    # pads with repeats, which would double-count detections)
+    sampler = range(rank, len(dataset), world)
     kwargs = _loader_kwargs(exp)
     kwargs.pop("persistent_workers", None)   # eval loaders are short-lived
     return TorchDataLoader(dataset, batch_size=max(batch_size // world, 1), sampler=sampler, **kwargs)
