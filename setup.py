@@ -16,7 +16,10 @@ setup(
     version="0.1.0",
     description="YOLOX and SSD-ResNet34 detectors for Gaudi (HPU), CUDA and CPU",
     python_requires=">=3.9",
-    packages=find_packages(include=["accel", "accel.*", "yolox", "yolox.*", "ssd", "ssd.*"]),
+    packages=find_packages(include=["accel", "accel.*", "detcore", "detcore.*", "yolox", "yolox.*",
+                                    "ssd", "ssd.*"]),
     install_requires=_requirements(),
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "onnx": ["onnx", "onnxruntime"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime", "tensorboard"],
+                    "onnx": ["onnx", "onnxruntime"], "tensorboard": ["tensorboard"],
+                    "wandb": ["wandb"]},
 )

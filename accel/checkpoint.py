@@ -1,41 +1,79 @@
 """Checkpoint I/O shared by both detectors: atomic writes, safe loads, clear errors."""
+import errno
 import os
 import pickle
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from accel.errors import UserError
 
 
-def save_atomic(obj, path):
-    """Write ``obj`` with torch.save to a temp file beside ``path`` then rename it into place.
+def _write_atomic(path, write):
+    """Run ``write(file)`` on a temp file beside ``path``, then rename it into place.
 
-    A crash mid-write leaves the previous checkpoint intact instead of a truncated file.
+    A crash mid-write leaves the previous file intact instead of a truncated one; a full disk
+    or a read-only folder is one UserError naming the path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                  errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+        raise UserError(f"cannot write {path}: {reason.get(exc.errno, exc.strerror or exc)} "
+                        "(the previous file, if any, is intact)") from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+def save_atomic(obj, path):
+    """torch.save ``obj`` to ``path`` atomically (see ``_write_atomic``)."""
+    _write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def replace_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    _write_atomic(path, lambda f: f.write(data))
+
+
+def numpy_scalar_globals():
+    """Exactly what a pickled NumPy scalar needs (upstream/Habana YOLOX checkpoints store
+    ``best_ap`` as ``numpy.float64``): the scalar constructor under its NumPy 1 and NumPy 2
+    module names, ``numpy.dtype`` and the dtype classes of the scalar kinds metrics use."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:                                   # NumPy 1
+        from numpy.core.multiarray import scalar
+    kinds = ("float64", "float32", "float16", "int64", "int32", "bool")
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+            np.dtype, *{type(np.dtype(k)) for k in kinds}]
+
+
 def load(path, map_location="cpu"):
-    """Load a checkpoint with ``weights_only=True``; a missing or corrupt file is a UserError."""
+    """Load a checkpoint with ``weights_only=True`` (plus NumPy scalars, nothing else); a
+    missing, corrupt or non-torch file is a UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist (expected a .pth file)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} could not be loaded as a weights-only torch file: {first}")
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError,
+            UnicodeDecodeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"checkpoint {path} is not a loadable torch checkpoint "
+                        f"({type(exc).__name__}: {first[:200]})") from None

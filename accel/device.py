@@ -1,27 +1,28 @@
-"""Device selection: the one place that imports the Habana stack, and only when HPU is asked for.
+"""Device selection: flags -> ``torch.device``, with one-line errors for devices that are not there.
 
-Off HPU nothing here touches ``habana_frameworks``, so CPU/CUDA runs work without it installed.
+HPU goes through ``accel.hpu`` (the only importer of the Habana stack); off HPU nothing here
+touches ``habana_frameworks``, so CPU/CUDA runs work without it installed.
 """
-import importlib
 import os
 
 import torch
+from loguru import logger
 
+from accel import hpu
 from accel.distributed import dist_env
 from accel.errors import UserError
+from accel.hpu import is_hpu, lazy_mode, mark_step  # noqa: F401  (re-exported)
+from accel.oplists import prepare_hpu_env
 
-DEVICES = ("cpu", "cuda", "hpu")
-_HTCORE = "habana_frameworks.torch.core"
-_HTHPU = "habana_frameworks.torch.hpu"
-_HABANA_HINT = ("the Habana stack (habana_frameworks) is not installed; it comes from Habana's "
-                "installer or a Gaudi docker image, not from requirements.txt")
+DEVICES = ("auto", "cpu", "cuda", "hpu")
 
 
 def add_device_args(parser):
     """Add ``--device`` and the HPU aliases the reference recipes spell three different ways."""
     group = parser.add_argument_group("device")
     group.add_argument("--device", choices=DEVICES, default=None,
-                       help="cpu (default), cuda or hpu")
+                       help="auto (default: hpu if a Gaudi is visible, else cuda, else cpu), "
+                            "cpu, cuda or hpu")
     group.add_argument("--use_hpu", "--use-hpu", "--hpu", dest="use_hpu", action="store_true",
                        help="alias for --device hpu")
     group.add_argument("--hpu-lazy-mode", dest="hpu_lazy_mode", action="store_true",
@@ -29,33 +30,45 @@ def add_device_args(parser):
     return parser
 
 
-def lazy_mode():
-    """HPU lazy mode is on unless PT_HPU_LAZY_MODE=0 (resolve_device exports 1 when unset)."""
-    return os.environ.get("PT_HPU_LAZY_MODE", "1").strip() != "0"
-
-
-def is_hpu(device):
-    return torch.device(device).type == "hpu"
-
-
-def _import_habana():
-    """Import the HPU bridge; a missing stack is a one-line UserError, not an ImportError trace."""
-    try:
-        return importlib.import_module(_HTCORE), importlib.import_module(_HTHPU)
-    except ImportError as exc:
-        raise UserError(f"--device hpu requested but {_HABANA_HINT} ({exc})") from None
-
-
 def _wanted_device(args):
     device = getattr(args, "device", None)
     if getattr(args, "use_hpu", False):
-        if device not in (None, "hpu"):
+        if device not in (None, "auto", "hpu"):
             raise UserError(f"--device {device} conflicts with --hpu/--use_hpu/--use-hpu "
                             "(pick one device)")
         device = "hpu"
-    if getattr(args, "hpu_lazy_mode", False) and device != "hpu":
-        raise UserError(f"--hpu-lazy-mode needs --device hpu (got --device {device or 'cpu'})")
-    return device or "cpu"
+    device = device or "auto"
+    if getattr(args, "hpu_lazy_mode", False) and device not in ("hpu", "auto"):
+        raise UserError(f"--hpu-lazy-mode needs --device hpu (got --device {device})")
+    if device == "auto":
+        device = _auto_device(args)
+        if getattr(args, "hpu_lazy_mode", False) and device != "hpu":
+            raise UserError(f"--hpu-lazy-mode needs --device hpu (no Gaudi found; auto chose {device})")
+    return device
+
+
+def _auto_device(args):
+    """HPU when the Habana stack is installed and a card is visible, else CUDA, else CPU."""
+    if hpu.stack_installed():
+        try:
+            _open_hpu(args)
+            return "hpu"
+        except UserError as exc:
+            logger.info(f"--device auto: not using the HPU ({exc})")
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _open_hpu(args):
+    if getattr(args, "hpu_lazy_mode", False) and not lazy_mode():
+        raise UserError("--hpu-lazy-mode conflicts with PT_HPU_LAZY_MODE=0 in the environment")
+    # Pin the bridge to lazy mode unless told otherwise, whatever its own release default is.
+    os.environ.setdefault("PT_HPU_LAZY_MODE", "1")
+    prepare_hpu_env(args)
+    if not hpu.is_available():
+        raise UserError("--device hpu requested but habana_frameworks.torch.hpu.is_available() "
+                        "is False (no Gaudi device visible)")
 
 
 def resolve_device(args):
@@ -63,33 +76,24 @@ def resolve_device(args):
 
     CUDA picks the GPU of this process's local rank; HPU sets the lazy-mode and autocast op-list
     environment before the bridge is imported, because the bridge reads them only at import.
+    The chosen device is logged, so a run with ``--device auto`` says what it got.
     """
     name = _wanted_device(args)
     if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
+        device = torch.device("cpu")
+    elif name == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda requested but torch.cuda.is_available() is False")
         index = dist_env().local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if getattr(args, "hpu_lazy_mode", False) and not lazy_mode():
-        raise UserError("--hpu-lazy-mode conflicts with PT_HPU_LAZY_MODE=0 in the environment")
-    # Pin the bridge to lazy mode unless told otherwise, whatever its own release default is.
-    os.environ.setdefault("PT_HPU_LAZY_MODE", "1")
-    from accel.precision import prepare_hpu_env  # here: precision imports this module
-    prepare_hpu_env(args)
-    _, hthpu = _import_habana()  # importing core loads the bridge and registers "hpu"
-    if not hthpu.is_available():
-        raise UserError("--device hpu requested but habana_frameworks.torch.hpu.is_available() "
-                        "is False (no Gaudi device visible)")
-    return torch.device("hpu")
-
-
-def mark_step(device):
-    """Flush the lazy HPU graph (htcore.mark_step); a no-op on CPU, CUDA and eager HPU."""
-    if is_hpu(device) and lazy_mode():
-        importlib.import_module(_HTCORE).mark_step()
+        device = torch.device("cuda", index)
+    else:
+        _open_hpu(args)
+        device = torch.device("hpu")
+    logger.info(f"device: {device}" + (" (chosen by --device auto)"
+                                       if getattr(args, "device", None) in (None, "auto")
+                                       and not getattr(args, "use_hpu", False) else ""))
+    return device
 
 
 def synchronize(device):
@@ -98,4 +102,4 @@ def synchronize(device):
     if kind == "cuda":
         torch.cuda.synchronize(device)
     elif kind == "hpu":
-        importlib.import_module(_HTHPU).synchronize()
+        hpu.synchronize()

@@ -5,6 +5,7 @@ with an error instead of waiting forever.
 """
 import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,6 +14,7 @@ import torch
 import torch.distributed as dist
 from loguru import logger
 
+from accel import hpu
 from accel.errors import UserError
 
 DEFAULT_TIMEOUT_S = 1800
@@ -63,7 +65,15 @@ def backend_for(device):
     return {"hpu": "hccl", "cuda": "nccl"}.get(torch.device(device).type, "gloo")
 
 
-def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S):
+def set_rendezvous(url):
+    """Upstream YOLOX's ``--dist-url tcp://HOST:PORT`` -> MASTER_ADDR / MASTER_PORT."""
+    match = re.fullmatch(r"tcp://([^:/]+):(\d+)/?", url.strip())
+    if not match:
+        raise UserError(f"--dist-url {url!r}: expected tcp://HOST:PORT (or auto)")
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = match.group(1), match.group(2)
+
+
+def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S, backend=None):
     """Join the process group described by the launcher's environment; no-op for one process.
 
     mpirun sets no MASTER_ADDR/MASTER_PORT, so single-node defaults are filled in (multi-node
@@ -77,9 +87,9 @@ def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S):
     os.environ.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
     os.environ.update(RANK=str(info.rank), LOCAL_RANK=str(info.local_rank),
                       WORLD_SIZE=str(info.world_size))
-    backend = backend_for(device)
+    backend = backend or backend_for(device)
     if backend == "hccl":
-        import habana_frameworks.torch.distributed.hccl  # noqa: F401  registers the backend
+        hpu.register_hccl()
     dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
                             world_size=info.world_size, timeout=timedelta(seconds=timeout_s))
     logger.info(f"rank {info.rank}/{info.world_size} (local {info.local_rank}) joined via "
@@ -142,6 +152,19 @@ def all_reduce_mean(tensor):
     return out / dist.get_world_size()
 
 
+@torch.no_grad()
+def all_reduce_norm(model):
+    """Average every batch-norm running mean/var over ranks, in place (upstream YOLOX's
+    ``all_reduce_norm``): each rank's statistics saw only its own shard, and evaluation must
+    score the same model on every rank, equal to a one-process evaluation."""
+    if not _active():
+        return
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+             and m.track_running_stats and m.running_mean is not None]
+    for buf in [b for m in norms for b in (m.running_mean, m.running_var)]:
+        buf.copy_(all_reduce_mean(buf))
+
+
 def all_gather_object(obj):
     """Picklable ``obj`` from every rank, as a list indexed by rank."""
     if not _active():
@@ -165,17 +188,24 @@ def destroy():
         dist.destroy_process_group()
 
 
-def launch_local(num_procs, script, argv):
-    """Re-run ``script argv`` under torch.distributed.run with ``num_procs`` local processes.
+def launch_local(num_procs, script, argv, nnodes=1, node_rank=0):
+    """Re-run ``script argv`` under torch.distributed.run with ``num_procs`` local processes
+    (on machine ``node_rank`` of ``nnodes``, meeting at MASTER_ADDR:MASTER_PORT).
 
     Returns (so the caller just carries on) when one process is asked for or when we already
     are one rank of a launch; otherwise this process is replaced and never returns.
     """
     if num_procs < 1:
         raise UserError(f"number of processes must be >= 1 (got {num_procs})")
-    if num_procs == 1 or any(rank_var in os.environ for _, rank_var, _, _ in _LAUNCHERS):
+    if num_procs * nnodes == 1 or any(rank_var in os.environ for _, rank_var, _, _ in _LAUNCHERS):
         return
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    if nnodes > 1:
+        where = [f"--nnodes={nnodes}", f"--node_rank={node_rank}",
+                 f"--master_addr={os.environ.get('MASTER_ADDR', DEFAULT_MASTER_ADDR)}",
+                 f"--master_port={os.environ.get('MASTER_PORT', DEFAULT_MASTER_PORT)}"]
+    else:
+        where = ["--standalone"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *where,
            f"--nproc_per_node={num_procs}", str(script), *map(str, argv)]
     logger.info("relaunching: " + " ".join(cmd))
     sys.stdout.flush()

@@ -1,22 +1,57 @@
-"""User-facing errors: one line naming the file or flag and what was expected, never a traceback."""
+"""User-facing errors: one line naming the file or flag and what was expected, never a traceback.
+
+Also the one-line ends of a run the user did not ask for: Ctrl-C (exit 130, saying where the
+run stopped and which checkpoint holds it) and a failure inside a data-loader worker (the root
+cause, not torch's re-raised worker traceback).
+"""
 import functools
 import sys
+
+_where = []   # callables a running trainer registers: "epoch E, iteration I; latest checkpoint P"
 
 
 class UserError(Exception):
     """A mistake in the user's input (flag, file, data). Its message is shown as-is, on one line."""
 
 
+def report_position(describe):
+    """Register ``describe()`` -> text saying where the run is; used when it is interrupted."""
+    _where[:] = [describe]
+
+
+def _root_cause(text):
+    """The last line of a re-raised worker traceback: ``ExcType: message``."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else text
+
+
+def one_line(text):
+    return " ".join(str(text).split())
+
+
 def cli_entry(main):
-    """Wrap a CLI ``main``: a UserError becomes ``error: <message>`` on stderr and exit code 2."""
+    """Wrap a CLI ``main``: a UserError becomes ``error: <message>`` on stderr and exit code 2;
+    Ctrl-C and data-loader worker failures become one line too."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except UserError as exc:
-            msg = " ".join(str(exc).split())
-            print(f"error: {msg}", file=sys.stderr, flush=True)
+            text = str(exc)
+            if "Original Traceback" in text:            # raised inside a data-loader worker
+                text = _root_cause(text).split(": ", 1)[-1]
+            print(f"error: {one_line(text)}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            where = f" at {_where[0]()}" if _where else ""
+            print(f"interrupted{where}", file=sys.stderr, flush=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001  only worker failures are shortened
+            if "DataLoader worker" not in str(exc):
+                raise
+            print(f"error: a data-loader worker failed: {one_line(_root_cause(str(exc)))}",
+                  file=sys.stderr, flush=True)
+            sys.exit(1)
 
     return wrapper

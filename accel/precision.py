@@ -4,25 +4,16 @@ Modes: fp32; bf16 via torch.autocast (cpu, cuda, hpu); fp16 + GradScaler (cuda o
 the legacy Habana Mixed Precision (HMP), which rewrites ops globally from two op-list files.
 """
 import contextlib
-import os
-import re
-import sys
-from pathlib import Path
 
 import torch
 from loguru import logger
 
-from accel.device import is_hpu, mark_step
+from accel import hpu
 from accel.errors import UserError
+from accel.hpu import is_hpu, mark_step
+from accel.oplists import DEFAULT_BF16_OPS, DEFAULT_FP32_OPS, op_list, prepare_hpu_env
 
-REPO_TOP = Path(__file__).resolve().parents[1]
-DEFAULT_BF16_OPS = REPO_TOP / "ops_bf16_yolox.txt"
-DEFAULT_FP32_OPS = REPO_TOP / "ops_fp32_yolox.txt"
-# Read by the Habana bridge once, at import of habana_frameworks.torch.core.
-AUTOCAST_ENV = {"bf16": "PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST",
-                "fp32": "PT_HPU_AUTOCAST_FP32_OPS_LIST"}
 MODES = ("fp32", "bf16", "fp16")
-OP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def add_precision_args(parser):
@@ -44,48 +35,18 @@ def add_precision_args(parser):
     return parser
 
 
-def _op_list(args, kind):
-    """The checked op-list file for ``kind`` ('bf16'/'fp32'): the flag if given, else the default.
-
-    Checked here because the Habana loaders skip what they cannot parse without saying so.
-    """
-    flag = f"--hmp-{kind}"
-    given = getattr(args, f"hmp_{kind}", None)
-    path = Path(given) if given else (DEFAULT_BF16_OPS if kind == "bf16" else DEFAULT_FP32_OPS)
-    if not path.is_file():
-        raise UserError(f"{flag} {path} does not exist "
-                        "(expected a text file, one op name per line)")
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip() and not OP_NAME.fullmatch(line.strip()):
-            raise UserError(f"{flag} {path} line {number}: {line.strip()!r} is not an op name "
-                            "(expected one name per line, e.g. conv2d)")
-    return path
+_HMP_CONVERTED = []   # HMP rewrites ops process-wide, so whether it is on is process state
 
 
-def prepare_hpu_env(args):
-    """Check the op-list files and, for ``--autocast``, export them before the bridge is imported.
-
-    Called by resolve_device so bad files fail before the (slow) Habana import. For the autocast
-    variables an explicit flag wins over the environment, which wins over the repo-top defaults,
-    so a recipe that exports the variables itself keeps working.
-    """
-    if getattr(args, "hmp", False):
-        for kind in AUTOCAST_ENV:
-            _op_list(args, kind)
-    if not getattr(args, "autocast", False):
-        return
-    for kind, var in AUTOCAST_ENV.items():
-        if getattr(args, f"hmp_{kind}", None) or var not in os.environ:
-            path = str(_op_list(args, kind).resolve())
-            if os.environ.get(var) != path and "habana_frameworks.torch.core" in sys.modules:
-                logger.warning(f"{var}={path} set after the Habana bridge was imported; "
-                               "it only takes effect in a new process")
-            os.environ[var] = path
-
-
-def _hmp_module():
-    from habana_frameworks.torch.hpex import hmp
-    return hmp
+def fp32_region(device):
+    """Context for code that must run in fp32 inside a mixed-precision forward (the losses):
+    torch.autocast off for ``device`` and, once Habana mixed precision has converted this
+    process, its casts off too (as Habana's YOLOX head computes its loss)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(torch.device(device).type, enabled=False))
+    if _HMP_CONVERTED:
+        stack.enter_context(hpu.hmp().disable_casts())
+    return stack
 
 
 class Precision:
@@ -104,9 +65,10 @@ class Precision:
         self.mode = mode
         self.hmp = None
         if hmp:
-            self.hmp = _hmp_module()
+            self.hmp = hpu.hmp()
             self.hmp.convert(opt_level=opt_level, bf16_file_path=str(bf16_ops),
                              fp32_file_path=str(fp32_ops), isVerbose=verbose)
+            _HMP_CONVERTED.append(True)
         self.scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
 
     @classmethod
@@ -119,7 +81,7 @@ class Precision:
         if getattr(args, "fp16", False):
             return cls(device, "fp16")
         if getattr(args, "hmp", False):
-            bf16_ops, fp32_ops = _op_list(args, "bf16"), _op_list(args, "fp32")
+            bf16_ops, fp32_ops = op_list(args, "bf16"), op_list(args, "fp32")
             if is_hpu(device):
                 return cls(device, "bf16", hmp=True, bf16_ops=bf16_ops, fp32_ops=fp32_ops,
                            opt_level=args.hmp_opt_level, verbose=args.hmp_verbose)

@@ -5,9 +5,6 @@ the training loop can encode a whole batch at once with ``Encoder.encode_batch``
 Every random draw comes from a per-sample generator seeded by (seed, epoch, index): the
 augmentation of a sample does not depend on worker count, rank count or resume point.
 """
-import contextlib
-import io
-import json
 import random
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from accel.errors import UserError
+from detcore.coco import CocoSource, UnreadableImages
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,29 +47,31 @@ def crop_boxes(boxes, labels, window):
     return kept.astype(np.float32), labels[keep]
 
 
-def sample_crop(rng, boxes):
+def sample_crop(rng, boxes, tries=1):
     """Draw the spec's random crop window (normalised ltrb) or None for "keep the image".
 
-    One trial per drawn choice (MLPerf ``max_samples`` = 1): width and height in [0.3, 1],
-    aspect w/h in [0.5, 2], IoU with every box above the choice's minimum, at least one box
-    centre inside; a failed trial draws a new choice.
+    ``tries`` trials per drawn choice (MLPerf ``--num-cropping-iterations``, default 1, the
+    other legal value 50): width and height in [0.3, 1], aspect w/h in [0.5, 2], IoU with every
+    box above the choice's minimum, at least one box centre inside; when all trials fail a new
+    choice is drawn.
     """
     if len(boxes) == 0:
         return None
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     while True:
         min_iou = rng.choice(CROP_MIN_IOUS)
         if min_iou == NO_CROP:
             return None
-        w, h = rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)
-        if not 0.5 <= w / h <= 2.0:
-            continue
-        left, top = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
-        window = np.array([left, top, left + w, top + h], dtype=np.float64)
-        if not (pair_iou(boxes, window) > min_iou).all():
-            continue
-        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-        if ((centre > window[:2]) & (centre < window[2:])).all(axis=1).any():
-            return window
+        for _ in range(tries):
+            w, h = rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)
+            if not 0.5 <= w / h <= 2.0:
+                continue
+            left, top = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
+            window = np.array([left, top, left + w, top + h], dtype=np.float64)
+            if not (pair_iou(boxes, window) > min_iou).all():
+                continue
+            if ((centre > window[:2]) & (centre < window[2:])).all(axis=1).any():
+                return window
 
 
 def color_jitter(rng, img, brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05):
@@ -94,9 +94,9 @@ def to_normalised_tensor(img):
     return TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
 
 
-def train_transform(rng, img, boxes, labels):
+def train_transform(rng, img, boxes, labels, crop_tries=1):
     """Random crop -> horizontal flip (p=0.5) -> resize 300 -> colour jitter -> normalise."""
-    window = sample_crop(rng, boxes)
+    window = sample_crop(rng, boxes, crop_tries)
     if window is not None:
         w, h = img.size
         img = img.crop(tuple(float(v) for v in window * np.array([w, h, w, h])))
@@ -109,81 +109,55 @@ def train_transform(rng, img, boxes, labels):
 
 
 class CocoDetection(Dataset):
-    """COCO json + image folder. Labels: sorted category ids -> 1..K (0 is background).
+    """COCO json + image folder, read and cleaned by ``detcore.coco`` (the policy both models
+    share). Labels: sorted category ids -> 1..K (0 is background).
 
-    ``train=True`` drops images without usable boxes and applies the random augmentation;
-    otherwise every image is kept and only resized + normalised.
+    ``train=True`` uses only images with boxes (as the MLPerf reference) and applies the random
+    augmentation; otherwise every image is kept and only resized + normalised. An image that
+    fails to decode is replaced by the next readable one, with a warning naming it.
     """
 
-    def __init__(self, img_dir, ann_file, train, seed=0):
-        from pycocotools.coco import COCO
-
+    def __init__(self, img_dir, ann_file, train, seed=0, crop_tries=1):
         self.img_dir, self.train, self.seed, self.epoch = Path(img_dir), train, seed, 0
-        ann_file = Path(ann_file)
-        if not ann_file.is_file():
-            raise UserError(f"--data: annotation file {ann_file} not found (expected COCO instances json)")
-        if not self.img_dir.is_dir():
-            raise UserError(f"--data: image folder {self.img_dir} not found")
-        try:
-            with open(ann_file) as f:
-                dataset = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"--data: {ann_file} is not valid JSON ({exc})")
-        if not isinstance(dataset, dict) or not dataset.get("images") or not dataset.get("categories"):
-            raise UserError(f"--data: {ann_file} has no images or no categories (expected COCO instances json)")
-        dataset.setdefault("annotations", [])
-        self.coco = COCO()
-        self.coco.dataset = dataset
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-            self.coco.createIndex()
-        self.cat_ids = sorted(self.coco.getCatIds())
+        self.crop_tries = crop_tries
+        self.source = CocoSource(ann_file, img_dir)
+        self.coco, self.cat_ids = self.source.coco, self.source.class_ids
         self.label_map = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
-        self.ids = sorted(self.coco.getImgIds())
-        self.targets = {i: self._load_target(i) for i in self.ids}
-        if train:
-            self.ids = [i for i in self.ids if len(self.targets[i][1])]
+        self.targets = {i: self._normalised(i) for i in self.source.ids}
+        self.ids = [i for i in self.source.ids if len(self.targets[i][1]) or not train]
         if not self.ids:
             raise UserError(f"--data: {ann_file} has no images with usable boxes")
-        missing = [i for i in self.ids if not (self.img_dir / self.coco.imgs[i]["file_name"]).is_file()]
-        if missing:
-            raise UserError(f"--data: {len(missing)} images of {ann_file} are missing from {self.img_dir}, "
-                            f"e.g. {self.coco.imgs[missing[0]]['file_name']}")
+        self.unreadable = UnreadableImages(self.img_dir, len(self.ids))
 
     @property
     def num_classes(self):
         """Number of labels including background (label_num of SSD300)."""
         return len(self.cat_ids) + 1
 
-    def _load_target(self, img_id):
-        """Normalised ltrb boxes [N, 4] float32 and labels [N] int64 of one image (no crowd, no empty)."""
-        info = self.coco.imgs[img_id]
-        w, h = info["width"], info["height"]
-        anns = [a for a in self.coco.imgToAnns[img_id]
-                if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
-        xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        ltrb = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) / [w, h, w, h]
-        labels = np.array([self.label_map[a["category_id"]] for a in anns], dtype=np.int64)
-        return np.clip(ltrb, 0.0, 1.0).astype(np.float32), labels
+    def _normalised(self, img_id):
+        """ltrb boxes [N, 4] float32 in [0, 1] and labels [N] int64 in 1..K of one image."""
+        boxes, cls = self.source.boxes[img_id]
+        h, w = self.source.size(img_id)
+        return (boxes / [w, h, w, h]).astype(np.float32), cls + 1
 
     def __len__(self):
         return len(self.ids)
 
+    def _read(self, index):
+        with Image.open(self.source.path(self.ids[index])) as img:
+            return img.convert("RGB")
+
     def __getitem__(self, index):
+        index, img = self.unreadable.first_readable(index, self._read)
         img_id = self.ids[index]
-        info = self.coco.imgs[img_id]
-        path = self.img_dir / info["file_name"]
-        try:
-            img = Image.open(path).convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise UserError(f"--data: cannot read image {path} ({exc})")
         boxes, labels = self.targets[img_id]
         if self.train:
             rng = random.Random(hash((self.seed, self.epoch, index)))
-            tensor, boxes, labels = train_transform(rng, img, boxes, labels)
+            tensor, boxes, labels = train_transform(rng, img, boxes, labels, self.crop_tries)
         else:
             tensor = to_normalised_tensor(img)
         return tensor, torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)), \
-            torch.from_numpy(labels), img_id, (info["height"], info["width"])
+            torch.from_numpy(labels), img_id, self.source.size(img_id)
 
 
 def collate(batch):

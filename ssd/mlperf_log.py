@@ -43,7 +43,7 @@ class MLPerfLogger:
 
     def hyperparameters(self, *, seed, global_batch_size, local_bn_batch, accumulation_steps,
                         train_samples, eval_samples, base_lr, weight_decay, warmup_steps,
-                        warmup_factor, decay_boundary_epochs, decay_factor):
+                        warmup_factor, decay_boundary_epochs, decay_factor, num_cropping_iterations=1):
         """Every hyperparameter key of the 1.0.0 closed SSD rules, each exactly once."""
         c = constants
         for key, value in (
@@ -60,6 +60,6 @@ class MLPerfLogger:
             (c.OPT_LR_WARMUP_FACTOR, warmup_factor),
             (c.OPT_LR_DECAY_BOUNDARY_EPOCHS, list(decay_boundary_epochs)),
             (c.OPT_LR_DECAY_FACTOR, decay_factor),
-            (c.MAX_SAMPLES, 1),
+            (c.MAX_SAMPLES, num_cropping_iterations),
         ):
             self.event(key, value)

@@ -81,7 +81,9 @@ class SSD300(nn.Module):
         # Viewing N x (A*k) x H x W as N x k x (A*H*W) gives the DefaultBoxes order (anchor, y, x).
         locs = torch.cat([head(f).reshape(n, 4, -1) for head, f in zip(self.loc, feats)], dim=2)
         confs = torch.cat([head(f).reshape(n, self.label_num, -1) for head, f in zip(self.conf, feats)], dim=2)
-        return locs, confs
+        # fp32 out, also under autocast: the loss and the box decoding need it (bf16 would
+        # quantise the box offsets), and it is the one place that says so
+        return locs.float(), confs.float()
 
 
 def _backbone_state_from_torchvision(state, path):

@@ -90,6 +90,7 @@ def fake(monkeypatch, clean_env):
     monkeypatch.setattr(sys, "meta_path", [finder] + sys.meta_path)
     yield finder
     _drop_habana_modules()
+    precision._HMP_CONVERTED.clear()   # HMP is process state; the fake's conversion ends here
 
 
 def parse(argv):
@@ -129,8 +130,8 @@ def test_hpu_aliases_import_the_bridge_lazily(fake, argv):
 
 
 def test_cpu_path_never_imports_habana(fake):
-    device = accel.resolve_device(parse(["--autocast"]))
-    prec = accel.Precision.from_args(parse(["--autocast"]), device)
+    device = accel.resolve_device(parse(["--device", "cpu", "--autocast"]))
+    prec = accel.Precision.from_args(parse(["--device", "cpu", "--autocast"]), device)
     run_step(prec, fake.events)
     accel.mark_step(device)
     accel.synchronize(device)
@@ -299,3 +300,100 @@ def test_autocast_env_set_after_import_warns(fake):
     finally:
         logger.remove(sink)
     assert len(lines) == 2 and all("only takes effect in a new process" in ln for ln in lines)
+
+
+def test_device_auto_prefers_a_visible_gaudi(fake):
+    assert accel.resolve_device(parse([])) == torch.device("hpu")          # auto is the default
+    assert accel.resolve_device(parse(["--device", "auto"])) == torch.device("hpu")
+
+
+def test_device_auto_falls_back_when_no_gaudi_is_visible(fake, monkeypatch):
+    fake.available = False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert accel.resolve_device(parse([])) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: None)
+    assert accel.resolve_device(parse([])) == torch.device("cuda", 0)
+
+
+def test_device_auto_without_the_stack_never_imports_it(monkeypatch, clean_env):
+    _drop_habana_modules()
+    monkeypatch.setitem(sys.modules, "habana_frameworks", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert accel.resolve_device(parse([])) == torch.device("cpu")
+
+
+# ---------------------------------------------------------------- device policies (accel.policy)
+def test_policies_on_each_device(fake):
+    from accel import policy
+    assert policy.pin_memory_kwargs("cpu") == {}
+    assert policy.pin_memory_kwargs("cuda") == {"pin_memory": True}
+    assert policy.pin_memory_kwargs("hpu") == {"pin_memory": True, "pin_memory_device": "hpu"}
+    assert [policy.use_channels_last(d) for d in ("cpu", "cuda", "hpu")] == [True, True, False]
+    assert policy.memory_format("hpu") == torch.contiguous_format
+    assert policy.memory_format("cpu", wanted=False) == torch.contiguous_format
+    assert policy.loss_device("hpu") == torch.device("cpu") and policy.script_loss("hpu")
+    assert policy.loss_device("cpu") == torch.device("cpu") and not policy.script_loss("cpu")
+    assert policy.compile_backend("cpu") == "inductor"
+    assert fake.imports == {}             # none of these import the Habana stack
+
+
+def test_compile_on_hpu_needs_eager_mode(fake):
+    from accel import policy
+    os.environ["PT_HPU_LAZY_MODE"] = "1"
+    with pytest.raises(UserError, match="needs eager mode: set PT_HPU_LAZY_MODE=0"):
+        policy.compile_backend("hpu")
+    os.environ["PT_HPU_LAZY_MODE"] = "0"
+    assert policy.compile_backend("hpu") == "hpu_backend"
+
+
+def test_habana_loader_used_only_on_hpu_when_importable(fake, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    from accel import policy
+
+    class HabanaDataLoader:
+        pass
+
+    fake_module = type(sys)("habana_dataloader")
+    fake_module.HabanaDataLoader = HabanaDataLoader
+    monkeypatch.setitem(sys.modules, "habana_dataloader", fake_module)
+    assert policy.loader_class("HABANA", "hpu") is HabanaDataLoader
+    assert policy.loader_class("HABANA", "cpu") is DataLoader
+    assert policy.loader_class("MP", "hpu") is DataLoader
+    monkeypatch.setitem(sys.modules, "habana_dataloader", None)      # not importable
+    assert policy.loader_class("HABANA", "hpu") is DataLoader
+    assert policy.default_worker_type() == "HABANA"                  # the stack (fake) is there
+
+
+def test_fp32_region_disables_hmp_casts_once_converted(fake):
+    device = accel.resolve_device(parse(["--hpu"]))
+    with accel.fp32_region("cpu"):
+        pass
+    assert "disable_casts:enter" not in fake.events                  # no HMP yet
+    accel.Precision(device, "bf16", hmp=True, bf16_ops="a", fp32_ops="b")
+    with accel.fp32_region("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert fake.events[-2:] == ["disable_casts:enter", "disable_casts:exit"]
+
+
+def test_yolox_loss_on_hpu_runs_on_the_host_without_hmp_casts(fake, monkeypatch):
+    """The head's loss call: inputs moved to the policy's loss device, HMP casts off."""
+    from yolox.models import yolo_head
+    device = accel.resolve_device(parse(["--hpu"]))
+    accel.Precision(device, "bf16", hmp=True, bf16_ops="a", fp32_ops="b")
+    seen = {}
+
+    def fake_loss(*args):
+        seen["devices"] = {a.device.type for a in args[:5]}
+        seen["events"] = list(fake.events)
+        return tuple(torch.zeros(()) for _ in range(6))
+
+    monkeypatch.setattr(yolo_head, "get_loss_fn", lambda scripted: fake_loss)
+    monkeypatch.setattr(yolo_head, "loss_device", lambda d: torch.device("cpu"))
+    head = yolo_head.YOLOXHead(2, width=0.25)
+    out = head.losses(*(torch.zeros(1, 3, 7) for _ in range(2)), torch.zeros(3, 2), torch.ones(3),
+                      torch.zeros(1, 5, 5))
+    assert set(out) == {"total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg"}
+    assert seen["devices"] == {"cpu"} and seen["events"][-1] == "disable_casts:enter"

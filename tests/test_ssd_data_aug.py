@@ -157,7 +157,7 @@ def test_bad_data_is_user_error(tmp_path):
     img_dir, ann = write_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}],
                               [], [{"id": 1, "name": "a"}])
     (img_dir / "a.jpg").unlink()
-    with pytest.raises(UserError, match="1 images of .* are missing from .*, e.g. a.jpg"):
+    with pytest.raises(UserError, match="1 of 1 images listed in .* are missing or empty .*a.jpg"):
         data.CocoDetection(img_dir, ann, train=False)
     ann.write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):

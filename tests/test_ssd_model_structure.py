@@ -1,6 +1,7 @@
 """SSD300: reference state-dict names/shapes, output shapes, backbone surgery, init, backbone loading."""
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def resnet34_pth(tmp_path_factory):
     return path, state
 
 
-@pytest.mark.skipif(not MANIFEST.is_file(), reason="reference manifest not present")
+@pytest.mark.skipif(not MANIFEST.is_file() and not os.environ.get("CI"),
+                    reason="reference manifest not present (CI fails instead)")
 def test_state_dict_matches_reference_manifest(model):
     reference = json.loads(MANIFEST.read_text())
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}

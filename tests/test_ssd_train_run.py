@@ -27,11 +27,11 @@ def train(data, out, *extra, launcher=()):
     run = subprocess.run(cmd if launcher else [sys.executable, *cmd], cwd=ROOT, env=ENV, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-1500:] + run.stderr[-1500:]
-    return run.stdout
+    return run.stdout + run.stderr     # the MLPerf lines and the loguru training log
 
 
-def losses(stdout):
-    return {int(i): float(v) for i, v in re.findall(r"^iteration (\d+) epoch \d+ loss (\S+)", stdout, re.M)}
+def losses(log):
+    return {int(i): float(v) for i, v in re.findall(r"\| iteration (\d+) epoch \d+ loss (\S+)", log)}
 
 
 def test_resume_continues_at_saved_iteration_with_saved_state(tiny_coco, tmp_path):

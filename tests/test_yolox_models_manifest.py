@@ -1,5 +1,6 @@
 """Upstream checkpoint compatibility: every model's state dict matches the reference manifest."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ PARAMS = {
     "yolox-l": 54_208_895, "yolox-x": 99_071_455, "yolov3": 63_724_767,
 }
 
-pytestmark = pytest.mark.skipif(not REF_DIR.is_dir(), reason=f"reference manifests not found under {REF_DIR}")
+pytestmark = pytest.mark.skipif(not REF_DIR.is_dir() and not os.environ.get("CI"),
+                                reason=f"reference manifests not found under {REF_DIR} (CI fails instead)")
 
 
 def meta_model(name):

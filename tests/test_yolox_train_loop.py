@@ -37,34 +37,62 @@ def assert_state_equal(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_steps_stop_then_resume_continues_exactly(shapes_coco, tmp_path):
-    # 24 train images / batch 8 = 3 iterations per epoch; steps 4 stops in epoch 2 after 1 iteration
-    common = ["-f", SHAPES_EXP, "-b", "8", "--data_dir", str(shapes_coco), "--seed", "0", *TINY,
-              "max_epoch", "2", "no_aug_epochs", "1", "eval_interval", "1", "output_dir", str(tmp_path)]
-    train.main([*common, "steps", "4"])
+def test_steps_alone_is_one_capped_epoch_as_habana(shapes_coco, tmp_path):
+    """Habana's recipe: ``steps N`` without ``max_epoch`` = one epoch of N iterations, the LR
+    schedule over those N, ending like any epoch (eval, latest + best checkpoints)."""
+    common = ["-f", SHAPES_EXP, "-b", "4", "--data_dir", str(shapes_coco), "--seed", "0", *TINY,
+              "output_dir", str(tmp_path)]
+    trainer = make_trainer([*common, "steps", "2"])
+    assert trainer.exp.max_epoch == 1
+    trainer.train()
+    assert trainer.max_iter == 2 and trainer.run_iters == 2        # 24 images / 4 = 6, capped at 2
+    assert trainer.lr_scheduler.total_iters == 2
     out = tmp_path / "yolox_nano_shapes"
-    assert (out / "best_ckpt.pth").is_file() and (out / "train_log.txt").is_file()
-    saved = load(out / "latest_ckpt.pth")
-    assert (saved["start_epoch"], saved["start_iter"], saved["iteration"]) == (1, 1, 4)
-    assert saved["ema_updates"] == 4
-    assert load(out / "best_ckpt.pth")["start_epoch"] == 1
+    latest = load(out / "latest_ckpt.pth")
+    assert (latest["start_epoch"], latest["iteration"]) == (1, 2)
+    assert (out / "best_ckpt.pth").is_file() and (out / "results.csv").is_file()
+    # with max_epoch given, every epoch is capped at N iterations
+    both = make_trainer([*common, "steps", "2", "max_epoch", "3"])
+    assert both.exp.max_epoch == 3 and both.exp.steps == 2
 
-    trainer = make_trainer(["--resume", *common])
-    trainer.before_train()
-    assert (trainer.start_epoch, trainer.start_iter) == (1, 1)
-    assert_state_equal(unwrap(trainer.model).state_dict(), saved["model_raw"])
-    assert_state_equal(trainer.ema.ema.state_dict(), saved["model"])
-    assert trainer.ema.updates == 4
-    opt = trainer.optimizer.state_dict()
-    assert [g["lr"] for g in opt["param_groups"]] == [g["lr"] for g in saved["optimizer"]["param_groups"]]
-    for idx, state in saved["optimizer"]["state"].items():
-        assert torch.equal(opt["state"][idx]["momentum_buffer"], state["momentum_buffer"])
-    assert unwrap(trainer.model).head.use_l1          # epoch 2 is the no-aug (L1) epoch
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_equals_straight_run(shapes_coco, tmp_path, monkeypatch):
+    """kill after the first epoch's checkpoint, --resume, and every tensor of the final
+    checkpoint (weights, EMA, optimizer) equals the uninterrupted run: mosaic, mixup,
+    multi-scale and 2 loader workers on; the resumed run takes the seed from the checkpoint."""
+    from yolox.core.trainer import Trainer
+
+    aug = ["-f", SHAPES_EXP, "-b", "8", "--data_dir", str(shapes_coco)]
+    opts = [*TINY,
+           "multiscale_range", "1", "mosaic_prob", "1.0", "enable_mixup", "True", "mixup_prob", "0.5",
+           "data_num_workers", "2", "max_epoch", "2", "no_aug_epochs", "0", "eval_interval", "5",
+           "print_interval", "1"]
+    train.main([*aug, "--seed", "7", *opts, "output_dir", str(tmp_path / "straight")])
+
+    real = Trainer.after_epoch
+
+    def kill_after_first(self):
+        real(self)
+        if self.epoch == 0:
+            raise Killed
+
+    monkeypatch.setattr(Trainer, "after_epoch", kill_after_first)
     try:
-        trainer.train_in_epoch()
-    finally:
-        trainer.after_train()
-    assert trainer.run_iters == 2                     # only the 2 iterations left in epoch 2
-    final = load(out / "latest_ckpt.pth")
-    assert (final["start_epoch"], final["start_iter"], final["iteration"]) == (2, 0, 6)
-    assert final["ema_updates"] == 6
+        train.main([*aug, "--seed", "7", *opts, "output_dir", str(tmp_path / "split")])
+    except Killed:
+        pass
+    monkeypatch.setattr(Trainer, "after_epoch", real)
+    train.main([*aug, "--resume", *opts, "output_dir", str(tmp_path / "split")])  # seed from the ckpt
+
+    a = load(tmp_path / "straight" / "yolox_nano_shapes" / "latest_ckpt.pth")
+    b = load(tmp_path / "split" / "yolox_nano_shapes" / "latest_ckpt.pth")
+    assert a["iteration"] == b["iteration"] == 6 and a["seed"] == b["seed"] == 7
+    assert a["input_size"] == b["input_size"]
+    for key in ("model", "model_raw"):
+        assert_state_equal(a[key], b[key])
+    for idx, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][idx]["momentum_buffer"])

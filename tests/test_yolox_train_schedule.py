@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from accel.errors import UserError
-from yolox.core.builders import param_groups, preprocess
+from yolox.exp.yolox_base import Exp, param_groups
 from yolox.core.ema import ModelEMA
 from yolox.core.lr_scheduler import LRScheduler
 
@@ -65,7 +65,7 @@ def test_weight_decay_only_on_conv_and_linear_weights():
 def test_preprocess_rescales_batch_and_targets():
     x = torch.rand(2, 3, 64, 96)
     t = torch.tensor([[[1.0, 48.0, 32.0, 10.0, 20.0], [0, 0, 0, 0, 0]]]).repeat(2, 1, 1)
-    y, t2 = preprocess(None, x, t, (32, 192))
+    y, t2 = Exp().preprocess(x, t, (32, 192))
     assert y.shape == (2, 3, 32, 192)
     assert torch.equal(t2[0, 0], torch.tensor([1.0, 96.0, 16.0, 20.0, 10.0]))
     assert torch.equal(t2[:, 1], torch.zeros(2, 5)) and t[0, 0, 1] == 48.0   # input untouched

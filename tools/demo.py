@@ -109,7 +109,9 @@ class Predictor:
         det = det.float().cpu()
         scale = min(size[0] / h, size[1] / w)
         boxes = det[:, :4] / scale
-        return torch.cat([boxes, (det[:, 4] * det[:, 5])[:, None], det[:, 6:7]], dim=1).numpy()
+        rows = torch.cat([boxes, (det[:, 4] * det[:, 5])[:, None], det[:, 6:7]], dim=1)
+        # draw only what can be drawn: an undertrained model may decode huge or nan boxes
+        return rows[torch.isfinite(rows).all(dim=1)].numpy()
 
 
 @cli_entry

@@ -15,7 +15,7 @@ from accel import (Precision, add_device_args, add_precision_args, destroy,  # n
                    init_distributed, launch_local, resolve_device)
 from accel.errors import UserError, cli_entry  # noqa: E402
 from yolox.core.cli import ArgParser, add_exp_args, build_exp, load_model  # noqa: E402
-from yolox.core.log import setup_logger  # noqa: E402
+from detcore.log import setup_logger  # noqa: E402
 
 
 def make_parser():

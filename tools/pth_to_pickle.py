@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from accel import checkpoint  # noqa: E402
+from accel.checkpoint import replace_atomic  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 
 
@@ -26,13 +27,23 @@ def state_dict_of(obj, path):
     return obj
 
 
-def convert(src, dst):
+def describe(arrays):
+    """The reference's ``-v`` listing: a header, then name, dtype, shape, mean, std, min, max."""
+    lines = ["name, dtype, mean, std, min, max"]
+    for key, value in arrays.items():
+        v = value.astype("float64")
+        lines.append(f"{key}, {value.dtype}, {value.shape}, {v.mean():0.3}, {v.std():0.3}, "
+                     f"{v.min():0.3}, {v.max():0.3}")
+    return "\n".join(lines)
+
+
+def convert(src, dst, verbose=False):
     """Write ``dst`` = pickle of {name: numpy array} for every tensor of ``src``; returns the count."""
     weights = state_dict_of(checkpoint.load(src), src)
     arrays = {k: v.detach().cpu().numpy() for k, v in weights.items()}
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    with open(dst, "wb") as f:
-        pickle.dump(arrays, f, protocol=pickle.HIGHEST_PROTOCOL)
+    if verbose:
+        print(describe(arrays))
+    replace_atomic(dst, pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL))
     return len(arrays)
 
 
@@ -41,9 +52,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pth", type=Path, help="input .pth (torchvision state dict)")
     parser.add_argument("output", type=Path, nargs="?", help="output pickle (default: input with .pkl)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print parameter names and statistics (as the reference)")
     args = parser.parse_args(argv)
     out = args.output or args.pth.with_suffix(".pkl")
-    count = convert(args.pth, out)
+    count = convert(args.pth, out, args.verbose)
     print(f"wrote {count} arrays to {out}")
 
 

@@ -1,6 +1,24 @@
 #!/usr/bin/env bash
-# The README's test command: the full CPU test suite.
+# The README's test command: the full CPU test suite. On a fresh machine it first installs what
+# the suite needs (the project with its test extras, and Open MPI for the mpirun test), like the
+# demo command does, so the two README commands are the whole set-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+
+if ! "$PY" -m pip show -q detkit >/dev/null 2>&1 \
+        || ! "$PY" -c "import pytest, hypothesis, onnxruntime, matplotlib" >/dev/null 2>&1; then
+    echo "run_tests.sh: installing the project with its test extras (pip install -e '.[test]')"
+    "$PY" -m pip install -q -e ".[test]"
+fi
+if ! command -v mpirun >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run_tests.sh: installing Open MPI for the mpirun test (apt-get install openmpi-bin)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin >/dev/null
+    else
+        echo "run_tests.sh: mpirun not found; the mpirun test will skip (install Open MPI: e.g." \
+             "'sudo apt-get install openmpi-bin')" >&2
+    fi
+fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-python -m pytest -q tests "$@"
+"$PY" -m pytest -q tests "$@"

@@ -5,13 +5,18 @@ Trailing ``key value`` pairs override exp attributes (e.g. ``max_epoch 2 steps 5
 started by torchrun or mpirun).
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from accel import add_device_args, add_precision_args, destroy, dist_env, launch_local  # noqa: E402
+from accel import (add_device_args, add_precision_args, destroy, dist_env, launch_local,  # noqa: E402
+                   resolve_device)
+from accel.distributed import DEFAULT_TIMEOUT_S, set_rendezvous  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
+from accel.policy import reserve_device_memory  # noqa: E402
+from detcore.report import split_wandb_options  # noqa: E402
 from yolox.core.cli import ArgParser, add_exp_args, build_exp  # noqa: E402
 
 
@@ -27,11 +32,32 @@ def make_parser():
                         default=None, help="resume at this epoch (1-based)")
     parser.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("-l", "--logger", choices=("loguru", "tensorboard"), default="loguru")
+    parser.add_argument("-l", "--logger", choices=("loguru", "tensorboard", "wandb"), default="loguru",
+                        help="also log scalars to tensorboard or wandb (trailing wandb-KEY VALUE "
+                             "options go to wandb.init, as upstream)")
+    parser.add_argument("-o", "--occupy", action="store_true",
+                        help="reserve most free CUDA memory up front (upstream's --occupy)")
+    parser.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default=None,
+                        choices=("nccl", "gloo", "hccl"),
+                        help="process-group backend (default: hccl on hpu, nccl on cuda, gloo on cpu)")
+    parser.add_argument("--dist-url", "--dist_url", dest="dist_url", default=None,
+                        help="tcp://HOST:PORT of rank 0 for multi-machine runs (default: auto)")
+    parser.add_argument("--num_machines", "--num-machines", dest="num_machines", type=int, default=1)
+    parser.add_argument("--machine_rank", "--machine-rank", dest="machine_rank", type=int, default=0)
+    parser.add_argument("--dist-timeout", dest="dist_timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds any collective may wait for a rank before the run stops")
+    parser.add_argument("--use_lazy_mode", "--use-lazy-mode", dest="use_lazy_mode", default=None,
+                        type=_true_false, help="HPU lazy mode True (default) or False (eager)")
     add_device_args(parser)
     add_precision_args(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")
     return parser
+
+
+def _true_false(text):
+    if text.strip().lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return text.strip().lower() == "true"
 
 
 def check_args(args):
@@ -47,6 +73,20 @@ def check_args(args):
         except ImportError:
             raise UserError("--logger tensorboard needs the tensorboard package "
                             "(pip install tensorboard), or use --logger loguru") from None
+    args.opts, args.wandb_options = split_wandb_options(list(args.opts or []))
+    if args.wandb_options and args.logger != "wandb":
+        raise UserError("wandb-* options need -l wandb")
+    if args.dist_timeout <= 0:
+        raise UserError(f"--dist-timeout must be > 0 seconds (got {args.dist_timeout})")
+    if args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
+        raise UserError(f"--machine_rank {args.machine_rank} must be in [0, --num_machines "
+                        f"{args.num_machines})")
+    if args.num_machines > 1 and args.dist_url in (None, "auto"):
+        raise UserError("--num_machines > 1 needs --dist-url tcp://HOST:PORT of machine 0 "
+                        "(dist_url=auto cannot work across machines, as upstream)")
+    if args.use_lazy_mode is not None:
+        # Habana's 1.6 recipe spelling: the bridge reads PT_HPU_LAZY_MODE at import
+        os.environ["PT_HPU_LAZY_MODE"] = "1" if args.use_lazy_mode else "0"
 
 
 @cli_entry
@@ -55,12 +95,19 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     check_args(args)
     exp = build_exp(args)       # validates names, overrides and data dir before any relaunch
-    if args.devices and args.devices > 1:
+    if args.dist_url not in (None, "auto"):
+        set_rendezvous(args.dist_url)
+    devices = args.devices or 1
+    if devices > 1 or args.num_machines > 1:
         world = dist_env().world_size
         if world == 1:
-            launch_local(args.devices, Path(__file__).resolve(), argv)
-        elif world != args.devices:
-            raise UserError(f"--devices {args.devices} but the launcher started {world} processes")
+            launch_local(devices, Path(__file__).resolve(), argv, nnodes=args.num_machines,
+                         node_rank=args.machine_rank)
+        elif world != devices * args.num_machines:
+            raise UserError(f"--devices {devices} x --num_machines {args.num_machines} but the "
+                            f"launcher started {world} processes")
+    if args.occupy:
+        reserve_device_memory(resolve_device(args))
     if args.batch_size % dist_env().world_size:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by "
                         f"{dist_env().world_size} processes")

@@ -1,4 +1,4 @@
-"""YOLOX training: trainer loop, LR schedules, EMA and the builders Exp delegates to."""
+"""YOLOX training: trainer loop, LR schedules, EMA."""
 from yolox.core.ema import ModelEMA
 from yolox.core.lr_scheduler import LRScheduler
 from yolox.core.trainer import Trainer

@@ -47,7 +47,12 @@ def build_exp(args, need_data=True):
     from yolox.exp import get_exp
 
     exp = get_exp(args.exp_file, args.name)
-    exp.merge(getattr(args, "opts", None) or [])
+    opts = list(getattr(args, "opts", None) or [])
+    exp.merge(opts)
+    keys = opts[0::2]
+    if "steps" in keys and "max_epoch" not in keys and exp.steps:
+        # Habana's recipe: ``steps N`` alone means one epoch of N iterations
+        exp.max_epoch = 1
     if need_data:
         exp.data_dir = resolve_data_dir(args.data_dir, exp.data_dir)
     if getattr(args, "seed", None) is not None:

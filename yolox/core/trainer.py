@@ -1,29 +1,25 @@
 """The YOLOX training loop: epochs of SGD steps with EMA, multi-scale, periodic COCO eval and
 atomic checkpoints that let ``--resume`` continue at the exact epoch and iteration."""
 import datetime
-import random
+import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from loguru import logger
 
-from accel import (Precision, barrier, init_distributed, is_main_process, resolve_device, unwrap,
+from accel import (Precision, all_reduce_norm, init_distributed, resolve_device, unwrap,
                    wrap_ddp)
 from accel.checkpoint import load as load_checkpoint
-from accel.checkpoint import save_atomic
-from accel.errors import UserError
+from accel.errors import UserError, report_position
+from accel.policy import memory_format
+from detcore.log import setup_logger
+from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
+                             set_rng_state)
+from detcore.report import RunReport
 from yolox.core.ema import ModelEMA
-from yolox.core.log import setup_logger
 
 LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -36,7 +32,8 @@ class Trainer:
     def __init__(self, exp, args):
         self.exp, self.args = exp, args
         self.device = resolve_device(args)
-        info = init_distributed(self.device)
+        info = init_distributed(self.device, timeout_s=getattr(args, "dist_timeout", 1800),
+                                backend=getattr(args, "dist_backend", None))
         self.rank, self.world_size = info.rank, info.world_size
         self.is_distributed = info.world_size > 1
         self.precision = Precision.from_args(args, self.device)
@@ -44,14 +41,17 @@ class Trainer:
         self.max_epoch = exp.max_epoch
         self.file_name = Path(exp.output_dir) / (args.experiment_name or exp.exp_name)
         self.input_size = tuple(exp.input_size)
-        use_cl = exp.channels_last and self.device.type in ("cpu", "cuda")
-        self.memory_format = torch.channels_last if use_cl else torch.contiguous_format
+        self.memory_format = memory_format(self.device, exp.channels_last)
+        exp.device = self.device   # the exp's loaders pin memory for it (accel.policy)
         self.best_ap = 0.0
         self.start_epoch, self.start_iter = 0, 0     # resume position (iteration within epoch)
         self.epoch, self.iter = 0, 0
         self.run_iters = 0                           # iterations done by this process
         self.no_aug = False
-        self.tblogger = None
+        self.report = None
+        self._epoch_t0 = time.time()
+        self._train_t0 = time.time()
+        self._epoch_images = 0
         self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
         self._last_outputs = None
 
@@ -75,11 +75,6 @@ class Trainer:
             for self.iter in range(first, self.max_iter):
                 self.train_one_iter()
                 self.after_iter()
-                if self.exp.steps and self.run_iters >= self.exp.steps:
-                    logger.info(f"reached steps {self.exp.steps}: stopping at epoch {self.epoch + 1}, "
-                                f"iteration {self.progress_in_iter + 1}")
-                    self.save_ckpt("latest", next_epoch=self.epoch, next_iter=self.iter + 1)
-                    return
             self.after_epoch()
 
     def train_one_iter(self):
@@ -97,6 +92,7 @@ class Trainer:
         self._window["data_time"] += t1 - t0
         self._window["count"] += 1
         self.run_iters += 1
+        self._epoch_images += self.batch_size
 
     def train_step(self, inps, targets):
         """One optimiser step on a batch; returns the detached loss dict (no host sync)."""
@@ -109,17 +105,20 @@ class Trainer:
         return {k: v.detach() if torch.is_tensor(v) else v for k, v in outputs.items()}
 
     def set_lr(self, lr):
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
 
     # ----------------------------------------------------------------------- hooks
     def before_train(self):
         exp, args = self.exp, self.args
+        self.lock = RunLock(self.file_name, enabled=self.rank == 0)
         setup_logger(self.file_name, rank=self.rank)
+        report_position(lambda: f"epoch {self.epoch + 1}, iteration {self.progress_in_iter + 1}; "
+                                f"latest checkpoint {self.file_name / 'latest_ckpt.pth'}")
         logger.info(f"args: {vars(args)}")
         logger.info(f"exp value:\n{exp}")
-        if exp.seed is not None:
-            seed_everything(exp.seed)
+        self._seed_given = exp.seed is not None
+        exp.seed = draw_seed(exp.seed)   # a drawn seed is recorded in the checkpoints
+        seed_everything(exp.seed)
         model = exp.get_model().to(self.device, memory_format=self.memory_format)
         model.train()
         exp.model = model          # upstream's get_optimizer reads exp.model
@@ -128,8 +127,17 @@ class Trainer:
         self.no_aug = self.start_epoch >= self.max_epoch - exp.no_aug_epochs
         self.train_loader = exp.get_data_loader(self.batch_size, self.is_distributed,
                                                 no_aug=self.no_aug, cache_img=args.cache)
-        self.train_iter = iter(self.train_loader)
         self.max_iter = self.train_loader.iters_per_epoch
+        if exp.steps:
+            # Habana's recipe: ``steps N`` caps each epoch at N iterations (the schedule follows)
+            self.max_iter = min(self.max_iter, exp.steps)
+        done = self.start_epoch * self.max_iter + min(self.start_iter, self.max_iter)
+        # continue the sample stream exactly where the checkpoint left it
+        self.train_loader.batch_sampler.sampler.start = done * self.train_loader.batch_sampler.batch_size
+        self.train_iter = iter(self.train_loader)
+        if ckpt is not None:
+            set_rng_state(ckpt.get("rng"))        # after iter(): the loader draws its base seed
+            self.input_size = tuple(ckpt.get("input_size", self.input_size))
         self.lr_scheduler = exp.get_lr_scheduler(exp.basic_lr_per_img * self.batch_size,
                                                  self.max_iter)
         self.start_iter = min(self.start_iter, self.max_iter)
@@ -144,12 +152,15 @@ class Trainer:
                 self.ema.load_state_dict({"model": ckpt["model"], "updates": ckpt["ema_updates"]})
         if self.no_aug:
             model.head.use_l1 = True
-        self.model = wrap_ddp(model, self.device)
+        # DDP as Habana's YOLOX: buffers not re-broadcast (wrap_ddp's default), gradients as
+        # views into the buckets (no copy)
+        self.model = wrap_ddp(model, self.device, gradient_as_bucket_view=True)
         self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
                                            is_distributed=self.is_distributed)
-        if args.logger == "tensorboard" and self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tblogger = SummaryWriter(str(self.file_name / "tensorboard"))
+        self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,
+                                wandb_options=getattr(args, "wandb_options", None),
+                                config=exp.settings(), start_epoch=self.start_epoch)
+        self._train_t0 = self._epoch_t0 = time.time()
         logger.info(f"training {self.max_epoch} epochs x {self.max_iter} iterations, "
                     f"batch {self.batch_size} over {self.world_size} process(es) on {self.device}, "
                     f"precision {self.precision.mode}; output {self.file_name}")
@@ -176,11 +187,9 @@ class Trainer:
         w = self._window
         n = max(w["count"], 1)
         iter_time, data_time = w["iter_time"] / n, w["data_time"] / n
-        losses = {k: float(self._last_outputs[k]) for k in LOSS_KEYS if k in self._last_outputs}
+        losses = self.check_finite()
         total = self.max_epoch * self.max_iter
         left = total - (self.progress_in_iter + 1)
-        if self.exp.steps:
-            left = min(left, self.exp.steps - self.run_iters)
         eta = datetime.timedelta(seconds=int(iter_time * left))
         lr = self.optimizer.param_groups[0]["lr"]
         loss_str = ", ".join(f"{k}: {v:.3f}" for k, v in losses.items())
@@ -188,36 +197,67 @@ class Trainer:
                     f"iter_time: {iter_time:.3f}s, data_time: {data_time:.3f}s, {loss_str}, "
                     f"lr: {lr:.3e}, img/s: {self.batch_size / max(iter_time, 1e-9):.1f}, "
                     f"size: {self.input_size[0]}, ETA: {eta}")
-        if self.tblogger is not None:
-            for k, v in losses.items():
-                self.tblogger.add_scalar(f"train/{k}", v, self.progress_in_iter + 1)
-            self.tblogger.add_scalar("train/lr", lr, self.progress_in_iter + 1)
+        self.report.scalars(self.progress_in_iter + 1,
+                            {**{f"train/{k}": v for k, v in losses.items()}, "train/lr": lr})
         self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
 
+    def check_finite(self):
+        """The last step's losses as floats; a non-finite one stops the run (before anything
+        is saved) with one line naming the iteration and the last good checkpoint."""
+        losses = {k: float(self._last_outputs[k]) for k in LOSS_KEYS if k in self._last_outputs}
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            raise UserError(f"non-finite loss {bad} at epoch {self.epoch + 1}, iteration "
+                            f"{self.progress_in_iter + 1}; last good checkpoint: "
+                            f"{self.file_name / 'latest_ckpt.pth'} (lower the learning rate, e.g. "
+                            "basic_lr_per_img, and --resume)")
+        return losses
+
     def after_epoch(self):
+        self.check_finite()
         ap = None
+        self._last_ap = (None, None)
         last = self.epoch + 1 == self.max_epoch
         if (self.epoch + 1) % self.exp.eval_interval == 0 or last:
             ap = self.evaluate_and_save_model()
         self.save_ckpt("latest", next_epoch=self.epoch + 1, next_iter=0, ap=ap)
+        self.report_epoch()
+
+    def report_epoch(self):
+        """One results.csv row (and a redrawn results.png) per epoch."""
+        now = time.time()
+        losses = {k: float(self._last_outputs[k]) for k in LOSS_KEYS[:-1] if k in self._last_outputs}
+        ap50_95, ap50 = self._last_ap
+        self.report.epoch({
+            "epoch": self.epoch + 1, **losses, "lr": self.optimizer.param_groups[0]["lr"],
+            "AP50": "" if ap50 is None else float(ap50),
+            "AP50_95": "" if ap50_95 is None else float(ap50_95),
+            "images_per_s": float(self._epoch_images / max(now - self._epoch_t0, 1e-9)),
+            "wall_time_s": float(now - self._train_t0)})
+        self._epoch_t0, self._epoch_images = now, 0
 
     def after_train(self):
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
         logger.info(f"training done, best AP50:95 {self.best_ap:.4f}")
-        if self.tblogger is not None:
-            self.tblogger.close()
+        if self.report is not None:
+            self.report.close()
 
     # ----------------------------------------------------------------------- eval + checkpoints
     def eval_model(self):
         return self.ema.ema if self.ema is not None else unwrap(self.model)
 
     def evaluate_and_save_model(self):
+        # each rank's BN statistics saw only its shard: average them (upstream all_reduce_norm)
+        # in the trained and the evaluated model, so every rank scores the same model
+        all_reduce_norm(unwrap(self.model))
+        all_reduce_norm(self.eval_model())
         ap50_95, ap50, summary = self.exp.eval(self.eval_model(), self.evaluator, self.is_distributed)
         improved = ap50_95 > self.best_ap or not (self.file_name / "best_ckpt.pth").exists()
         self.best_ap = max(self.best_ap, ap50_95)
         logger.info(f"epoch {self.epoch + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}\n{summary}")
-        if self.tblogger is not None:
-            self.tblogger.add_scalar("val/COCOAP50", ap50, self.epoch + 1)
-            self.tblogger.add_scalar("val/COCOAP50_95", ap50_95, self.epoch + 1)
+        self.report.scalars(self.epoch + 1, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95})
+        self._last_ap = (ap50_95, ap50)
         if improved:
             self.save_ckpt("best", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
         if self.exp.save_history_ckpt:
@@ -236,8 +276,11 @@ class Trainer:
             "model": self.eval_model().state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "precision": self.precision.state_dict(),
-            "best_ap": self.best_ap,
+            "best_ap": float(self.best_ap),
             "curr_ap": ap,
+            "seed": self.exp.seed,
+            "rng": rng_state(),
+            "input_size": tuple(self.input_size),
         }
         if self.ema is not None:
             state["model_raw"] = raw.state_dict()
@@ -245,11 +288,9 @@ class Trainer:
         return state
 
     def save_ckpt(self, name, next_epoch, next_iter, ap=None):
-        if is_main_process():
-            path = self.file_name / f"{name}_ckpt.pth"
-            save_atomic(self.checkpoint_state(next_epoch, next_iter, ap), path)
-            logger.info(f"saved checkpoint {path}")
-        barrier()
+        path = self.file_name / f"{name}_ckpt.pth"
+        save_on_main(self.checkpoint_state(next_epoch, next_iter, ap), path)
+        logger.info(f"saved checkpoint {path}")
 
     def load_weights(self, model):
         """``--resume`` (full state) or ``-c`` alone (weights for fine-tuning); returns the ckpt."""
@@ -274,6 +315,8 @@ class Trainer:
         self.precision.load_state_dict(ckpt.get("precision", {}))
         self.best_ap = float(ckpt.get("best_ap", 0.0))
         self.resume_path = path
+        if ckpt.get("seed") is not None and not self._seed_given:
+            self.exp.seed = int(ckpt["seed"])     # the run's own seed, even when it was drawn
         # -e START_EPOCH (1-based, as upstream) overrides where the checkpoint stopped
         if args.start_epoch is not None:
             self.start_epoch, self.start_iter = args.start_epoch - 1, 0

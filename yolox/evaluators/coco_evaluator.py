@@ -1,12 +1,12 @@
-"""COCO mAP evaluation (accel.coco_eval), single-process or sharded across ranks."""
+"""COCO mAP evaluation of YOLOX, single-process or sharded across ranks (scoring: detcore)."""
 import time
 
 import numpy as np
 import torch
-from tabulate import tabulate
 
-from accel import all_gather_object, broadcast_object, is_main_process, mark_step
-from accel.coco_eval import evaluate_bbox, format_summary
+from accel import is_main_process, mark_step
+from detcore.coco_eval import drop_non_finite, gather_and_score, score
+from detcore.progress import Progress
 
 
 def detections_to_rows(outputs, img_hw, img_ids, img_size, class_ids):
@@ -32,34 +32,13 @@ def detections_to_rows(outputs, img_hw, img_ids, img_size, class_ids):
         rows.append(torch.cat([ids, xyxy[:, :2], wh, score, cat], dim=1))
     if not rows:
         return np.zeros((0, 7))
-    rows = torch.cat(rows)
-    # an early, diverging model can decode inf/nan boxes; pycocotools must not see them
-    return rows[torch.isfinite(rows).all(dim=1)].numpy()
-
-
-def per_class_ap_table(coco_eval, coco_gt, columns=6):
-    """AP (IoU .50:.95, all areas, maxDets 100) per category as a tabulate grid."""
-    precision = coco_eval.eval["precision"]          # [T, R, K, A, M]
-    cells = []
-    for k, cat_id in enumerate(coco_eval.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        ap = float(np.mean(p)) * 100 if p.size else float("nan")
-        cells += [coco_gt.cats[int(cat_id)]["name"], f"{ap:.3f}"]
-    width = columns
-    rows = [cells[i:i + width] for i in range(0, len(cells), width)]
-    headers = ["class", "AP"] * (width // 2)
-    return tabulate(rows, headers=headers, tablefmt="pipe", numalign="left")
+    return drop_non_finite(torch.cat(rows).numpy())
 
 
 def coco_summary(coco_gt, rows, img_ids):
     """Score detection rows; returns (ap50_95, ap50, summary text with per-class table)."""
-    if rows.shape[0] == 0:
-        return 0.0, 0.0, "no detections: AP and AR are 0\n"
-    coco_eval = evaluate_bbox(coco_gt, rows, img_ids)
-    summary = (format_summary(coco_eval.stats) + "per class AP:\n"
-               + per_class_ap_table(coco_eval, coco_gt) + "\n")
-    return float(coco_eval.stats[0]), float(coco_eval.stats[1]), summary
+    result = score(coco_gt, rows, img_ids)
+    return result.ap50_95, result.ap50, result.summary
 
 
 class COCOEvaluator:
@@ -76,7 +55,7 @@ class COCOEvaluator:
     @torch.no_grad()
     def predict(self, model, half=False):
         """Detections of this rank's shard as rows (see ``detections_to_rows``) + timing."""
-        from yolox.evaluators.progress import Progress
+        from detcore.progress import Progress
         from yolox.utils import postprocess
 
         device = next(model.parameters()).device
@@ -103,19 +82,8 @@ class COCOEvaluator:
         """(ap50_95, ap50, summary) on every rank; with ``return_outputs`` also the detection rows."""
         was_training = model.training
         rows, infer_s, n_img = self.predict(model, half)
-        if distributed:
-            gathered = all_gather_object((rows, infer_s, n_img))
-            rows = np.concatenate([g[0] for g in gathered])
-            infer_s = max(g[1] for g in gathered)
-            n_img = sum(g[2] for g in gathered)
-        result = None
-        if is_main_process():
-            dataset = self.dataloader.dataset
-            ap50_95, ap50, summary = coco_summary(dataset.coco, rows, dataset.ids)
-            ms = 1000.0 * infer_s / max(n_img, 1)
-            summary = f"Average forward + NMS time: {ms:.2f} ms per image ({n_img} images)\n" + summary
-            result = (ap50_95, ap50, summary)
-        if distributed:
-            result = broadcast_object(result, src=0)
+        dataset = self.dataloader.dataset
+        result = gather_and_score(dataset.coco, rows, dataset.ids, infer_s, n_img)
         model.train(was_training)
-        return (result, rows) if return_outputs else result
+        out = (result.ap50_95, result.ap50, result.summary)
+        return (out, rows) if return_outputs else out

@@ -1,5 +1,12 @@
-"""The YOLOX experiment: upstream 0.3.0 defaults, model construction, builders delegation."""
+"""The YOLOX experiment: upstream 0.3.0 defaults and, as upstream, the real model, data,
+optimiser, scheduler and evaluator builders as methods (an exp file overriding one sees the code)."""
+import math
+import random
+
+import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader as TorchDataLoader
 
 from .base_exp import BaseExp
 
@@ -76,40 +83,152 @@ class Exp(BaseExp):
         model.head.initialize_biases(1e-2)
         return model
 
-    # The data, optimisation and evaluation pieces live in yolox.core.builders; these keep the
-    # upstream ``exp.get_xxx(...)`` call sites working.
+    # ------------------------------------------------------------------ data
+    def _require_data_dir(self):
+        from accel.errors import UserError
+        if not self.data_dir:
+            raise UserError("no data directory: pass --data_dir DIR (or set YOLOX_DATADIR)")
+        return self.data_dir
+
+    def _rank_world(self, is_distributed):
+        """(rank, world size) of this process, or (0, 1) for a single-process loader."""
+        from accel import get_rank, get_world_size
+        return (get_rank(), get_world_size()) if is_distributed else (0, 1)
+
+    def _loader_kwargs(self):
+        """Workers and pinning; ``self.device`` is set by the trainer (like ``self.model``)."""
+        from accel.policy import pin_memory_kwargs
+        return {"num_workers": int(self.data_num_workers),
+                **pin_memory_kwargs(getattr(self, "device", "cpu"))}
+
+    def get_dataset(self, cache=False):
+        """The training COCO set with the single-image transform (mosaic wraps it)."""
+        from yolox.data import COCODataset, TrainTransform
+        return COCODataset(data_dir=self._require_data_dir(), json_file=self.train_ann,
+                           name="train2017", img_size=self.input_size,
+                           preproc=TrainTransform(max_labels=50, flip_prob=self.flip_prob,
+                                                  hsv_prob=self.hsv_prob),
+                           cache=cache)
+
     def get_data_loader(self, batch_size, is_distributed, no_aug=False, cache_img=False):
-        from yolox.core import builders
-        return builders.get_data_loader(self, batch_size, is_distributed, no_aug, cache_img)
+        """Infinite mosaic/mixup training loader; ``batch_size`` is the total over all ranks.
+
+        The sampler's position is part of the loader state (``state_dict``), so a resumed run
+        continues with the exact next batch.
+        """
+        from yolox.data import (DataLoader, InfiniteSampler, MosaicDetection, TrainTransform,
+                                YoloBatchSampler, worker_init_reset_seed)
+
+        dataset = MosaicDetection(self.get_dataset(cache=cache_img), img_size=self.input_size,
+                                  mosaic=not no_aug,
+                                  preproc=TrainTransform(max_labels=120, flip_prob=self.flip_prob,
+                                                         hsv_prob=self.hsv_prob),
+                                  degrees=self.degrees, translate=self.translate,
+                                  mosaic_scale=self.mosaic_scale, mixup_scale=self.mixup_scale,
+                                  shear=self.shear, enable_mixup=self.enable_mixup,
+                                  mosaic_prob=self.mosaic_prob, mixup_prob=self.mixup_prob)
+        rank, world = self._rank_world(is_distributed)
+        sampler = InfiniteSampler(len(dataset), shuffle=True, seed=self.seed or 0, rank=rank,
+                                  world_size=world)
+        batch_sampler = YoloBatchSampler(sampler=sampler, batch_size=max(batch_size // world, 1),
+                                         drop_last=False, mosaic=not no_aug)
+        kwargs = self._loader_kwargs()
+        if kwargs["num_workers"] > 0:
+            kwargs["persistent_workers"] = True   # no re-forking (and re-caching) every epoch
+        loader = DataLoader(dataset, batch_sampler=batch_sampler,
+                            worker_init_fn=worker_init_reset_seed, **kwargs)
+        # an infinite sampler has no natural epoch: one epoch = one pass over the data set
+        loader.iters_per_epoch = max(math.ceil(len(dataset) / max(batch_size, 1)), 1)
+        return loader
 
     def random_resize(self, data_loader, epoch, rank, is_distributed):
-        from yolox.core import builders
-        return builders.random_resize(self, data_loader, epoch, rank, is_distributed)
+        """Pick the next multi-scale input size on rank 0 and share it, so all ranks agree."""
+        from accel import broadcast_object
+        size = None
+        if rank == 0:
+            base = self.input_size[0] // 32
+            lo, hi = max(base - self.multiscale_range, 1), base + self.multiscale_range
+            if getattr(self, "random_size", None) is not None:
+                lo, hi = self.random_size
+            factor = self.input_size[1] / self.input_size[0]
+            s = random.randint(lo, hi)
+            size = (32 * s, 32 * int(s * factor))
+        if is_distributed:
+            size = broadcast_object(size, src=0)
+        return tuple(size)
 
     def preprocess(self, inputs, targets, tsize):
-        from yolox.core import builders
-        return builders.preprocess(self, inputs, targets, tsize)
+        """Resize a batch to the multi-scale size ``tsize`` and scale its (cls,cx,cy,w,h) targets."""
+        scale_y = tsize[0] / inputs.shape[-2]
+        scale_x = tsize[1] / inputs.shape[-1]
+        if scale_x != 1 or scale_y != 1:
+            inputs = F.interpolate(inputs, size=tuple(tsize), mode="bilinear", align_corners=False)
+            targets = targets.clone()
+            targets[..., 1::2] *= scale_x
+            targets[..., 2::2] *= scale_y
+        return inputs, targets
 
+    # ------------------------------------------------------------------ optimisation
     def get_optimizer(self, batch_size):
-        from yolox.core import builders
-        return builders.get_optimizer(self, batch_size)
+        """SGD (nesterov) with weight decay on conv/linear weights only, as upstream YOLOX."""
+        model = getattr(self, "model", None)
+        if model is None:
+            raise RuntimeError("exp.get_optimizer needs exp.model (set by the trainer after get_model)")
+        lr = self.warmup_lr if self.warmup_epochs > 0 else self.basic_lr_per_img * batch_size
+        no_decay, decay, biases = param_groups(model)
+        optimizer = torch.optim.SGD(no_decay, lr=lr, momentum=self.momentum, nesterov=True)
+        optimizer.add_param_group({"params": decay, "weight_decay": self.weight_decay})
+        optimizer.add_param_group({"params": biases})
+        return optimizer
 
     def get_lr_scheduler(self, lr, iters_per_epoch):
-        from yolox.core import builders
-        return builders.get_lr_scheduler(self, lr, iters_per_epoch)
+        from yolox.core.lr_scheduler import LRScheduler
+        return LRScheduler(self.scheduler, lr, iters_per_epoch, self.max_epoch,
+                           warmup_epochs=self.warmup_epochs, warmup_lr_start=self.warmup_lr,
+                           no_aug_epochs=self.no_aug_epochs, min_lr_ratio=self.min_lr_ratio)
+
+    # ------------------------------------------------------------------ evaluation
+    def get_eval_dataset(self, testdev=False, legacy=False):
+        from yolox.data import COCODataset, ValTransform
+        return COCODataset(data_dir=self._require_data_dir(),
+                           json_file=self.test_ann if testdev else self.val_ann,
+                           name="test2017" if testdev else "val2017",
+                           img_size=self.test_size, preproc=ValTransform(legacy=legacy))
 
     def get_eval_loader(self, batch_size, is_distributed, testdev=False, legacy=False):
-        from yolox.core import builders
-        return builders.get_eval_loader(self, batch_size, is_distributed, testdev, legacy)
+        dataset = self.get_eval_dataset(testdev, legacy)
+        rank, world = self._rank_world(is_distributed)
+        # every world-th image from rank: each is evaluated exactly once overall (a
+        # DistributedSampler pads with repeats, which would double-count detections)
+        sampler = range(rank, len(dataset), world)
+        return TorchDataLoader(dataset, batch_size=max(batch_size // world, 1), sampler=sampler,
+                               **self._loader_kwargs())
 
     def get_evaluator(self, batch_size, is_distributed, testdev=False, legacy=False):
-        from yolox.core import builders
-        return builders.get_evaluator(self, batch_size, is_distributed, testdev, legacy)
+        from yolox.evaluators import COCOEvaluator
+        return COCOEvaluator(dataloader=self.get_eval_loader(batch_size, is_distributed, testdev, legacy),
+                             img_size=self.test_size, confthre=self.test_conf, nmsthre=self.nmsthre,
+                             num_classes=self.num_classes, testdev=testdev)
 
     def get_trainer(self, args):
-        from yolox.core import builders
-        return builders.get_trainer(self, args)
+        from yolox.core.trainer import Trainer
+        return Trainer(self, args)
 
     def eval(self, model, evaluator, is_distributed, half=False, return_outputs=False):
-        from yolox.core import builders
-        return builders.eval(self, model, evaluator, is_distributed, half, return_outputs)
+        return evaluator.evaluate(model, is_distributed, half, return_outputs=return_outputs)
+
+
+def param_groups(model):
+    """Split parameters: BN weights (no decay), conv/linear weights (decay), biases (no decay)."""
+    no_decay, decay, biases = [], [], []
+    for name, module in model.named_modules():
+        if isinstance(getattr(module, "bias", None), nn.Parameter):
+            biases.append(module.bias)
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, nn.Parameter):
+            continue
+        if isinstance(module, nn.modules.batchnorm._NormBase) or "bn" in name.split(".")[-1]:
+            no_decay.append(weight)
+        else:
+            decay.append(weight)
+    return no_decay, decay, biases

@@ -4,8 +4,14 @@ import math
 import torch
 from torch import nn
 
+from accel.policy import loss_device, script_loss
+from accel.precision import fp32_region
+
 from .network_blocks import BaseConv, DWConv
 from .yolo_loss import get_loss_fn
+
+
+MAX_LOG_SIZE = 20.0
 
 
 class YOLOXHead(nn.Module):
@@ -72,9 +78,14 @@ class YOLOXHead(nn.Module):
 
     @staticmethod
     def decode(raw, grids, strides):
-        """Box decoding: centre = (offset + grid) * stride, size = exp(log-size) * stride."""
+        """Box decoding: centre = (offset + grid) * stride, size = exp(log-size) * stride.
+
+        The log-size is capped at MAX_LOG_SIZE (e^20 strides, far beyond any image) so a
+        diverging model cannot decode infinite boxes; trained outputs are never near the cap.
+        """
         s = strides.unsqueeze(-1)
-        return torch.cat([(raw[..., :2] + grids) * s, torch.exp(raw[..., 2:4]) * s, raw[..., 4:]], dim=-1)
+        size = torch.exp(raw[..., 2:4].clamp(max=MAX_LOG_SIZE)) * s
+        return torch.cat([(raw[..., :2] + grids) * s, size, raw[..., 4:]], dim=-1)
 
     def forward(self, xin, labels=None):
         raw, shapes = self._raw_outputs(xin)
@@ -93,20 +104,17 @@ class YOLOXHead(nn.Module):
         return self.decode(preds, grids, strides)
 
     def losses(self, outputs, origin_preds, grids, strides, labels):
-        """Call the SimOTA loss; on HPU this is the one place that hops to CPU and back.
+        """Call the SimOTA loss in fp32, where ``accel.policy`` says it runs.
 
-        The Habana recipe runs the (TorchScript) loss on the host because its data-dependent
-        shapes compile poorly on the device; ``.to()`` is differentiable, so gradients flow back.
+        On HPU that is the host, as TorchScript (Habana's recipe: the data-dependent shapes of
+        the assignment compile poorly on the device); ``.to()`` is differentiable, so gradients
+        flow back, and it is a no-op where the loss runs on the model's own device.
         """
         device = outputs.device
-        on_hpu = device.type == "hpu"
-        loss_fn = get_loss_fn(scripted=on_hpu)
-        args = (outputs, origin_preds, grids, strides, labels.float())
-        if on_hpu:
-            args = tuple(t.to("cpu") for t in args)
-        with torch.autocast(args[0].device.type, enabled=False):
+        host = loss_device(device)
+        loss_fn = get_loss_fn(scripted=script_loss(device))
+        args = tuple(t.to(host) for t in (outputs, origin_preds, grids, strides, labels.float()))
+        with fp32_region(host):
             values = loss_fn(*args, self.num_classes, self.use_l1)
-        if on_hpu:
-            values = tuple(v.to(device) for v in values)
         names = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
-        return dict(zip(names, values))
+        return {name: value.to(device) for name, value in zip(names, values)}

@@ -10,7 +10,9 @@ FORMAT = "<green>{time:YYYY-MM-DD HH:mm:ss}</green> | <level>{level: <8}</level>
 def setup_logger(save_dir=None, rank=0, filename="train_log.txt", mode="a"):
     """Replace loguru's sinks: stderr (INFO on rank 0, WARNING elsewhere) + a log file on rank 0."""
     logger.remove()
-    logger.add(sys.stderr, format=FORMAT, level="INFO" if rank == 0 else "WARNING")
+    # a function sink finds the current sys.stderr at each write (pytest swaps it)
+    logger.add(lambda message: sys.stderr.write(message), format=FORMAT,
+               level="INFO" if rank == 0 else "WARNING")
     if rank == 0 and save_dir is not None:
         path = Path(save_dir) / filename
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Strict model-weight loading with errors that say which model a checkpoint belongs to."""
+"""Strict weight loading for both detectors, with errors that say which model a checkpoint
+belongs to instead of torch's multi-page RuntimeError."""
 from pathlib import Path
 
 import torch
@@ -19,6 +20,24 @@ def _few(keys, n=3):
     return ", ".join(picked[:n]) + more
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")   # DistributedDataParallel, torch.compile
+
+
+def strip_prefixes(state):
+    """State-dict keys without the prefixes DDP / torch.compile add (the reference's
+    distributed checkpoints carry ``module.``), so they load into the bare module."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
 def load_ckpt(model, ckpt):
     """Load weights strictly from a path, a ``{"model": state_dict}`` dict or a bare state dict.
 
@@ -32,7 +51,7 @@ def load_ckpt(model, ckpt):
     if not isinstance(ckpt, dict):
         raise UserError(f"{source} is a {type(ckpt).__name__}, "
                         "expected a state dict or a dict with a 'model' entry")
-    state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
+    state = strip_prefixes(ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt)
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{source} holds no model state dict (expected tensors under 'model')")
     own = model.state_dict()

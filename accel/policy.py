@@ -1,0 +1,102 @@
+"""Device-dependent decisions that both detectors share, one small named function each.
+
+Model and trainer code asks these instead of testing the device type itself, so "what differs
+on HPU / CUDA / CPU" has one home (a test greps the rest of the tree for device checks).
+"""
+import torch
+from loguru import logger
+
+from accel import hpu
+from accel.errors import UserError
+
+
+def pin_memory_kwargs(device):
+    """DataLoader pinning: page-locked host memory for the accelerator the batches go to.
+
+    CUDA pins for CUDA; HPU pins for the HPU (``pin_memory_device="hpu"``, as Habana's recipes);
+    the CPU has nothing to pin for.
+    """
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return {"pin_memory": True}
+    if kind == "hpu":
+        return {"pin_memory": True, "pin_memory_device": "hpu"}
+    return {}
+
+
+def use_channels_last(device):
+    """NHWC convolutions pay off on CPU (oneDNN) and CUDA (cuDNN); the HPU graph picks its own."""
+    return torch.device(device).type in ("cpu", "cuda")
+
+
+def memory_format(device, wanted=True):
+    return torch.channels_last if wanted and use_channels_last(device) else torch.contiguous_format
+
+
+def loss_device(device):
+    """Where a loss with data-dependent shapes runs: the host on HPU (as Habana's YOLOX head
+    does, because dynamic shapes compile poorly in the HPU graph), the device itself elsewhere."""
+    return torch.device("cpu") if hpu.is_hpu(device) else torch.device(device)
+
+
+def script_loss(device):
+    """Habana's recipe runs the host-side loss as TorchScript; eager elsewhere (same numbers)."""
+    return hpu.is_hpu(device)
+
+
+def compile_backend(device):
+    """torch.compile backend: Habana's ``hpu_backend`` (eager mode only) or inductor."""
+    if hpu.is_hpu(device):
+        if hpu.lazy_mode():
+            raise UserError("--use-torch-compile on HPU needs eager mode: set PT_HPU_LAZY_MODE=0 "
+                            "(lazy mode and torch.compile cannot be combined)")
+        return "hpu_backend"
+    return "inductor"
+
+
+def compile_model(model, device):
+    """``torch.compile`` with the device's backend; the caller keeps the bare module for
+    checkpoints (its state-dict keys have no ``_orig_mod.`` prefix)."""
+    backend = compile_backend(device)
+    logger.info(f"torch.compile with backend {backend}")
+    return torch.compile(model, backend=backend)
+
+
+def loader_class(worker_type, device):
+    """The DataLoader class for ``--dl-worker-type``: torch's, or Habana's on HPU.
+
+    HABANA off HPU, or without the habana_dataloader package, falls back to torch's loader
+    and says so once.
+    """
+    from torch.utils.data import DataLoader
+
+    if worker_type != "HABANA":
+        return DataLoader
+    if not hpu.is_hpu(device):
+        logger.info(f"--dl-worker-type HABANA needs --device hpu; using the torch DataLoader on "
+                    f"{torch.device(device).type}")
+        return DataLoader
+    cls = hpu.dataloader_class()
+    if cls is None:
+        logger.info("--dl-worker-type HABANA: habana_dataloader is not importable; using the "
+                    "torch DataLoader")
+        return DataLoader
+    return cls
+
+
+def default_worker_type():
+    """The SSD recipe's default: Habana's loader inside the Habana stack, torch's elsewhere."""
+    return "HABANA" if hpu.stack_installed() else "MP"
+
+
+
+def reserve_device_memory(device, fraction=0.9):
+    """Upstream YOLOX's ``--occupy``: grab most free CUDA memory once so the caching allocator
+    keeps it (fewer fragmentation stalls later). Other devices have nothing to reserve."""
+    if torch.device(device).type != "cuda":
+        logger.info(f"--occupy reserves CUDA memory; nothing to do on {torch.device(device).type}")
+        return
+    free, _ = torch.cuda.mem_get_info(device)
+    block = torch.empty(int(free * fraction) // 4, dtype=torch.float32, device=device)
+    del block
+    logger.info(f"--occupy: reserved {free * fraction / 2**30:.1f} GiB of CUDA memory")

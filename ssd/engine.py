@@ -1,0 +1,293 @@
+"""The SSD run behind ``ssd/train.py``: data, model, the MLPerf schedule, the training loop,
+distributed COCO evaluation, checkpoints (this project's resume file and the reference's
+``iter_N.pt``) and the MLPerf log."""
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from loguru import logger
+from mlperf_logging.mllog import constants as C
+
+import accel
+from accel import checkpoint
+from accel.errors import UserError
+from accel.policy import compile_model, loader_class, pin_memory_kwargs
+from detcore.coco_eval import gather_and_score
+from detcore.log import setup_logger
+from detcore.progress import Progress
+from detcore.toolbox import draw_seed, rng_state, save_on_main, seed_everything, set_lr, set_rng_state
+from detcore.weights import strip_prefixes
+from ssd import SSD300, Encoder, Loss, dboxes300_coco
+from ssd.data import CocoDetection, EpochSampler, coco_paths, collate
+from ssd.mlperf_log import MLPerfLogger
+
+REFERENCE_BATCH = 32
+CHECKPOINT_NAME = "ssd300_latest.pth"
+MLPERF_LOG_NAME = "mlperf_ssd.log"
+REFERENCE_CKPT_DIR = "models"     # iter_N.pt, as the reference writes to ./models
+
+
+def learning_rate(iteration, base_lr, warmup_iters, warmup_factor, boundaries):
+    """MLPerf SSD schedule: linear warm-up ending at ``base_lr``, then x0.1 at each boundary iteration."""
+    if iteration < warmup_iters:
+        return base_lr - (warmup_iters - iteration) * base_lr / (warmup_iters * 2 ** warmup_factor)
+    return base_lr * 0.1 ** sum(iteration >= b for b in boundaries)
+
+
+class TrainStep:
+    """One optimisation step over a (possibly split) batch: encode, forward, loss, backward, step."""
+
+    def __init__(self, model, loss_fn, encoder, optimizer, precision, device, splits):
+        self.model, self.loss_fn, self.encoder = model, loss_fn, encoder
+        self.optimizer, self.precision, self.device, self.splits = optimizer, precision, device, splits
+
+    def __call__(self, imgs, boxes, labels, lr):
+        set_lr(self.optimizer, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        gloc, glabel = self.encoder.encode_batch(boxes, labels)
+        gloc = gloc.transpose(1, 2).contiguous()
+        total = torch.zeros((), device=self.device)
+        chunks = zip(imgs.chunk(self.splits), gloc.chunk(self.splits), glabel.chunk(self.splits))
+        for k, (img, loc, lab) in enumerate(chunks):
+            last = k == self.splits - 1
+            no_sync = getattr(self.model, "no_sync", None)
+            with (no_sync() if no_sync and not last else contextlib.nullcontext()):
+                with self.precision.autocast():
+                    ploc, plabel = self.model(img.to(self.device, non_blocking=True))
+                loss = self.loss_fn(ploc, plabel, loc.to(self.device, non_blocking=True),
+                                    lab.to(self.device, non_blocking=True)) / self.splits
+                self.precision.backward(loss)
+            total = total + loss.detach()
+        self.precision.step(self.optimizer)
+        return total
+
+
+def detections_to_coco(decoded, img_ids, sizes, cat_ids):
+    """Decoded per-image (ltrb normalised, labels 1..K, scores) -> numpy rows for ``COCO.loadRes``.
+
+    Rows are [image_id, x, y, w, h, score, category_id] in original-image pixels with the
+    original COCO category ids (label i maps back to ``cat_ids[i - 1]``).
+    """
+    cat_lookup = torch.tensor([0] + list(cat_ids), dtype=torch.float64)
+    rows = []
+    for (boxes, labels, scores), img_id, (h, w) in zip(decoded, img_ids.tolist(), sizes.tolist()):
+        boxes = boxes.detach().to("cpu", torch.float64) * torch.tensor([w, h, w, h], dtype=torch.float64)
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+        ids = torch.full((len(boxes), 1), float(img_id), dtype=torch.float64)
+        rows.append(torch.cat([ids, xywh, scores.detach().to("cpu", torch.float64)[:, None],
+                               cat_lookup[labels.detach().cpu()][:, None]], dim=1))
+    return torch.cat(rows).numpy() if rows else np.zeros((0, 7))
+
+
+@torch.no_grad()
+def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, precision=None):
+    """COCO scores of this rank's loader shard, gathered and scored once (same result on every
+    rank). Batch-norm statistics are averaged over ranks first, so N processes score the model
+    a one-process evaluation would."""
+    was_training = model.training
+    accel.all_reduce_norm(model)
+    model.eval()
+    rows, seconds, images = [], 0.0, 0
+    progress = Progress(len(loader), "eval", enabled=accel.is_main_process())
+    for i, (imgs, _, _, img_ids, sizes) in enumerate(loader):
+        t0 = time.time()
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            ploc, plabel = model(imgs.to(device, non_blocking=True))
+        accel.mark_step(device)
+        decoded = encoder.decode_batch(ploc, plabel, criteria=0.5, max_output=200,
+                                       nms_valid_thresh=nms_valid_thresh)
+        rows.append(detections_to_coco(decoded, img_ids, sizes, dataset.cat_ids))
+        seconds += time.time() - t0
+        images += len(imgs)
+        progress.update(i + 1)
+    local = np.concatenate(rows) if rows else np.zeros((0, 7))
+    result = gather_and_score(dataset.coco, local, dataset.ids, seconds, images)
+    model.train(was_training)
+    return result
+
+
+def label_info(dataset):
+    """The reference's ``label_map`` entry: contiguous label -> category name, 0 = background."""
+    names = {c["id"]: c.get("name", str(c["id"])) for c in dataset.coco.loadCats(dataset.cat_ids)}
+    return {0: "background", **{i + 1: names[c] for i, c in enumerate(dataset.cat_ids)}}
+
+
+def load_checkpoint(path, model, optimizer, precision, start_iteration):
+    """``--checkpoint``: this project's resume file (model, optimizer, RNG, position) or the
+    MLPerf reference's ``iter_N.pt`` (``{"model", "label_map"}``: weights only, the run starts
+    at ``--iteration`` as in the reference). Returns (iteration, state)."""
+    state = checkpoint.load(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise UserError(f"--checkpoint {path}: not an SSD checkpoint (expected a dict with a 'model' "
+                        "state dict: ssd300_latest.pth or the reference's iter_N.pt)")
+    try:
+        model.load_state_dict(strip_prefixes(state["model"]))
+    except RuntimeError as exc:
+        raise UserError(f"--checkpoint {path}: does not fit this model ({str(exc).splitlines()[0]})") from None
+    if "iteration" not in state:          # the reference's weights-only file
+        return start_iteration, state
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    precision.load_state_dict(state.get("precision", {}))
+    return int(state["iteration"]), state
+
+
+class SSDRun:
+    """Everything one ``ssd/train.py`` invocation builds, then ``fit()``."""
+
+    def __init__(self, args):
+        self.args = args
+        self.device = accel.resolve_device(args)
+        self.info = accel.init_distributed(self.device, timeout_s=args.dist_timeout)
+        self.rank0 = accel.is_main_process()
+        self.out_dir = Path(args.output_dir)
+        setup_logger(self.out_dir, rank=self.info.rank)
+        self.mlog = MLPerfLogger(self.out_dir / MLPERF_LOG_NAME if self.rank0 else None, enabled=self.rank0)
+        self.mlog.event(C.CACHE_CLEAR, True)
+        self.mlog.start(C.INIT_START)
+        self.mlog.submission_info(platform=f"{self.info.world_size}x{self.device.type}")
+        self._build()
+
+    def _build(self):
+        args, info, device = self.args, self.info, self.device
+        self.seed = draw_seed(args.seed)
+        seed_everything(self.seed, args.deterministic)
+        train_dir, train_ann, val_dir, val_ann = coco_paths(args.data)
+        self.train_set = CocoDetection(train_dir, train_ann, train=True, seed=self.seed,
+                                       crop_tries=args.num_cropping_iterations)
+        self.val_set = CocoDetection(val_dir, val_ann, train=False)
+        if self.val_set.cat_ids != self.train_set.cat_ids:
+            raise UserError(f"--data: {val_ann} and {train_ann} list different categories")
+        self._make_loaders()
+        if args.pretrained_backbone is None:
+            logger.info("no --pretrained-backbone given: the ResNet-34 backbone starts from scratch")
+        self.net = SSD300(label_num=self.train_set.num_classes,
+                          backbone_path=args.pretrained_backbone).to(device)
+        self.encoder, self.loss_fn = Encoder(dboxes300_coco()), Loss(dboxes300_coco()).to(device)
+        self.global_batch = args.batch_size * info.world_size
+        self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self.base_lr, momentum=0.9,
+                                         weight_decay=args.weight_decay)
+        self.precision = accel.Precision.from_args(args, device)
+        self.iteration, self.resumed = args.iteration, None
+        if args.checkpoint:
+            self.iteration, self.resumed = load_checkpoint(args.checkpoint, self.net, self.optimizer,
+                                                           self.precision, args.iteration)
+            logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
+        # DDP as Habana's SSD: 100 MB buckets, gradients as bucket views, buffers not broadcast
+        model = accel.wrap_ddp(self.net, device, bucket_cap_mb=100, gradient_as_bucket_view=True)
+        if args.use_torch_compile:
+            model = compile_model(model, device)
+        self.model = model   # self.net stays the bare module: checkpoints and eval use it
+        self.step = TrainStep(model, self.loss_fn, self.encoder, self.optimizer, self.precision, device,
+                              args.batch_splits)
+
+    def _make_loaders(self):
+        args, info = self.args, self.info
+        cls = loader_class(args.dl_worker_type, self.device)
+        self.sampler = EpochSampler(len(self.train_set), args.batch_size, info.rank, info.world_size, self.seed)
+        if self.sampler.batches_per_epoch == 0:
+            raise UserError(f"--batch-size {args.batch_size} x {info.world_size} process(es) is larger than "
+                            f"the {len(self.train_set)} training images")
+        common = dict(collate_fn=collate, num_workers=args.num_workers, **pin_memory_kwargs(self.device))
+        self.train_loader = cls(self.train_set, batch_size=args.batch_size, sampler=self.sampler,
+                                drop_last=True, **common)
+        if args.disable_distributed_validation:   # the reference: rank 0 scores every image
+            shard = range(len(self.val_set)) if self.rank0 else range(0)
+        else:
+            shard = range(info.rank, len(self.val_set), info.world_size)
+        self.val_loader = cls(self.val_set, batch_size=args.val_batch_size or args.batch_size,
+                              sampler=list(shard), **common)
+
+    def save(self, epoch, iteration):
+        if self.args.no_save:
+            return
+        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "precision": self.precision.state_dict(), "epoch": epoch, "iteration": iteration,
+                 "seed": self.seed, "rng": rng_state()}
+        save_on_main(state, self.out_dir / CHECKPOINT_NAME)
+
+    def save_reference(self, iteration):
+        """The reference's ``models/iter_N.pt`` (weights + label map), written at each evaluation."""
+        if self.args.no_save:
+            return
+        path = self.out_dir / REFERENCE_CKPT_DIR / f"iter_{iteration}.pt"
+        save_on_main({"model": self.net.state_dict(), "label_map": label_info(self.train_set)}, path)
+
+    def fit(self):
+        args, mlog = self.args, self.mlog
+        ipe = self.sampler.batches_per_epoch
+        warmup_iters = int(args.warmup * ipe) if args.warmup else 0
+        boundaries = [e * ipe for e in args.lr_decay_schedule]
+        mlog.hyperparameters(
+            seed=self.seed, global_batch_size=self.global_batch,
+            local_bn_batch=args.batch_size // args.batch_splits, accumulation_steps=args.batch_splits,
+            train_samples=len(self.train_set), eval_samples=len(self.val_set), base_lr=self.base_lr,
+            weight_decay=args.weight_decay, warmup_steps=warmup_iters, warmup_factor=args.warmup_factor,
+            decay_boundary_epochs=args.lr_decay_schedule, decay_factor=0.1,
+            num_cropping_iterations=args.num_cropping_iterations)
+        mlog.end(C.INIT_STOP)
+        mlog.start(C.RUN_START)
+        logger.info(f"{len(self.train_set)} train / {len(self.val_set)} val images, "
+                    f"{self.train_set.num_classes - 1} classes, {self.info.world_size} process(es) x batch "
+                    f"{args.batch_size}, {ipe} iterations/epoch, lr {self.base_lr:.4g}, device {self.device}, "
+                    f"seed {self.seed}")
+        iteration = self.iteration
+        if self.resumed is not None:
+            set_rng_state(self.resumed.get("rng"))
+        status, start_time, start_iter = C.ABORTED, time.time(), iteration
+        end = args.end_iteration or math.inf
+        total = min(args.epochs * ipe, end)
+        window_t, window_n = time.time(), 0
+        for epoch in range(iteration // ipe, args.epochs):
+            if iteration >= end:
+                break
+            mlog.start(C.EPOCH_START, metadata={C.EPOCH_NUM: epoch + 1})
+            self.sampler.set_epoch(epoch, iteration - epoch * ipe)
+            self.train_set.epoch = epoch
+            self.model.train()
+            for imgs, boxes, labels, _, _ in self.train_loader:
+                lr = learning_rate(iteration, self.base_lr, warmup_iters, args.warmup_factor, boundaries)
+                loss = self.step(imgs, boxes, labels, lr)
+                iteration += 1
+                window_n += 1
+                if iteration % args.log_interval == 0:
+                    loss_value = loss.item()        # the only host sync of the loop
+                    if not math.isfinite(loss_value):
+                        raise UserError(f"non-finite loss ({loss_value}) at iteration {iteration}; "
+                                        f"last good checkpoint: {self.out_dir / CHECKPOINT_NAME}")
+                    secs = (time.time() - window_t) / window_n
+                    eta = time.strftime("%H:%M:%S", time.gmtime(secs * max(total - iteration, 0)))
+                    logger.info(f"iteration {iteration} epoch {epoch + 1} loss {loss_value:.4f} "
+                                f"lr {lr:.4g} iter_time {secs:.3f}s "
+                                f"img/s {self.global_batch / max(secs, 1e-9):.1f} ETA {eta}")
+                    window_t, window_n = time.time(), 0
+                if iteration >= end:
+                    break
+            mlog.end(C.EPOCH_STOP, metadata={C.EPOCH_NUM: epoch + 1})
+            epoch_done = iteration == (epoch + 1) * ipe
+            self.save(epoch + 1 if epoch_done else epoch, iteration)
+            if epoch_done and ((epoch + 1) % args.val_interval == 0 or epoch + 1 in args.val_epochs):
+                mlog.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch + 1})
+                accel.all_reduce_norm(self.net)
+                self.save_reference(iteration)
+                result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
+                                  args.nms_valid_thresh, self.precision)
+                mlog.event(C.EVAL_ACCURACY, result.ap50_95, metadata={C.EPOCH_NUM: epoch + 1})
+                mlog.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch + 1})
+                logger.info(f"epoch {epoch + 1}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f} "
+                            f"(target {args.threshold})\n{result.summary}")
+                if result.ap50_95 >= args.threshold:
+                    status = C.SUCCESS
+                    break
+        mlog.end(C.RUN_STOP, metadata={C.STATUS: status})
+        accel.synchronize(self.device)
+        done, elapsed = iteration - start_iter, time.time() - start_time
+        logger.info(f"finished at iteration {iteration} ({status}): {done} iterations in {elapsed:.1f} s, "
+                    f"{done * self.global_batch / max(elapsed, 1e-9):.2f} images/s")
+        if not args.no_save:
+            logger.info(f"checkpoint: {self.out_dir / CHECKPOINT_NAME}")
+        return status

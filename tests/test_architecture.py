@@ -1,0 +1,74 @@
+"""The architecture rules of DESIGN.md, checked on the source tree so they cannot drift."""
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES_ABOVE_ACCEL = ("yolox", "ssd", "detcore", "tools", "exps")
+# What a device check looks like; decisions that depend on the device live in accel/policy.py.
+DEVICE_CHECK = re.compile(r"is_hpu|\.type\s*(==|!=|in\b)|cuda\.is_available|habana")
+
+
+def sources(*folders):
+    for folder in folders:
+        yield from sorted((ROOT / folder).rglob("*.py"))
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            yield node.args[0].value
+
+
+def test_no_device_checks_outside_accel():
+    hits = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
+            for p in sources(*PACKAGES_ABOVE_ACCEL)
+            for n, line in enumerate(p.read_text().splitlines(), 1) if DEVICE_CHECK.search(line)]
+    assert hits == []
+
+
+def test_the_grep_would_catch_a_device_branch():
+    for line in ('if device.type == "hpu":', "pin = torch.cuda.is_available()",
+                 "import habana_frameworks.torch.core", "if accel.is_hpu(device):"):
+        assert DEVICE_CHECK.search(line), line
+
+
+def test_only_accel_hpu_imports_habana():
+    importers = {p.relative_to(ROOT).as_posix() for p in sources("accel", "detcore", "yolox", "ssd", "tools", "bench")
+                 if any(m.split(".")[0] in ("habana_frameworks", "habana_dataloader")
+                        for m in imported_modules(p))}
+    hpu_source = (ROOT / "accel" / "hpu.py").read_text()
+    assert importers == set()            # accel/hpu.py imports by name through _module()
+    assert '"habana_frameworks.torch.core"' in hpu_source and "import_module(name)" in hpu_source
+    others = [p.name for p in sources("accel") if p.name != "hpu.py"
+              and re.search(r"^\s*(import|from)\s+habana", p.read_text(), re.M)]
+    assert others == []
+
+
+def test_device_and_precision_do_not_import_each_other():
+    assert "accel.precision" not in set(imported_modules(ROOT / "accel" / "device.py"))
+    assert "accel.device" not in set(imported_modules(ROOT / "accel" / "precision.py"))
+
+
+def test_accel_imports_nothing_above_it():
+    for path in sources("accel"):
+        above = [m for m in imported_modules(path) if m.split(".")[0] in ("yolox", "ssd", "detcore")]
+        assert above == [], path.name
+
+
+def test_one_home_for_coco_reading_and_scoring():
+    """Both detectors read COCO through detcore.coco and score through detcore.coco_eval."""
+    for path in sources("yolox", "ssd"):
+        mods = set(imported_modules(path))
+        assert "pycocotools.coco" not in mods or path.name == "coco_classes.py", path
+        assert "pycocotools.cocoeval" not in mods and "faster_coco_eval" not in mods, path
+    users = {p.relative_to(ROOT).as_posix() for p in sources("yolox", "ssd")
+             if {"detcore.coco", "detcore.coco_eval"} & set(imported_modules(p))}
+    assert {"yolox/data/datasets/coco.py", "ssd/data.py", "yolox/evaluators/coco_evaluator.py",
+            "ssd/engine.py"} <= users
