@@ -25,6 +25,12 @@ def _root_cause(text):
     return lines[-1] if lines else text
 
 
+def _is_collective_failure(exc):
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    dist_error = getattr(dist, "DistError", None)
+    return dist_error is not None and isinstance(exc, dist_error)
+
+
 def one_line(text):
     return " ".join(str(text).split())
 
@@ -47,11 +53,16 @@ def cli_entry(main):
             where = f" at {_where[0]()}" if _where else ""
             print(f"interrupted{where}", file=sys.stderr, flush=True)
             sys.exit(130)
-        except Exception as exc:  # noqa: BLE001  only worker failures are shortened
-            if "DataLoader worker" not in str(exc):
-                raise
-            print(f"error: a data-loader worker failed: {one_line(_root_cause(str(exc)))}",
-                  file=sys.stderr, flush=True)
-            sys.exit(1)
+        except Exception as exc:  # noqa: BLE001  only the failures below are shortened
+            if "DataLoader worker" in str(exc):
+                print(f"error: a data-loader worker failed: {one_line(_root_cause(str(exc)))}",
+                      file=sys.stderr, flush=True)
+                sys.exit(1)
+            if _is_collective_failure(exc):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                print(f"error: a collective with the other ranks failed (a rank stopped, died or "
+                      f"exceeded --dist-timeout): {one_line(first)[:300]}", file=sys.stderr, flush=True)
+                sys.exit(1)
+            raise
 
     return wrapper

@@ -13,12 +13,14 @@ from mlperf_logging.mllog import constants as C
 
 import accel
 from accel import checkpoint
-from accel.errors import UserError
+from accel.errors import UserError, report_position
 from accel.policy import compile_model, loader_class, pin_memory_kwargs
 from detcore.coco_eval import gather_and_score
 from detcore.log import setup_logger
 from detcore.progress import Progress
-from detcore.toolbox import draw_seed, rng_state, save_on_main, seed_everything, set_lr, set_rng_state
+from detcore.report import RunReport
+from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
+                             set_rng_state)
 from detcore.weights import strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.data import CocoDetection, EpochSampler, coco_paths, collate
@@ -144,6 +146,7 @@ class SSDRun:
         self.info = accel.init_distributed(self.device, timeout_s=args.dist_timeout)
         self.rank0 = accel.is_main_process()
         self.out_dir = Path(args.output_dir)
+        self.lock = RunLock(self.out_dir, enabled=self.rank0)
         setup_logger(self.out_dir, rank=self.info.rank)
         self.mlog = MLPerfLogger(self.out_dir / MLPERF_LOG_NAME if self.rank0 else None, enabled=self.rank0)
         self.mlog.event(C.CACHE_CLEAR, True)
@@ -238,13 +241,20 @@ class SSDRun:
         iteration = self.iteration
         if self.resumed is not None:
             set_rng_state(self.resumed.get("rng"))
+        report = RunReport(self.out_dir, enabled=self.rank0, kind=args.logger, config=vars(args),
+                           start_epoch=iteration // ipe)
+        where = {"epoch": iteration // ipe, "iteration": iteration}
+        report_position(lambda: f"epoch {where['epoch'] + 1}, iteration {where['iteration']}; "
+                                f"latest checkpoint {self.out_dir / CHECKPOINT_NAME}")
         status, start_time, start_iter = C.ABORTED, time.time(), iteration
         end = args.end_iteration or math.inf
         total = min(args.epochs * ipe, end)
         window_t, window_n = time.time(), 0
+        loss = None
         for epoch in range(iteration // ipe, args.epochs):
             if iteration >= end:
                 break
+            epoch_t0, epoch_start_iter = time.time(), iteration
             mlog.start(C.EPOCH_START, metadata={C.EPOCH_NUM: epoch + 1})
             self.sampler.set_epoch(epoch, iteration - epoch * ipe)
             self.train_set.epoch = epoch
@@ -254,6 +264,7 @@ class SSDRun:
                 loss = self.step(imgs, boxes, labels, lr)
                 iteration += 1
                 window_n += 1
+                where.update(epoch=epoch, iteration=iteration)
                 if iteration % args.log_interval == 0:
                     loss_value = loss.item()        # the only host sync of the loop
                     if not math.isfinite(loss_value):
@@ -264,12 +275,19 @@ class SSDRun:
                     logger.info(f"iteration {iteration} epoch {epoch + 1} loss {loss_value:.4f} "
                                 f"lr {lr:.4g} iter_time {secs:.3f}s "
                                 f"img/s {self.global_batch / max(secs, 1e-9):.1f} ETA {eta}")
+                    report.scalars(iteration, {"train/loss": loss_value, "train/lr": lr})
                     window_t, window_n = time.time(), 0
                 if iteration >= end:
                     break
             mlog.end(C.EPOCH_STOP, metadata={C.EPOCH_NUM: epoch + 1})
             epoch_done = iteration == (epoch + 1) * ipe
+            epoch_loss = float(loss) if loss is not None else float("nan")
+            if iteration > epoch_start_iter and not math.isfinite(epoch_loss):
+                raise UserError(f"non-finite loss ({epoch_loss}) at iteration {iteration}; "
+                                f"last good checkpoint: {self.out_dir / CHECKPOINT_NAME}")
+            epoch_secs = time.time() - epoch_t0
             self.save(epoch + 1 if epoch_done else epoch, iteration)
+            result = None
             if epoch_done and ((epoch + 1) % args.val_interval == 0 or epoch + 1 in args.val_epochs):
                 mlog.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch + 1})
                 accel.all_reduce_norm(self.net)
@@ -280,9 +298,15 @@ class SSDRun:
                 mlog.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch + 1})
                 logger.info(f"epoch {epoch + 1}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f} "
                             f"(target {args.threshold})\n{result.summary}")
-                if result.ap50_95 >= args.threshold:
-                    status = C.SUCCESS
-                    break
+                report.scalars(epoch + 1, {"val/COCOAP50": result.ap50, "val/COCOAP50_95": result.ap50_95})
+            report.epoch({"epoch": epoch + 1, "loss": epoch_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                          "AP50": "" if result is None else result.ap50,
+                          "AP50_95": "" if result is None else result.ap50_95,
+                          "images_per_s": (iteration - epoch_start_iter) * self.global_batch / max(epoch_secs, 1e-9),
+                          "wall_time_s": time.time() - start_time})
+            if result is not None and result.ap50_95 >= args.threshold:
+                status = C.SUCCESS
+                break
         mlog.end(C.RUN_STOP, metadata={C.STATUS: status})
         accel.synchronize(self.device)
         done, elapsed = iteration - start_iter, time.time() - start_time
@@ -290,4 +314,6 @@ class SSDRun:
                     f"{done * self.global_batch / max(elapsed, 1e-9):.2f} images/s")
         if not args.no_save:
             logger.info(f"checkpoint: {self.out_dir / CHECKPOINT_NAME}")
+        report.close()
+        self.lock.release()
         return status

@@ -61,6 +61,8 @@ def build_parser():
     p.add_argument("--use-torch-compile", action="store_true", help="train through torch.compile")
     p.add_argument("--dist-timeout", type=float, default=accel.distributed.DEFAULT_TIMEOUT_S,
                    help="seconds any collective may wait for a rank before the run stops")
+    p.add_argument("--logger", "-l", choices=("loguru", "tensorboard"), default="loguru",
+                   help="also write TensorBoard scalars to OUTPUT/tensorboard (pip install tensorboard)")
     p.add_argument("--no-cuda", action="store_true", help="the MLPerf reference's spelling of --device cpu")
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                    help="accepted for torch.distributed.launch; the rank comes from the environment")

@@ -26,3 +26,14 @@ def shapes_coco(tmp_path_factory):
     """A small generated COCO-format set (24 train / 12 val images, seed 0); treat it as read-only."""
     out = tmp_path_factory.mktemp("shapes_coco")
     return load_make_shapes()(out, num_train=24, num_val=12, seed=0)
+
+
+@pytest.fixture
+def log_lines():
+    """Messages logged (INFO and up) while the test runs."""
+    from loguru import logger
+
+    lines = []
+    sink = logger.add(lambda m: lines.append(str(m).strip()), format="{message}", level="INFO")
+    yield lines
+    logger.remove(sink)

@@ -4,18 +4,9 @@ import json
 import cv2
 import numpy as np
 import pytest
-from loguru import logger
 
 from accel.errors import UserError
 from yolox.data import COCODataset, TrainTransform, ValTransform
-
-
-@pytest.fixture
-def log_lines():
-    lines = []
-    sink = logger.add(lambda m: lines.append(str(m).strip()), format="{message}", level="INFO")
-    yield lines
-    logger.remove(sink)
 
 
 def write_set(root, images, annotations, categories=({"id": 1, "name": "a"},), name="train2017"):

@@ -54,6 +54,15 @@ class BaseExp:
 
     # Attributes that may be None: their value type, and "None" resets them.
     optional_types = {"seed": int, "data_dir": str}
+    # Lowest value an override may take (every element, for sizes): what has an obvious range.
+    minimums = {"max_epoch": 1, "warmup_epochs": 0, "no_aug_epochs": 0, "eval_interval": 1,
+                "print_interval": 1, "steps": 0, "data_num_workers": 0, "multiscale_range": 0,
+                "input_size": 32, "test_size": 32, "num_classes": 1, "basic_lr_per_img": 1e-12,
+                "weight_decay": 0.0, "momentum": 0.0, "warmup_lr": 0.0, "min_lr_ratio": 0.0,
+                "test_conf": 0.0, "nmsthre": 0.0, "mosaic_prob": 0.0, "mixup_prob": 0.0,
+                "hsv_prob": 0.0, "flip_prob": 0.0}
+    maximums = {"mosaic_prob": 1.0, "mixup_prob": 1.0, "hsv_prob": 1.0, "flip_prob": 1.0,
+                "test_conf": 1.0, "nmsthre": 1.0, "momentum": 1.0, "min_lr_ratio": 1.0}
 
     def __init__(self):
         self.seed = None
@@ -90,7 +99,20 @@ class BaseExp:
                 kind = (optional or type(current)).__name__
                 raise UserError(f"exp override {key} {text!r}: expected {kind} ({exc}); "
                                 f"valid keys: {valid}") from None
+            self._check_range(key, text, value)
             setattr(self, key, value)
+
+    def _check_range(self, key, text, value):
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        low, high = self.minimums.get(key), self.maximums.get(key)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if (low is not None and v < low) or (high is not None and v > high):
+                bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+                raise UserError(f"exp override {key} {text!r}: must be {bounds}")
+        if key in ("input_size", "test_size") and any(int(v) % 32 for v in values):
+            raise UserError(f"exp override {key} {text!r}: sizes must be multiples of 32 (the stride)")
 
     def __repr__(self):
         rows = [(k, repr(v)) for k, v in sorted(self.settings().items())]
