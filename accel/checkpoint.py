@@ -69,11 +69,21 @@ def load(path, map_location="cpu"):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist (expected a .pth file)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise UserError(f"checkpoint {path} is not a torch checkpoint (neither torch.save's zip "
+                        "format nor a pickle)")
     try:
         with torch.serialization.safe_globals(numpy_scalar_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError,
             UnicodeDecodeError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        # torch's own advice (load with weights_only=False: that would run arbitrary code) is
+        # left out; what remains says what was refused
+        lines = [ln.strip().split("WeightsUnpickler error:", 1)[-1].strip()
+                 for ln in str(exc).splitlines()
+                 if ln.strip() and "weights_only" not in ln and "Check the documentation" not in ln]
+        why = next((ln for ln in lines if ln), "")
         raise UserError(f"checkpoint {path} is not a loadable torch checkpoint "
-                        f"({type(exc).__name__}: {first[:200]})") from None
+                        f"({type(exc).__name__}: {why[:200]})") from None

@@ -79,19 +79,19 @@ def test_full_disk_or_read_only_keeps_the_previous_file(tmp_path, monkeypatch, c
 def test_text_file_as_checkpoint_is_one_line(tmp_path, capsys, shapes_coco):
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(UserError, match=f"checkpoint {text} is not a loadable torch checkpoint"):
+    expected = f"checkpoint {text} is not a torch checkpoint (neither torch.save's zip format nor a pickle)"
+    with pytest.raises(UserError) as info:
         checkpoint.load(text)
+    assert str(info.value) == expected
     from ssd import train as ssd_train
     code, err = run_cli(lambda: ssd_train.main(["-d", str(shapes_coco), "--checkpoint", str(text),
                                                 "--output-dir", str(tmp_path / "o"), "--num-workers", "0", "-b", "4"]),
                         capsys)
     err = [ln for ln in err if " | " not in ln]            # the log lines before it
-    assert code == 2 and err == [f"error: checkpoint {text} is not a loadable torch checkpoint "
-                                 "(UnpicklingError: invalid load key, 'n'.)"]
+    assert code == 2 and err == [f"error: {expected}"]
     from yolox_tools import load_tool
     code, err = run_cli(lambda: load_tool("pth_to_pickle").main([str(text)]), capsys)
-    assert code == 2 and err == [f"error: checkpoint {text} is not a loadable torch checkpoint "
-                                 "(UnpicklingError: invalid load key, 'n'.)"]
+    assert code == 2 and err == [f"error: {expected}"]
 
 
 def test_second_live_run_on_the_same_output_dir_stops(tmp_path):
