@@ -30,7 +30,7 @@ def add_device_args(parser):
     return parser
 
 
-def _wanted_device(args):
+def _wanted_device(args, dynamic_shapes=None):
     device = getattr(args, "device", None)
     if getattr(args, "use_hpu", False):
         if device not in (None, "auto", "hpu"):
@@ -41,17 +41,17 @@ def _wanted_device(args):
     if getattr(args, "hpu_lazy_mode", False) and device not in ("hpu", "auto"):
         raise UserError(f"--hpu-lazy-mode needs --device hpu (got --device {device})")
     if device == "auto":
-        device = _auto_device(args)
+        device = _auto_device(args, dynamic_shapes)
         if getattr(args, "hpu_lazy_mode", False) and device != "hpu":
             raise UserError(f"--hpu-lazy-mode needs --device hpu (no Gaudi found; auto chose {device})")
     return device
 
 
-def _auto_device(args):
+def _auto_device(args, dynamic_shapes=None):
     """HPU when the Habana stack is installed and a card is visible, else CUDA, else CPU."""
     if hpu.stack_installed():
         try:
-            _open_hpu(args)
+            _open_hpu(args, dynamic_shapes)
             return "hpu"
         except UserError as exc:
             logger.info(f"--device auto: not using the HPU ({exc})")
@@ -60,25 +60,33 @@ def _auto_device(args):
     return "cpu"
 
 
-def _open_hpu(args):
+def _open_hpu(args, dynamic_shapes=None):
     if getattr(args, "hpu_lazy_mode", False) and not lazy_mode():
         raise UserError("--hpu-lazy-mode conflicts with PT_HPU_LAZY_MODE=0 in the environment")
     # Pin the bridge to lazy mode unless told otherwise, whatever its own release default is.
     os.environ.setdefault("PT_HPU_LAZY_MODE", "1")
     prepare_hpu_env(args)
+    if dynamic_shapes is not None:
+        hpu.set_dynamic_shapes_env(dynamic_shapes)
     if not hpu.is_available():
         raise UserError("--device hpu requested but habana_frameworks.torch.hpu.is_available() "
                         "is False (no Gaudi device visible)")
+    if dynamic_shapes:
+        hpu.enable_dynamic_shape()
 
 
-def resolve_device(args):
+def resolve_device(args, dynamic_shapes=None):
     """Turn the parsed flags into a ``torch.device``, or a UserError saying why it can't be used.
 
     CUDA picks the GPU of this process's local rank; HPU sets the lazy-mode and autocast op-list
     environment before the bridge is imported, because the bridge reads them only at import.
     The chosen device is logged, so a run with ``--device auto`` says what it got.
+    ``dynamic_shapes`` (HPU only): True switches Habana's dynamic-shape support on as the SSD
+    recipe does (environment before the bridge import, then the runtime call), False off as the
+    YOLOX recipe does, None leaves Habana's default.
     """
-    name = _wanted_device(args)
+    name = _wanted_device(args, dynamic_shapes)
+    auto = getattr(args, "device", None) in (None, "auto") and not getattr(args, "use_hpu", False)
     if name == "cpu":
         device = torch.device("cpu")
     elif name == "cuda":
@@ -88,11 +96,10 @@ def resolve_device(args):
         torch.cuda.set_device(index)
         device = torch.device("cuda", index)
     else:
-        _open_hpu(args)
+        if not auto:                      # auto has opened the HPU already to find it
+            _open_hpu(args, dynamic_shapes)
         device = torch.device("hpu")
-    logger.info(f"device: {device}" + (" (chosen by --device auto)"
-                                       if getattr(args, "device", None) in (None, "auto")
-                                       and not getattr(args, "use_hpu", False) else ""))
+    logger.info(f"device: {device}" + (" (chosen by --device auto)" if auto else ""))
     return device
 
 

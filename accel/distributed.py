@@ -113,15 +113,19 @@ def is_main_process():
     return get_rank() == 0
 
 
-def wrap_ddp(model, device, **kwargs):
+def wrap_ddp(model, device, hpu_first_bucket_mb=None, **kwargs):
     """DistributedDataParallel when running with several processes, the model itself otherwise.
 
-    Buffers (BN statistics) are not re-broadcast every forward, as in the YOLOX recipe.
-    Extra keyword arguments go to DistributedDataParallel unchanged.
+    Buffers (BN statistics) are not re-broadcast every forward, as in both recipes. Extra
+    keyword arguments go to DistributedDataParallel unchanged. On HPU the first gradient bucket
+    is ``hpu_first_bucket_mb`` (Habana's recipes set torch's module default: YOLOX 200 MB,
+    SSD 100 MB).
     """
     if get_world_size() == 1:
         return model
     device = torch.device(device)
+    if device.type == "hpu" and hpu_first_bucket_mb:
+        dist._DEFAULT_FIRST_BUCKET_BYTES = int(hpu_first_bucket_mb * 1024 * 1024)
     ddp = torch.nn.parallel.DistributedDataParallel
     # torch >= 2.15 renamed the switch; the old name still works there but warns.
     if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
@@ -181,6 +185,26 @@ def broadcast_object(obj, src=0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def set_threads_per_process(device, world_size):
+    """Intra-op threads per process. On HPU as Habana's YOLOX launcher (4 threads with 8 cards,
+    12 otherwise: the host only feeds the cards); on CPU the cores are shared out so N processes
+    on one machine do not oversubscribe them; CUDA keeps torch's default. An explicit
+    OMP_NUM_THREADS wins."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE")
+                           or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world_size)
+    kind = torch.device(device).type
+    if kind == "hpu":
+        threads = 4 if local_world_size == 8 else 12
+    elif kind == "cpu" and local_world_size > 1:
+        threads = max(1, (os.cpu_count() or 1) // local_world_size)
+    else:
+        return
+    torch.set_num_threads(threads)
+    logger.info(f"{threads} intra-op threads per process ({local_world_size} on this machine)")
 
 
 def destroy():

@@ -17,6 +17,9 @@ CORE = "habana_frameworks.torch.core"
 HPU = "habana_frameworks.torch.hpu"
 HMP = "habana_frameworks.torch.hpex.hmp"
 HCCL = "habana_frameworks.torch.distributed.hccl"
+OPTIMIZERS = "habana_frameworks.torch.hpex.optimizers"
+MOVING_AVERAGE = "habana_frameworks.torch.hpex.movingavrg"
+DYNAMIC_SHAPES_ENV = "PT_HPU_ENABLE_REFINE_DYNAMIC_SHAPES"
 DATALOADER = "habana_dataloader"
 MISSING_HINT = ("the Habana stack (habana_frameworks) is not installed; it comes from Habana's "
                 "installer or a Gaudi docker image, not from requirements.txt")
@@ -77,6 +80,28 @@ def hmp():
 def register_hccl():
     """Importing Habana's hccl module registers the "hccl" torch.distributed backend."""
     _module(HCCL)
+
+
+def fused_sgd_class():
+    """Habana's fused SGD (same constructor and state dict as torch.optim.SGD)."""
+    return _module(OPTIMIZERS).FusedSGD
+
+
+def fused_ema_class():
+    """Habana's fused EMA of model weights (``FusedEMA(model, decay)``, ``.update(model)``,
+    ``.ema``, ``.updates``), as Habana's YOLOX uses on HPU."""
+    return _module(MOVING_AVERAGE).FusedEMA
+
+
+def set_dynamic_shapes_env(enabled):
+    """Habana's refine-dynamic-shapes switch; the bridge reads it at import, so call this first.
+    An explicit setting in the environment wins."""
+    os.environ.setdefault(DYNAMIC_SHAPES_ENV, "1" if enabled else "0")
+
+
+def enable_dynamic_shape():
+    """The runtime half of the switch (SSD 1.14+ recipe), after the bridge is imported."""
+    _module(HPU).enable_dynamic_shape()
 
 
 def dataloader_class():

@@ -44,6 +44,24 @@ def script_loss(device):
     return hpu.is_hpu(device)
 
 
+def postprocess_device(device):
+    """Where detections are decoded and NMS'd at eval: the host on HPU (Habana's recipes move
+    the outputs to the CPU: ``nonzero``/NMS have data-dependent shapes), the device elsewhere."""
+    return torch.device("cpu") if hpu.is_hpu(device) else torch.device(device)
+
+
+def sgd_class(device):
+    """Habana's fused SGD on HPU (both recipes), torch's SGD elsewhere. Both keep the same
+    state dict (``momentum_buffer`` per parameter), so a checkpoint moves between them."""
+    return hpu.fused_sgd_class() if hpu.is_hpu(device) else torch.optim.SGD
+
+
+def ema_class(device, default):
+    """Habana's fused EMA on HPU (its YOLOX recipe), ``default`` (ModelEMA) elsewhere; both
+    expose ``update(model)``, ``ema`` and ``updates``, which is all checkpoints use."""
+    return hpu.fused_ema_class() if hpu.is_hpu(device) else default
+
+
 def compile_backend(device):
     """torch.compile backend: Habana's ``hpu_backend`` (eager mode only) or inductor."""
     if hpu.is_hpu(device):

@@ -14,7 +14,8 @@ from mlperf_logging.mllog import constants as C
 import accel
 from accel import checkpoint
 from accel.errors import UserError, report_position
-from accel.policy import compile_model, loader_class, pin_memory_kwargs
+from accel.policy import (compile_model, loader_class, pin_memory_kwargs, postprocess_device,
+                          sgd_class)
 from detcore.coco_eval import gather_and_score
 from detcore.log import setup_logger
 from detcore.progress import Progress
@@ -99,7 +100,8 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
         with precision.autocast() if precision is not None else contextlib.nullcontext():
             ploc, plabel = model(imgs.to(device, non_blocking=True))
         accel.mark_step(device)
-        decoded = encoder.decode_batch(ploc, plabel, criteria=0.5, max_output=200,
+        host = postprocess_device(device)      # decoding + NMS on the host on HPU, as Habana's
+        decoded = encoder.decode_batch(ploc.to(host), plabel.to(host), criteria=0.5, max_output=200,
                                        nms_valid_thresh=nms_valid_thresh)
         rows.append(detections_to_coco(decoded, img_ids, sizes, dataset.cat_ids))
         seconds += time.time() - t0
@@ -142,8 +144,9 @@ class SSDRun:
 
     def __init__(self, args):
         self.args = args
-        self.device = accel.resolve_device(args)
+        self.device = accel.resolve_device(args, dynamic_shapes=True)   # Habana's SSD 1.17
         self.info = accel.init_distributed(self.device, timeout_s=args.dist_timeout)
+        accel.set_threads_per_process(self.device, self.info.world_size)
         self.rank0 = accel.is_main_process()
         self.out_dir = Path(args.output_dir)
         self.lock = RunLock(self.out_dir, enabled=self.rank0)
@@ -172,8 +175,9 @@ class SSDRun:
         self.encoder, self.loss_fn = Encoder(dboxes300_coco()), Loss(dboxes300_coco()).to(device)
         self.global_batch = args.batch_size * info.world_size
         self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self.base_lr, momentum=0.9,
-                                         weight_decay=args.weight_decay)
+        # the reference's SGD: weight decay on every parameter; Habana's FusedSGD on HPU
+        self.optimizer = sgd_class(device)(self.net.parameters(), lr=self.base_lr, momentum=0.9,
+                                           weight_decay=args.weight_decay)
         self.precision = accel.Precision.from_args(args, device)
         self.iteration, self.resumed = args.iteration, None
         if args.checkpoint:
@@ -181,7 +185,8 @@ class SSDRun:
                                                            self.precision, args.iteration)
             logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
         # DDP as Habana's SSD: 100 MB buckets, gradients as bucket views, buffers not broadcast
-        model = accel.wrap_ddp(self.net, device, bucket_cap_mb=100, gradient_as_bucket_view=True)
+        model = accel.wrap_ddp(self.net, device, hpu_first_bucket_mb=100, bucket_cap_mb=100,
+                               gradient_as_bucket_view=True)
         if args.use_torch_compile:
             model = compile_model(model, device)
         self.model = model   # self.net stays the bare module: checkpoints and eval use it

@@ -19,13 +19,29 @@ from accel import distributed, precision
 from accel.errors import UserError
 
 ENV_AT_IMPORT = ("PT_HPU_LAZY_MODE", "PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST",
-                 "PT_HPU_AUTOCAST_FP32_OPS_LIST")
+                 "PT_HPU_AUTOCAST_FP32_OPS_LIST", "PT_HPU_ENABLE_REFINE_DYNAMIC_SHAPES")
 FAKE_MODULES = {
     "habana_frameworks", "habana_frameworks.torch", "habana_frameworks.torch.core",
     "habana_frameworks.torch.hpu", "habana_frameworks.torch.hpex",
     "habana_frameworks.torch.hpex.hmp", "habana_frameworks.torch.distributed",
-    "habana_frameworks.torch.distributed.hccl",
+    "habana_frameworks.torch.distributed.hccl", "habana_frameworks.torch.hpex.optimizers",
+    "habana_frameworks.torch.hpex.movingavrg",
 }
+
+
+class FakeFusedSGD(torch.optim.SGD):
+    """Stands in for hpex.optimizers.FusedSGD (documented as torch.optim.SGD's signature)."""
+
+
+class FakeFusedEMA:
+    """Stands in for hpex.movingavrg.FusedEMA(model, decay): ``update``, ``ema``, ``updates``."""
+
+    def __init__(self, model, decay):
+        import copy
+        self.ema, self.decay, self.updates = copy.deepcopy(model), decay, 0
+
+    def update(self, model):
+        self.updates += 1
 
 
 class FakeHabana(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -53,6 +69,11 @@ class FakeHabana(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         elif name.endswith(".hpu"):
             module.is_available = lambda: self.available
             module.synchronize = lambda: self.events.append("synchronize")
+            module.enable_dynamic_shape = lambda: self.events.append("enable_dynamic_shape")
+        elif name.endswith(".optimizers"):
+            module.FusedSGD = FakeFusedSGD
+        elif name.endswith(".movingavrg"):
+            module.FusedEMA = FakeFusedEMA
         elif name.endswith(".hmp"):
             module.convert = self._convert
             module.disable_casts = self._disable_casts
@@ -76,7 +97,8 @@ def _drop_habana_modules():
 @pytest.fixture
 def clean_env():
     saved = dict(os.environ)
-    for var in ENV_AT_IMPORT + ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
+    for var in ENV_AT_IMPORT + ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE",
+                                "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
         os.environ.pop(var, None)
     yield
     os.environ.clear()
@@ -397,3 +419,81 @@ def test_yolox_loss_on_hpu_runs_on_the_host_without_hmp_casts(fake, monkeypatch)
                       torch.zeros(1, 5, 5))
     assert set(out) == {"total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg"}
     assert seen["devices"] == {"cpu"} and seen["events"][-1] == "disable_casts:enter"
+
+
+
+# ---------------------------------------------------------------- Habana's fast paths (issue: HPU parity)
+def test_fused_sgd_and_ema_exactly_on_hpu(fake):
+    from accel import policy
+    from yolox.core.ema import ModelEMA
+    from yolox.exp import get_exp
+    assert policy.sgd_class("cpu") is torch.optim.SGD and policy.ema_class("cpu", ModelEMA) is ModelEMA
+    assert fake.imports == {}
+    assert policy.sgd_class("hpu") is FakeFusedSGD and policy.ema_class("hpu", ModelEMA) is FakeFusedEMA
+    exp = get_exp(exp_name="yolox-nano")
+    exp.model, exp.device = exp.get_model(), torch.device("hpu")
+    fused = exp.get_optimizer(8)
+    assert type(fused) is FakeFusedSGD and len(fused.param_groups) == 3
+    assert fused.defaults["nesterov"] and fused.param_groups[1]["weight_decay"] == exp.weight_decay
+    exp.device = torch.device("cpu")
+    plain = exp.get_optimizer(8)
+    assert type(plain) is torch.optim.SGD
+    for p in exp.model.parameters():
+        p.grad = torch.ones_like(p)
+    fused.step()
+    plain.load_state_dict(fused.state_dict())          # a fused checkpoint resumes off HPU
+    assert len(plain.state_dict()["state"]) == len(fused.state_dict()["state"])
+
+
+def test_ssd_engine_uses_the_fused_optimizer_class_on_hpu(fake):
+    from accel import policy
+    from ssd import SSD300
+    opt = policy.sgd_class("hpu")(SSD300(label_num=3).parameters(), lr=0.1, momentum=0.9,
+                                  weight_decay=5e-4)
+    assert type(opt) is FakeFusedSGD and len(opt.param_groups) == 1   # decay on all, as MLPerf
+
+
+@pytest.mark.parametrize("dynamic,env,calls", [(True, "1", 1), (False, "0", 0), (None, None, 0)])
+def test_dynamic_shapes_switch(fake, dynamic, env, calls):
+    accel.resolve_device(parse(["--hpu"]), dynamic_shapes=dynamic)
+    assert fake.imports["habana_frameworks.torch.core"]["PT_HPU_ENABLE_REFINE_DYNAMIC_SHAPES"] == env
+    assert fake.events.count("enable_dynamic_shape") == calls
+
+
+def test_postprocessing_on_the_host_on_hpu():
+    from accel import policy
+    assert policy.postprocess_device("hpu") == torch.device("cpu")
+    assert policy.postprocess_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device,first", [("hpu", 100 * 2**20), ("cpu", None)])
+def test_ddp_settings_and_first_bucket(monkeypatch, device, first):
+    seen = {}
+
+    class RecordingDDP(torch.nn.Module):
+        def __init__(self, module, **kwargs):
+            super().__init__()
+            seen.update(kwargs)
+
+    monkeypatch.setattr(distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", RecordingDDP)
+    monkeypatch.setattr(distributed.dist, "_DEFAULT_FIRST_BUCKET_BYTES", None, raising=False)
+    distributed.wrap_ddp(torch.nn.Linear(2, 2), device, hpu_first_bucket_mb=100, bucket_cap_mb=100,
+                         gradient_as_bucket_view=True)
+    assert seen["bucket_cap_mb"] == 100 and seen["gradient_as_bucket_view"] is True
+    assert seen.get("forward_sync_buffers", seen.get("broadcast_buffers")) is False
+    assert distributed.dist._DEFAULT_FIRST_BUCKET_BYTES == first
+
+
+def test_threads_per_process(monkeypatch, clean_env):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 16)
+    distributed.set_threads_per_process("hpu", 8)
+    distributed.set_threads_per_process("hpu", 1)
+    os.environ["LOCAL_WORLD_SIZE"] = "4"
+    distributed.set_threads_per_process("cpu", 8)       # 4 of the 8 ranks on this machine
+    distributed.set_threads_per_process("cuda", 8)      # torch's default
+    os.environ["OMP_NUM_THREADS"] = "3"
+    distributed.set_threads_per_process("cpu", 8)       # the user's setting wins
+    assert calls == [4, 12, 4]

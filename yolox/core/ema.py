@@ -42,10 +42,3 @@ class ModelEMA:
         src = self._model_floats(model)
         torch._foreach_mul_(self._ema_floats, d)
         torch._foreach_add_(self._ema_floats, [s.detach() for s in src], alpha=1.0 - d)
-
-    def state_dict(self):
-        return {"model": self.ema.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state):
-        self.ema.load_state_dict(state["model"])
-        self.updates = int(state["updates"])

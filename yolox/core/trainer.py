@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from loguru import logger
 
-from accel import (Precision, all_reduce_norm, init_distributed, resolve_device, unwrap,
-                   wrap_ddp)
+from accel import (Precision, all_reduce_norm, init_distributed, resolve_device,
+                   set_threads_per_process, unwrap, wrap_ddp)
 from accel.checkpoint import load as load_checkpoint
 from accel.errors import UserError, report_position
-from accel.policy import memory_format
+from accel.policy import ema_class, memory_format
 from detcore.log import setup_logger
 from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
@@ -31,10 +31,11 @@ class Trainer:
 
     def __init__(self, exp, args):
         self.exp, self.args = exp, args
-        self.device = resolve_device(args)
+        self.device = resolve_device(args, dynamic_shapes=False)   # Habana's YOLOX 1.23
         info = init_distributed(self.device, timeout_s=getattr(args, "dist_timeout", 1800),
                                 backend=getattr(args, "dist_backend", None))
         self.rank, self.world_size = info.rank, info.world_size
+        set_threads_per_process(self.device, info.world_size)
         self.is_distributed = info.world_size > 1
         self.precision = Precision.from_args(args, self.device)
         self.batch_size = args.batch_size
@@ -146,15 +147,17 @@ class Trainer:
                         f"iteration {self.start_epoch * self.max_iter + self.start_iter}")
         self.ema = None
         if exp.ema:
-            self.ema = ModelEMA(model, 0.9998)
+            self.ema = ema_class(self.device, ModelEMA)(model, 0.9998)
             self.ema.updates = self.max_iter * self.start_epoch + self.start_iter
             if ckpt is not None and "ema_updates" in ckpt:
-                self.ema.load_state_dict({"model": ckpt["model"], "updates": ckpt["ema_updates"]})
+                # through .ema / .updates only: ModelEMA and Habana's FusedEMA both have them
+                self.ema.ema.load_state_dict(ckpt["model"])
+                self.ema.updates = int(ckpt["ema_updates"])
         if self.no_aug:
             model.head.use_l1 = True
         # DDP as Habana's YOLOX: buffers not re-broadcast (wrap_ddp's default), gradients as
         # views into the buckets (no copy)
-        self.model = wrap_ddp(model, self.device, gradient_as_bucket_view=True)
+        self.model = wrap_ddp(model, self.device, hpu_first_bucket_mb=200, gradient_as_bucket_view=True)
         self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
                                            is_distributed=self.is_distributed)
         self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from accel import is_main_process, mark_step
+from accel.policy import postprocess_device
 from detcore.coco_eval import drop_non_finite, gather_and_score, score
 from detcore.progress import Progress
 
@@ -70,7 +71,9 @@ class COCOEvaluator:
             t0 = time.time()
             out = model(imgs.to(device=device, dtype=dtype))
             mark_step(device)
-            dets = postprocess(out, self.num_classes, self.confthre, self.nmsthre)
+            # NMS on the host on HPU (Habana's evaluator does the same)
+            dets = postprocess(out.to(postprocess_device(device)), self.num_classes, self.confthre,
+                               self.nmsthre)
             rows.append(detections_to_rows(dets, img_hw, img_ids, self.img_size, dataset.class_ids))
             infer_s += time.time() - t0
             n_img += imgs.shape[0]

@@ -176,7 +176,10 @@ class Exp(BaseExp):
             raise RuntimeError("exp.get_optimizer needs exp.model (set by the trainer after get_model)")
         lr = self.warmup_lr if self.warmup_epochs > 0 else self.basic_lr_per_img * batch_size
         no_decay, decay, biases = param_groups(model)
-        optimizer = torch.optim.SGD(no_decay, lr=lr, momentum=self.momentum, nesterov=True)
+        from accel.policy import sgd_class
+        # Habana's FusedSGD on HPU, torch's SGD elsewhere (the device is set by the trainer)
+        sgd = sgd_class(getattr(self, "device", "cpu"))
+        optimizer = sgd(no_decay, lr=lr, momentum=self.momentum, nesterov=True)
         optimizer.add_param_group({"params": decay, "weight_decay": self.weight_decay})
         optimizer.add_param_group({"params": biases})
         return optimizer
