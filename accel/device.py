@@ -11,7 +11,7 @@ from loguru import logger
 from accel import hpu
 from accel.distributed import dist_env
 from accel.errors import UserError
-from accel.hpu import is_hpu, lazy_mode, mark_step  # noqa: F401  (re-exported)
+from accel.hpu import lazy_mode
 from accel.oplists import prepare_hpu_env
 
 DEVICES = ("auto", "cpu", "cuda", "hpu")

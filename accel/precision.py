@@ -42,10 +42,12 @@ def fp32_region(device):
     """Context for code that must run in fp32 inside a mixed-precision forward (the losses):
     torch.autocast off for ``device`` and, once Habana mixed precision has converted this
     process, its casts off too (as Habana's YOLOX head computes its loss)."""
+    autocast_off = torch.autocast(torch.device(device).type, enabled=False)
+    if not _HMP_CONVERTED:
+        return autocast_off             # a plain autocast context: torch.compile traces it
     stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast(torch.device(device).type, enabled=False))
-    if _HMP_CONVERTED:
-        stack.enter_context(hpu.hmp().disable_casts())
+    stack.enter_context(autocast_off)
+    stack.enter_context(hpu.hmp().disable_casts())
     return stack
 
 

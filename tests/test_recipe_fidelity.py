@@ -1,5 +1,4 @@
 """What a user of the Habana / MLPerf / upstream recipes brings works as there (issue: fidelity)."""
-import io
 import os
 import pickle
 import sys

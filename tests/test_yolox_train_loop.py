@@ -3,7 +3,6 @@ import math
 
 import torch
 
-from accel import unwrap
 from accel.checkpoint import load
 from yolox.core.cli import build_exp
 from yolox_tools import SHAPES_EXP, TINY, load_tool

@@ -48,6 +48,9 @@ def make_parser():
                         help="seconds any collective may wait for a rank before the run stops")
     parser.add_argument("--use_lazy_mode", "--use-lazy-mode", dest="use_lazy_mode", default=None,
                         type=_true_false, help="HPU lazy mode True (default) or False (eager)")
+    parser.add_argument("--use-torch-compile", "--use_torch_compile", dest="use_torch_compile",
+                        action="store_true", help="train through torch.compile (inductor; "
+                        "hpu_backend on HPU, which needs PT_HPU_LAZY_MODE=0)")
     add_device_args(parser)
     add_precision_args(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")

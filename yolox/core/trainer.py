@@ -12,7 +12,7 @@ from accel import (Precision, all_reduce_norm, init_distributed, resolve_device,
                    set_threads_per_process, unwrap, wrap_ddp)
 from accel.checkpoint import load as load_checkpoint
 from accel.errors import UserError, report_position
-from accel.policy import ema_class, memory_format
+from accel.policy import compile_model, ema_class, memory_format
 from detcore.log import setup_logger
 from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
@@ -93,12 +93,16 @@ class Trainer:
         self._window["data_time"] += t1 - t0
         self._window["count"] += 1
         self.run_iters += 1
+        if self.compiled and self.run_iters == 1:
+            # the first compiled step is mostly compilation: report it apart from step times
+            logger.info(f"torch.compile: first step (compile included) took {time.time() - t0:.1f} s")
+            self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
         self._epoch_images += self.batch_size
 
     def train_step(self, inps, targets):
         """One optimiser step on a batch; returns the detached loss dict (no host sync)."""
         with self.precision.autocast():
-            outputs = self.model(inps, targets)
+            outputs = self.forward_model(inps, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward_and_step(outputs["total_loss"], self.optimizer)
         if self.ema is not None:
@@ -158,6 +162,10 @@ class Trainer:
         # DDP as Habana's YOLOX: buffers not re-broadcast (wrap_ddp's default), gradients as
         # views into the buckets (no copy)
         self.model = wrap_ddp(model, self.device, hpu_first_bucket_mb=200, gradient_as_bucket_view=True)
+        # training may run through torch.compile; self.model stays the module checkpoints,
+        # EMA and eval use (its state-dict keys have no _orig_mod. prefix)
+        self.compiled = bool(getattr(args, "use_torch_compile", False) or exp.torch_compile)
+        self.forward_model = compile_model(self.model, self.device) if self.compiled else self.model
         self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
                                            is_distributed=self.is_distributed)
         self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,

@@ -56,7 +56,6 @@ class COCOEvaluator:
     @torch.no_grad()
     def predict(self, model, half=False):
         """Detections of this rank's shard as rows (see ``detections_to_rows``) + timing."""
-        from detcore.progress import Progress
         from yolox.utils import postprocess
 
         device = next(model.parameters()).device

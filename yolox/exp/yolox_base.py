@@ -3,7 +3,6 @@ optimiser, scheduler and evaluator builders as methods (an exp file overriding o
 import math
 import random
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader as TorchDataLoader
@@ -58,6 +57,8 @@ class Exp(BaseExp):
         # NHWC conv layout for training on cpu/cuda (not hpu): on the 2-core CPU it made the
         # YOLOX-S step 1.25x faster in fp32 and 1.4x in bf16 (bench/yolox_step.py)
         self.channels_last = True
+        # train through torch.compile (same as the CLI's --use-torch-compile)
+        self.torch_compile = False
         self.exp_name = "yolox_base"
         # test
         self.test_size = (640, 640)
