@@ -32,7 +32,7 @@ def test_yolox_compiled_loss_equals_eager_and_checkpoint_keys_are_bare(shapes_co
               "output_dir", str(tmp_path)]
     compiled = make_trainer(["--use-torch-compile", *common, "steps", "1"])
     compiled.before_train()
-    eager = make_trainer([*common])
+    eager = make_trainer([*common, "steps", "1"])
     eager.before_train()
     eager.model.load_state_dict(compiled.model.state_dict())
     inps, targets = next(compiled.train_iter)[:2]
@@ -48,7 +48,10 @@ def test_yolox_compiled_loss_equals_eager_and_checkpoint_keys_are_bare(shapes_co
     assert not [k for k in ckpt["model_raw"] if "_orig_mod" in k]
 
 
-def test_multiscale_does_not_recompile_every_size(aot_eager):
+def test_multiscale_does_not_recompile_every_size(monkeypatch):
+    # recompiles are dynamo's decision, whatever the backend: the plain "eager" one keeps it quick
+    monkeypatch.setattr(policy, "compile_backend", lambda device: "eager")
+    torch._dynamo.reset()
     from yolox.exp import get_exp
     exp = get_exp(exp_name="yolox-nano")
     exp.num_classes = 4
@@ -57,8 +60,9 @@ def test_multiscale_does_not_recompile_every_size(aot_eager):
     targets = torch.zeros(1, 10, 5)
     targets[0, 0] = torch.tensor([1.0, 40.0, 40.0, 20.0, 20.0])
     torch._dynamo.utils.counters.clear()
-    for size in (96, 128, 160, 128, 96, 160, 192, 128):
+    for size in (96, 128, 160, 96, 192):
         compiled(torch.randn(1, 3, size, size), targets)["total_loss"].backward()
     frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     # one graph for the first size, one with dynamic sizes after the first change; not one per size
     assert frames <= 3, dict(torch._dynamo.utils.counters["stats"])
+    torch._dynamo.reset()
