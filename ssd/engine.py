@@ -237,6 +237,10 @@ class SSDRun:
             weight_decay=args.weight_decay, warmup_steps=warmup_iters, warmup_factor=args.warmup_factor,
             decay_boundary_epochs=args.lr_decay_schedule, decay_factor=0.1,
             num_cropping_iterations=args.num_cropping_iterations)
+        if warmup_iters < 1:
+            logger.warning("the MLPerf log of this run will not be compliant: the rules require at "
+                           "least one warm-up step (pass --warmup, e.g. --warmup 2.619685 as the "
+                           "Habana recipe's 8-card command)")
         mlog.end(C.INIT_STOP)
         mlog.start(C.RUN_START)
         logger.info(f"{len(self.train_set)} train / {len(self.val_set)} val images, "
@@ -293,7 +297,9 @@ class SSDRun:
             epoch_secs = time.time() - epoch_t0
             self.save(epoch + 1 if epoch_done else epoch, iteration)
             result = None
-            if epoch_done and ((epoch + 1) % args.val_interval == 0 or epoch + 1 in args.val_epochs):
+            # as the reference: an epoch cut short by --end-iteration is still evaluated
+            if ((epoch_done or iteration >= end)
+                    and ((epoch + 1) % args.val_interval == 0 or epoch + 1 in args.val_epochs)):
                 mlog.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch + 1})
                 accel.all_reduce_norm(self.net)
                 self.save_reference(iteration)

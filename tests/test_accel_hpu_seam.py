@@ -497,3 +497,14 @@ def test_threads_per_process(monkeypatch, clean_env):
     os.environ["OMP_NUM_THREADS"] = "3"
     distributed.set_threads_per_process("cpu", 8)       # the user's setting wins
     assert calls == [4, 12, 4]
+
+
+def test_eager_yolox_on_hpu_is_refused_in_one_line(fake):
+    from accel import policy
+    os.environ["PT_HPU_LAZY_MODE"] = "0"
+    with pytest.raises(UserError, match="YOLOX training on HPU in eager mode .* is not supported"):
+        policy.require_lazy_or_compiled("hpu", compiled=False, recipe="YOLOX training")
+    policy.require_lazy_or_compiled("hpu", compiled=True, recipe="YOLOX training")   # compile: fine
+    os.environ["PT_HPU_LAZY_MODE"] = "1"
+    policy.require_lazy_or_compiled("hpu", compiled=False, recipe="YOLOX training")
+    policy.require_lazy_or_compiled("cpu", compiled=False, recipe="YOLOX training")

@@ -12,7 +12,7 @@ from accel import (Precision, all_reduce_norm, init_distributed, resolve_device,
                    set_threads_per_process, unwrap, wrap_ddp)
 from accel.checkpoint import load as load_checkpoint
 from accel.errors import UserError, report_position
-from accel.policy import compile_model, ema_class, memory_format
+from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
 from detcore.log import setup_logger
 from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
@@ -165,6 +165,7 @@ class Trainer:
         # training may run through torch.compile; self.model stays the module checkpoints,
         # EMA and eval use (its state-dict keys have no _orig_mod. prefix)
         self.compiled = bool(getattr(args, "use_torch_compile", False) or exp.torch_compile)
+        require_lazy_or_compiled(self.device, self.compiled, "YOLOX training")
         self.forward_model = compile_model(self.model, self.device) if self.compiled else self.model
         self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
                                            is_distributed=self.is_distributed)
