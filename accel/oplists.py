@@ -45,15 +45,21 @@ def prepare_hpu_env(args):
 
     Bad files fail before the (slow) Habana import. For the autocast variables an explicit flag
     wins over the environment, which wins over the repo-top defaults, so a recipe that exports
-    the variables itself keeps working.
+    the variables itself keeps working. The repo-top lists are YOLOX's: a CLI whose parser sets
+    ``model_op_lists=False`` (SSD, whose recipe uses the bridge's own defaults) exports only the
+    files given with ``--hmp-bf16/--hmp-fp32``.
     """
     if getattr(args, "hmp", False):
         for kind in AUTOCAST_ENV:
             op_list(args, kind)
     if not getattr(args, "autocast", False):
         return
+    defaults = getattr(args, "model_op_lists", True)
     for kind, var in AUTOCAST_ENV.items():
-        if getattr(args, f"hmp_{kind}", None) or var not in os.environ:
+        given = getattr(args, f"hmp_{kind}", None)
+        if not given and not defaults:
+            continue
+        if given or var not in os.environ:
             path = str(op_list(args, kind).resolve())
             if os.environ.get(var) != path and hpu.CORE in sys.modules:
                 logger.warning(f"{var}={path} set after the Habana bridge was imported; "

@@ -26,6 +26,7 @@ from detcore.weights import strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.data import CocoDetection, EpochSampler, coco_paths, collate
 from ssd.mlperf_log import MLPerfLogger
+from ssd.model import imagenet_backbone_state, load_backbone_weights
 
 REFERENCE_BATCH = 32
 CHECKPOINT_NAME = "ssd300_latest.pth"
@@ -119,14 +120,21 @@ def label_info(dataset):
     return {0: "background", **{i + 1: names[c] for i, c in enumerate(dataset.cat_ids)}}
 
 
-def load_checkpoint(path, model, optimizer, precision, start_iteration):
-    """``--checkpoint``: this project's resume file (model, optimizer, RNG, position) or the
-    MLPerf reference's ``iter_N.pt`` (``{"model", "label_map"}``: weights only, the run starts
-    at ``--iteration`` as in the reference). Returns (iteration, state)."""
+def read_checkpoint(path):
+    """The ``--checkpoint`` file: this project's ``ssd300_latest.pth`` or the reference's
+    ``iter_N.pt``; anything else is one line."""
     state = checkpoint.load(path)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise UserError(f"--checkpoint {path}: not an SSD checkpoint (expected a dict with a 'model' "
                         "state dict: ssd300_latest.pth or the reference's iter_N.pt)")
+    return state
+
+
+def load_checkpoint(path, model, optimizer, precision, start_iteration, state=None):
+    """``--checkpoint``: this project's resume file (model, optimizer, RNG, position) or the
+    MLPerf reference's ``iter_N.pt`` (``{"model", "label_map"}``: weights only, the run starts
+    at ``--iteration`` as in the reference). Returns (iteration, state)."""
+    state = read_checkpoint(path) if state is None else state
     try:
         model.load_state_dict(strip_prefixes(state["model"]))
     except RuntimeError as exc:
@@ -159,7 +167,9 @@ class SSDRun:
 
     def _build(self):
         args, info, device = self.args, self.info, self.device
-        self.seed = draw_seed(args.seed)
+        saved = read_checkpoint(args.checkpoint) if args.checkpoint else None
+        # resuming without -s continues with the run's own (possibly drawn) seed
+        self.seed = draw_seed(args.seed if args.seed is not None or saved is None else saved.get("seed"))
         seed_everything(self.seed, args.deterministic)
         train_dir, train_ann, val_dir, val_ann = coco_paths(args.data)
         self.train_set = CocoDetection(train_dir, train_ann, train=True, seed=self.seed,
@@ -168,10 +178,9 @@ class SSDRun:
         if self.val_set.cat_ids != self.train_set.cat_ids:
             raise UserError(f"--data: {val_ann} and {train_ann} list different categories")
         self._make_loaders()
-        if args.pretrained_backbone is None:
-            logger.info("no --pretrained-backbone given: the ResNet-34 backbone starts from scratch")
-        self.net = SSD300(label_num=self.train_set.num_classes,
-                          backbone_path=args.pretrained_backbone).to(device)
+        self.net = SSD300(label_num=self.train_set.num_classes)
+        self._load_backbone(args.pretrained_backbone)
+        self.net.to(device)
         self.encoder, self.loss_fn = Encoder(dboxes300_coco()), Loss(dboxes300_coco()).to(device)
         self.global_batch = args.batch_size * info.world_size
         self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
@@ -182,7 +191,7 @@ class SSDRun:
         self.iteration, self.resumed = args.iteration, None
         if args.checkpoint:
             self.iteration, self.resumed = load_checkpoint(args.checkpoint, self.net, self.optimizer,
-                                                           self.precision, args.iteration)
+                                                           self.precision, args.iteration, saved)
             logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
         # DDP as Habana's SSD: 100 MB buckets, gradients as bucket views, buffers not broadcast
         model = accel.wrap_ddp(self.net, device, hpu_first_bucket_mb=100, bucket_cap_mb=100,
@@ -192,6 +201,19 @@ class SSDRun:
         self.model = model   # self.net stays the bare module: checkpoints and eval use it
         self.step = TrainStep(model, self.loss_fn, self.encoder, self.optimizer, self.precision, device,
                               args.batch_splits)
+
+    def _load_backbone(self, choice):
+        """As the reference: ImageNet weights unless told otherwise (``none`` = from scratch)."""
+        if choice is not None and choice.lower() == "none":
+            logger.info("--pretrained-backbone none: the ResNet-34 backbone starts from scratch")
+            return
+        if choice is None:
+            state, cache = imagenet_backbone_state()
+            load_backbone_weights(self.net, cache, state)
+            logger.info(f"backbone: torchvision's ImageNet ResNet-34 ({cache})")
+            return
+        load_backbone_weights(self.net, choice)
+        logger.info(f"backbone: {choice}")
 
     def _make_loaders(self):
         args, info = self.args, self.info

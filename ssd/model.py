@@ -5,6 +5,7 @@ Backbone: torchvision ResNet-34 up to conv4_x (``layer3``) with conv4_1 not stri
 and 1; each of the six maps feeds a 3x3 loc head and a 3x3 conf head.
 """
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torchvision
@@ -108,13 +109,41 @@ def _torchvision_name(key):
     return key
 
 
-def load_backbone_weights(module, path):
-    """Load a torchvision-format ResNet-34 ``.pth`` (weights-only) into an SSD300 or its backbone."""
+def imagenet_backbone_state():
+    """torchvision's ImageNet ResNet-34, as the reference's ``resnet34(pretrained=True)``: from
+    torchvision's cache under TORCH_HOME, downloaded there when online. Offline and not cached:
+    one line saying which file to put where."""
+    weights = torchvision.models.ResNet34_Weights.IMAGENET1K_V1
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=False), cache
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise UserError(f"no --pretrained-backbone given and torchvision's ImageNet ResNet-34 is neither "
+                        f"cached nor downloadable ({reason}): put {cache.name} (from {weights.url}) at "
+                        f"{cache}, pass --pretrained-backbone PATH, or --pretrained-backbone none to "
+                        "train the backbone from scratch") from None
+
+
+def load_backbone_weights(module, path, state=None):
+    """Load a torchvision-format ResNet-34 ``.pth`` (weights-only; or its loaded ``state``) into
+    an SSD300 or its backbone. ``num_batches_tracked`` entries are optional (the 2017
+    ``resnet34-333f7ec4.pth`` of the recipe has none); keys that are not ResNet-34's fail."""
     backbone = module.model if isinstance(module, SSD300) else module
     if not isinstance(backbone, ResNet34Backbone):
         raise UserError(f"load_backbone_weights: expected an SSD300 or its backbone, got {type(module).__name__}")
-    state = _backbone_state_from_torchvision(checkpoint.load(path), path)
+    raw = checkpoint.load(path) if state is None else state
+    if isinstance(raw, Mapping):
+        known = set(torchvision.models.resnet34(weights=None).state_dict())
+        unexpected = sorted(k for k in raw if k not in known)
+        if unexpected:
+            raise UserError(f"backbone weights {path}: not a torchvision resnet34 state dict "
+                            f"({len(unexpected)} unexpected keys, e.g. {unexpected[0]!r})")
+    state = _backbone_state_from_torchvision(raw, path)
     own = backbone.state_dict()
+    for key, value in own.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value
     missing = sorted(k for k in own if not isinstance(state.get(k), torch.Tensor))
     if missing:
         raise UserError(

@@ -49,7 +49,8 @@ def build_parser():
     p.add_argument("--num-cropping-iterations", type=int, default=1,
                    help="crop trials per drawn IoU choice (MLPerf: 1, the other legal value is 50)")
     p.add_argument("--pretrained-backbone", default=None, metavar="PATH",
-                   help="torchvision-format ResNet-34 .pth (no download; absent = from scratch)")
+                   help="torchvision-format ResNet-34 .pth; 'none' = from scratch; absent = "
+                        "torchvision's ImageNet weights from its cache (TORCH_HOME), as the reference")
     p.add_argument("--dl-worker-type", choices=("MP", "HABANA"), default=None,
                    help="MP: torch DataLoader; HABANA: Habana's data loader on HPU "
                         "(default: HABANA inside the Habana stack, MP elsewhere)")
@@ -68,6 +69,9 @@ def build_parser():
                    help="accepted for torch.distributed.launch; the rank comes from the environment")
     accel.add_device_args(p)
     accel.add_precision_args(p)
+    # SSD's recipe runs HPU autocast with the bridge's default op lists; the repo-top lists are
+    # YOLOX's and are exported only when --hmp-bf16/--hmp-fp32 name files
+    p.set_defaults(model_op_lists=False)
     return p
 
 

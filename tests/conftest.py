@@ -37,3 +37,28 @@ def log_lines():
     sink = logger.add(lambda m: lines.append(str(m).strip()), format="{message}", level="INFO")
     yield lines
     logger.remove(sink)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def imagenet_cache(tmp_path_factory):
+    """TORCH_HOME with torchvision's ImageNet ResNet-34 file in its cache, as a recipe user has it
+    (random weights here: nothing is downloaded). SSD runs without --pretrained-backbone load it
+    through torchvision's real weights API; subprocesses inherit the variable."""
+    import os
+
+    import torch
+    import torchvision
+
+    home = tmp_path_factory.mktemp("torch_home")
+    weights = torchvision.models.ResNet34_Weights.IMAGENET1K_V1
+    cache = home / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    cache.parent.mkdir(parents=True)
+    torch.manual_seed(34)
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), cache)
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    yield cache
+    if old is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old

@@ -145,3 +145,20 @@ def test_stalled_rank_times_out_instead_of_hanging(tmp_path):
     assert "TIMEOUT after" in proc.stdout
     waited = float(proc.stdout.split("TIMEOUT after ")[1].split("s")[0])
     assert 2.5 <= waited < 15 and elapsed < 45
+
+
+def test_stalled_rank_ends_the_cli_with_one_line(tmp_path):
+    """What ``--dist-timeout`` gives a user: the live rank exits within ~2x the timeout, one line."""
+    base = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port(), WORLD_SIZE="2")
+    cmd = [sys.executable, str(SCRIPT), "stall_cli", "3", str(tmp_path)]
+    peer = subprocess.Popen(cmd, env={**base, "RANK": "1", "LOCAL_RANK": "1"}, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc = subprocess.run(cmd, env={**base, "RANK": "0", "LOCAL_RANK": "0"}, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        peer.kill()
+        peer.wait()
+    err = [ln for ln in proc.stderr.splitlines() if " | " not in ln and ln.strip()]
+    assert proc.returncode == 1, proc.stderr
+    assert len(err) == 1 and err[0].startswith("error: a collective with the other ranks failed"), err

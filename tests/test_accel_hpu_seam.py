@@ -508,3 +508,20 @@ def test_eager_yolox_on_hpu_is_refused_in_one_line(fake):
     os.environ["PT_HPU_LAZY_MODE"] = "1"
     policy.require_lazy_or_compiled("hpu", compiled=False, recipe="YOLOX training")
     policy.require_lazy_or_compiled("cpu", compiled=False, recipe="YOLOX training")
+
+
+def test_ssd_autocast_on_hpu_keeps_the_bridge_default_op_lists(fake, tmp_path):
+    from ssd import train as ssd_train
+    args = ssd_train.build_parser().parse_args(["-d", "x", "--use-hpu", "--autocast"])
+    accel.resolve_device(args, dynamic_shapes=True)
+    seen = fake.imports["habana_frameworks.torch.core"]
+    assert seen["PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST"] is None      # not YOLOX's lists
+    assert seen["PT_HPU_AUTOCAST_FP32_OPS_LIST"] is None
+    accel.Precision.from_args(args, torch.device("hpu"))
+    assert "PT_HPU_AUTOCAST_FP32_OPS_LIST" not in os.environ
+    mine = tmp_path / "bf16.txt"
+    mine.write_text("conv2d\n")
+    _drop_habana_modules()
+    args = ssd_train.build_parser().parse_args(["-d", "x", "--use-hpu", "--autocast", "--hmp-bf16", str(mine)])
+    accel.resolve_device(args)
+    assert fake.imports["habana_frameworks.torch.core"]["PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST"] == str(mine.resolve())

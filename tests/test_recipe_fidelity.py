@@ -196,3 +196,40 @@ def test_pth_to_pickle_verbose_lists_statistics(tmp_path, capsys):
     assert out[0] == "name, dtype, mean, std, min, max"
     assert out[1] == "w, float32, (1, 2), 2.0, 1.0, 1.0, 3.0"
     assert out[2] == "b, float32, (1,), 2.0, 0.0, 2.0, 2.0"
+
+
+def test_backbone_file_of_2017_without_num_batches_tracked_loads(tmp_path):
+    from ssd.model import load_backbone_weights
+    state = {k: v for k, v in torchvision_resnet34().state_dict().items() if "num_batches_tracked" not in k}
+    torch.save(state, tmp_path / "resnet34-333f7ec4.pth")
+    model = SSD300(label_num=3)
+    load_backbone_weights(model, tmp_path / "resnet34-333f7ec4.pth")
+    assert torch.equal(model.model.layer1[0].weight, state["conv1.weight"])
+    state["head.extra"] = torch.zeros(1)
+    torch.save(state, tmp_path / "extra.pth")
+    with pytest.raises(UserError, match="1 unexpected keys, e.g. 'head.extra'"):
+        load_backbone_weights(model, tmp_path / "extra.pth")
+
+
+def test_default_backbone_is_torchvision_imagenet_from_the_cache(imagenet_cache, monkeypatch, tmp_path):
+    from ssd.model import imagenet_backbone_state
+    state, cache = imagenet_backbone_state()
+    assert cache == imagenet_cache and torch.equal(state["conv1.weight"],
+                                                   torch.load(imagenet_cache, weights_only=True)["conv1.weight"])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(UserError) as err:
+        imagenet_backbone_state()
+    msg = str(err.value)
+    assert f"put {imagenet_cache.name}" in msg and str(tmp_path / "empty") in msg
+    assert "--pretrained-backbone none" in msg and "\n" not in msg
+
+
+def torchvision_resnet34():
+    import torchvision
+    torch.manual_seed(3)
+    return torchvision.models.resnet34(weights=None)

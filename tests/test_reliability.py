@@ -165,3 +165,19 @@ def test_yolox_decoding_cannot_produce_infinite_boxes():
 def test_override_ranges(opts, msg):
     with pytest.raises(UserError, match=msg):
         get_exp(exp_name="yolox-nano").merge(opts)
+
+
+def test_yolox_non_finite_loss_stops_naming_iteration_and_checkpoint(tmp_path):
+    from pathlib import Path
+
+    from yolox.core.trainer import Trainer
+    trainer = Trainer.__new__(Trainer)
+    trainer.epoch, trainer.iter, trainer.max_iter = 2, 4, 10
+    trainer.file_name = Path(tmp_path)
+    trainer._last_outputs = {"total_loss": torch.tensor(float("nan")), "iou_loss": torch.tensor(1.0)}
+    with pytest.raises(UserError) as err:
+        trainer.after_epoch()              # checked before anything is evaluated or saved
+    assert str(err.value).startswith("non-finite loss {'total_loss': nan} at epoch 3, iteration 25; "
+                                      f"last good checkpoint: {tmp_path / 'latest_ckpt.pth'}")
+    trainer._last_outputs = {"total_loss": torch.tensor(2.5)}
+    assert trainer.check_finite() == {"total_loss": 2.5}

@@ -20,9 +20,9 @@ def tiny_coco(tmp_path_factory):
     return load_make_shapes()(tmp_path_factory.mktemp("ssd_run"), num_train=4, num_val=2, seed=1)
 
 
-def train(data, out, *extra, launcher=()):
+def train(data, out, *extra, launcher=(), seed=("-s", "5")):
     cmd = [*launcher, "ssd/train.py", "-d", str(data), "-b", "1", "-e", "1", "--val-interval", "100",
-           "--log-interval", "1", "--num-workers", "0", "-s", "5", "--deterministic", "--output-dir", str(out),
+           "--log-interval", "1", "--num-workers", "0", *seed, "--deterministic", "--output-dir", str(out),
            *map(str, extra)]
     run = subprocess.run(cmd if launcher else [sys.executable, *cmd], cwd=ROOT, env=ENV, capture_output=True,
                          text=True, timeout=300)
@@ -35,12 +35,13 @@ def losses(log):
 
 
 def test_resume_continues_at_saved_iteration_with_saved_state(tiny_coco, tmp_path):
-    straight = train(tiny_coco, tmp_path / "straight", "--end-iteration", 2)
-    first = train(tiny_coco, tmp_path / "split", "--end-iteration", 1)
+    # the split run draws its seed (no -s) and resumes without it: the checkpoint carries it
+    first = train(tiny_coco, tmp_path / "split", "--end-iteration", 1, seed=())
     ckpt1 = torch.load(tmp_path / "split" / "ssd300_latest.pth", weights_only=True)
     assert ckpt1["iteration"] == 1 and ckpt1["epoch"] == 0  # stopped inside epoch 0
+    straight = train(tiny_coco, tmp_path / "straight", "--end-iteration", 2, seed=("-s", ckpt1["seed"]))
     resumed = train(tiny_coco, tmp_path / "split", "--end-iteration", 2,
-                    "--checkpoint", tmp_path / "split" / "ssd300_latest.pth")
+                    "--checkpoint", tmp_path / "split" / "ssd300_latest.pth", seed=())
     assert "at iteration 1" in resumed and "finished at iteration 2" in resumed
     full, parts = losses(straight), {**losses(first), **losses(resumed)}
     assert sorted(full) == sorted(parts) == [1, 2] and all(math.isfinite(v) for v in full.values())

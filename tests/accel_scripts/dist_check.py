@@ -1,8 +1,8 @@
 """Run by the distributed tests under torchrun / mpirun / plain env: checks real gloo collectives.
 
 Usage: ``dist_check.py MODE TIMEOUT_S [READY_DIR]``. Modes: ``collectives`` (all-reduce, gather,
-broadcast, one DDP step) or ``stall`` (rank 1 never joins a collective; rank 0 must fail within
-the process-group timeout instead of hanging).
+broadcast, one DDP step), ``stall`` (rank 1 never joins a collective; rank 0 must fail within
+the process-group timeout instead of hanging) or ``stall_cli`` (the same through ``cli_entry``).
 """
 import os
 import sys
@@ -56,6 +56,15 @@ def stall(info):
     print("NO TIMEOUT", flush=True)
 
 
+@accel.cli_entry
+def stall_cli(info):
+    """As ``stall``, but the failure reaches the CLI wrapper every entry point uses."""
+    if info.rank != 0:
+        time.sleep(30)
+        return
+    accel.all_reduce_mean(torch.ones(1))
+
+
 def wait_for_peers(ready_dir, rank, world_size):
     """Line both processes up after their slow imports, so the short timeout only meets the stall."""
     Path(ready_dir, f"ready{rank}").touch()
@@ -70,7 +79,7 @@ def main():
         wait_for_peers(sys.argv[3], env.rank, env.world_size)
     info = accel.init_distributed(torch.device("cpu"), timeout_s=timeout_s)
     assert info.world_size == 2 and torch.distributed.get_backend() == "gloo"
-    {"collectives": collectives, "stall": stall}[mode](info)
+    {"collectives": collectives, "stall": stall, "stall_cli": stall_cli}[mode](info)
     accel.destroy()
 
 
