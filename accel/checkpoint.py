@@ -1,4 +1,5 @@
 """Checkpoint I/O shared by both detectors: atomic writes, safe loads, clear errors."""
+import contextlib
 import errno
 import os
 import pickle
@@ -22,6 +23,9 @@ def _write_atomic(path, write):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)          # mkstemp's 0600 would hide results from others
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -63,6 +67,14 @@ def numpy_scalar_globals():
             np.dtype, *{type(np.dtype(k)) for k in kinds}]
 
 
+def _allowing_numpy_scalars():
+    """A context in which weights-only loading also accepts ``numpy_scalar_globals()``
+    (torch >= 2.5). Older torch cannot rebuild NumPy scalars weights-only at all; there such a
+    checkpoint fails with a line saying so (see ``load``)."""
+    ser = torch.serialization
+    return ser.safe_globals(numpy_scalar_globals()) if hasattr(ser, "safe_globals") else contextlib.nullcontext()
+
+
 def load(path, map_location="cpu"):
     """Load a checkpoint with ``weights_only=True`` (plus NumPy scalars, nothing else); a
     missing, corrupt or non-torch file is a UserError naming it."""
@@ -75,15 +87,19 @@ def load(path, map_location="cpu"):
         raise UserError(f"checkpoint {path} is not a torch checkpoint (neither torch.save's zip "
                         "format nor a pickle)")
     try:
-        with torch.serialization.safe_globals(numpy_scalar_globals()):
+        with _allowing_numpy_scalars():
             return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError,
             UnicodeDecodeError, OSError) as exc:
         # torch's own advice (load with weights_only=False: that would run arbitrary code) is
         # left out; what remains says what was refused
-        lines = [ln.strip().split("WeightsUnpickler error:", 1)[-1].strip()
-                 for ln in str(exc).splitlines()
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:
+            text = text.split("WeightsUnpickler error:", 1)[1]
+        lines = [ln.strip() for ln in text.splitlines()
                  if ln.strip() and "weights_only" not in ln and "Check the documentation" not in ln]
-        why = next((ln for ln in lines if ln), "")
+        why = lines[0] if lines else type(exc).__name__
+        if "numpy" in why and not hasattr(torch.serialization, "safe_globals"):
+            why += f"; torch {torch.__version__} cannot load NumPy values weights-only (torch >= 2.5 can)"
         raise UserError(f"checkpoint {path} is not a loadable torch checkpoint "
                         f"({type(exc).__name__}: {why[:200]})") from None

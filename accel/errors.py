@@ -27,8 +27,8 @@ def _root_cause(text):
 
 def _is_collective_failure(exc):
     dist = getattr(sys.modules.get("torch"), "distributed", None)
-    dist_error = getattr(dist, "DistError", None)
-    return dist_error is not None and isinstance(exc, dist_error)
+    kinds = tuple(k for k in (getattr(dist, "DistError", None), getattr(dist, "DistBackendError", None)) if k)
+    return bool(kinds) and isinstance(exc, kinds)
 
 
 def one_line(text):

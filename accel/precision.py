@@ -35,6 +35,12 @@ def add_precision_args(parser):
     return parser
 
 
+def _cuda_grad_scaler():
+    """torch.amp.GradScaler("cuda") (torch >= 2.3), torch.cuda.amp.GradScaler before that."""
+    scaler = getattr(torch.amp, "GradScaler", None)
+    return scaler("cuda") if scaler is not None else torch.cuda.amp.GradScaler()
+
+
 _HMP_CONVERTED = []   # HMP rewrites ops process-wide, so whether it is on is process state
 
 
@@ -71,7 +77,7 @@ class Precision:
             self.hmp.convert(opt_level=opt_level, bf16_file_path=str(bf16_ops),
                              fp32_file_path=str(fp32_ops), isVerbose=verbose)
             _HMP_CONVERTED.append(True)
-        self.scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
+        self.scaler = _cuda_grad_scaler() if mode == "fp16" else None
 
     @classmethod
     def from_args(cls, args, device):

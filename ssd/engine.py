@@ -295,13 +295,18 @@ class SSDRun:
                 loss = self.step(imgs, boxes, labels, lr)
                 iteration += 1
                 window_n += 1
+                if args.use_torch_compile and iteration == start_iter + 1:
+                    # the first compiled step is mostly compilation: report it apart
+                    logger.info(f"torch.compile: first step (compile included) took "
+                                f"{time.time() - window_t:.1f} s")
+                    window_t, window_n = time.time(), 0
                 where.update(epoch=epoch, iteration=iteration)
                 if iteration % args.log_interval == 0:
                     loss_value = loss.item()        # the only host sync of the loop
                     if not math.isfinite(loss_value):
                         raise UserError(f"non-finite loss ({loss_value}) at iteration {iteration}; "
                                         f"last good checkpoint: {self.out_dir / CHECKPOINT_NAME}")
-                    secs = (time.time() - window_t) / window_n
+                    secs = (time.time() - window_t) / max(window_n, 1)
                     eta = time.strftime("%H:%M:%S", time.gmtime(secs * max(total - iteration, 0)))
                     logger.info(f"iteration {iteration} epoch {epoch + 1} loss {loss_value:.4f} "
                                 f"lr {lr:.4g} iter_time {secs:.3f}s "

@@ -255,6 +255,8 @@ def test_hpu_autocast_exports_op_lists_before_import(fake):
     assert seen["PT_HPU_AUTOCAST_FP32_OPS_LIST"] == str(precision.DEFAULT_FP32_OPS)
     prec = accel.Precision.from_args(args, device)
     assert prec.mode == "bf16" and prec.hmp is None
+    if not hasattr(torch, "hpu"):
+        pytest.skip("this torch (< 2.1) builds hpu autocast only with Habana's real bridge loaded")
     with prec.autocast():
         assert torch.is_autocast_enabled("hpu")
         assert torch.get_autocast_dtype("hpu") == torch.bfloat16
@@ -396,7 +398,10 @@ def test_fp32_region_disables_hmp_casts_once_converted(fake):
     assert "disable_casts:enter" not in fake.events                  # no HMP yet
     accel.Precision(device, "bf16", hmp=True, bf16_ops="a", fp32_ops="b")
     with accel.fp32_region("cpu"):
-        assert not torch.is_autocast_enabled("cpu")
+        try:
+            assert not torch.is_autocast_enabled("cpu")
+        except TypeError:                           # torch < 2.4 takes no device argument
+            assert not torch.is_autocast_cpu_enabled()
     assert fake.events[-2:] == ["disable_casts:enter", "disable_casts:exit"]
 
 

@@ -25,6 +25,11 @@ def upstream_yolox_checkpoint(path, model, optimizer):
                 "best_ap": np.float64(0.4321), "curr_ap": np.float64(0.41)}, path)
 
 
+NEEDS_SAFE_GLOBALS = pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"),
+                                        reason="torch < 2.5 cannot unpickle NumPy scalars weights-only")
+
+
+@NEEDS_SAFE_GLOBALS
 def test_upstream_yolox_checkpoint_loads_weights_only(tmp_path):
     exp = get_exp(exp_name="yolox-nano")
     model = exp.get_model()
@@ -51,10 +56,11 @@ def test_arbitrary_pickles_are_still_refused(tmp_path):
         pickle.dump({"model": Evil()}, f, protocol=2)
     with pytest.raises(UserError) as info:
         checkpoint.load(tmp_path / "evil.pth")
-    assert "is not a loadable torch checkpoint" in str(info.value) and "posix.system" in str(info.value)
+    assert "is not a loadable torch checkpoint" in str(info.value) and "posix" in str(info.value)
     assert "weights_only=False" not in str(info.value)
 
 
+@NEEDS_SAFE_GLOBALS
 def test_upstream_checkpoint_resumes_the_trainer(shapes_coco, tmp_path):
     from yolox_tools import SHAPES_EXP, TINY
     argv = ["-f", SHAPES_EXP, "-b", "8", "--data_dir", str(shapes_coco), "--seed", "0", *TINY,

@@ -66,3 +66,14 @@ def test_multiscale_does_not_recompile_every_size(monkeypatch):
     # one graph for the first size, one with dynamic sizes after the first change; not one per size
     assert frames <= 3, dict(torch._dynamo.utils.counters["stats"])
     torch._dynamo.reset()
+
+
+def test_ssd_compiled_training_keeps_bare_keys(shapes_coco, tmp_path, aot_eager):
+    from ssd import train as ssd_train
+    out = tmp_path / "ssd"
+    ssd_train.main(["-d", str(shapes_coco), "-b", "2", "-e", "1", "--end-iteration", "1", "--val-interval", "9",
+                    "--num-workers", "0", "--pretrained-backbone", "none", "--use-torch-compile",
+                    "--device", "cpu", "--output-dir", str(out), "-s", "0"])
+    state = load(out / "ssd300_latest.pth")
+    assert state["iteration"] == 1 and not [k for k in state["model"] if "_orig_mod" in k or "module." in k]
+    assert "torch.compile: first step (compile included) took" in (out / "train_log.txt").read_text()

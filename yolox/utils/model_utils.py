@@ -1,7 +1,6 @@
 """Inference helpers: conv-BN fusion and model size / FLOPs summary."""
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from yolox.models.network_blocks import BaseConv
 
@@ -32,6 +31,10 @@ def get_model_info(model, tsize):
     """'Params: X.XXM, Gflops: Y.YY' at input ``tsize`` (h, w), FLOPs counted at 64x64 then scaled."""
     stride = 64
     params = sum(p.numel() for p in model.parameters()) / 1e6
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:                      # torch < 2.1 (Habana's older containers)
+        return f"Params: {params:.2f}M, Gflops: n/a (needs torch >= 2.1)"
     p = next(model.parameters())
     img = torch.zeros((1, 3, stride, stride), device=p.device, dtype=p.dtype)
     was_training = model.training
