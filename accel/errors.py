@@ -5,9 +5,11 @@ run stopped and which checkpoint holds it) and a failure inside a data-loader wo
 cause, not torch's re-raised worker traceback).
 """
 import functools
+import re
 import sys
 
-_where = []   # callables a running trainer registers: "epoch E, iteration I; latest checkpoint P"
+_where = []
+_PEER_GONE = re.compile(r"[Tt]imed out|Connection (closed|reset)|[Bb]roken pipe|peer")   # callables a running trainer registers: "epoch E, iteration I; latest checkpoint P"
 
 
 class UserError(Exception):
@@ -26,9 +28,14 @@ def _root_cause(text):
 
 
 def _is_collective_failure(exc):
+    """A torch.distributed error, or (gloo raises plain RuntimeErrors) a RuntimeError about a
+    peer timing out or going away while a process group is up."""
     dist = getattr(sys.modules.get("torch"), "distributed", None)
     kinds = tuple(k for k in (getattr(dist, "DistError", None), getattr(dist, "DistBackendError", None)) if k)
-    return bool(kinds) and isinstance(exc, kinds)
+    if kinds and isinstance(exc, kinds):
+        return True
+    group_up = dist is not None and dist.is_available() and dist.is_initialized()
+    return group_up and isinstance(exc, RuntimeError) and bool(_PEER_GONE.search(str(exc)))
 
 
 def one_line(text):
