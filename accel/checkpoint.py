@@ -12,6 +12,23 @@ import torch
 from accel.errors import UserError
 
 
+_REASONS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+def why_not_written(exc):
+    """The reason of an OSError from writing, in words."""
+    return _REASONS.get(exc.errno, exc.strerror or str(exc))
+
+
+def make_output_dir(path):
+    """Create an output folder; a read-only or full file system is one line naming it."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {path}: {why_not_written(exc)}") from None
+
+
 def _write_atomic(path, write):
     """Run ``write(file)`` on a temp file beside ``path``, then rename it into place.
 
@@ -34,10 +51,14 @@ def _write_atomic(path, write):
     except OSError as exc:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-        reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-                  errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
-        raise UserError(f"cannot write {path}: {reason.get(exc.errno, exc.strerror or exc)} "
+        raise UserError(f"cannot write {path}: {why_not_written(exc)} "
                         "(the previous file, if any, is intact)") from None
+    except RuntimeError as exc:           # torch.save's zip writer reports a full disk this way
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"cannot write {path}: the write failed, most likely the disk is full "
+                        f"({first[:120]}; the previous file, if any, is intact)") from None
     except BaseException:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)

@@ -10,7 +10,7 @@ import torch
 from loguru import logger
 
 from accel import barrier, broadcast_object, is_main_process
-from accel.checkpoint import save_atomic
+from accel.checkpoint import make_output_dir, save_atomic, why_not_written
 from accel.errors import UserError
 
 
@@ -80,7 +80,7 @@ class RunLock:
             self._take()
 
     def _take(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.path.parent)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -94,6 +94,9 @@ class RunLock:
                                f"{self.path.parent}")
                 self.path.unlink(missing_ok=True)
                 continue
+            except OSError as exc:
+                raise UserError(f"cannot write in the output folder {self.path.parent}: "
+                                f"{why_not_written(exc)}") from None
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             self.held = True

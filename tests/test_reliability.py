@@ -181,3 +181,27 @@ def test_yolox_non_finite_loss_stops_naming_iteration_and_checkpoint(tmp_path):
                                       f"last good checkpoint: {tmp_path / 'latest_ckpt.pth'}")
     trainer._last_outputs = {"total_loss": torch.tensor(2.5)}
     assert trainer.check_finite() == {"total_loss": 2.5}
+
+
+def test_torch_zip_writer_failure_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    """torch.save's zip writer reports a full disk as a RuntimeError, not an OSError."""
+    def full(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 945152 vs 945048")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(UserError, match="the write failed, most likely the disk is full"):
+        checkpoint.save_atomic({}, tmp_path / "x.pth")
+    assert list(tmp_path.iterdir()) == []              # no temp file left behind
+
+
+def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(UserError) as err:
+        RunLock(tmp_path / "out")
+    assert str(err.value) == f"cannot create the output folder {tmp_path / 'out'}: the file system is read-only"
