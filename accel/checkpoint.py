@@ -3,6 +3,7 @@ import contextlib
 import errno
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from accel.errors import UserError
 
 _REASONS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
             errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+# how torch's zip writer (PytorchStreamWriter) says that the bytes did not reach the file
+_ZIP_WRITE_FAILED = re.compile(r"inline_container|PytorchStreamWriter|unexpected pos|file write failed")
 
 
 def why_not_written(exc):
@@ -57,6 +62,8 @@ def _write_atomic(path, write):
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not _ZIP_WRITE_FAILED.search(first):
+            raise
         raise UserError(f"cannot write {path}: the write failed, most likely the disk is full "
                         f"({first[:120]}; the previous file, if any, is intact)") from None
     except BaseException:
