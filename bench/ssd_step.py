@@ -46,7 +46,7 @@ def main():
             gloc, glabel = encoder.encode_batch(boxes, labels)
             with prec.autocast():
                 ploc, plabel = model(images)
-                loss = loss_fn(ploc.float(), plabel.float(), gloc.transpose(1, 2), glabel)
+                loss = loss_fn(ploc, plabel, gloc.transpose(1, 2), glabel)
             opt.zero_grad(set_to_none=True)
             prec.backward_and_step(loss, opt)
             losses.append(loss.detach())
