@@ -5,9 +5,11 @@ run stopped and which checkpoint holds it) and a failure inside a data-loader wo
 cause, not torch's re-raised worker traceback).
 """
 import functools
+import os
 import re
 import sys
 
+_hard_exit = os._exit   # module-level so a test can observe it without ending the test process
 _where = []
 _PEER_GONE = re.compile(r"[Tt]imed out|Connection (closed|reset)|[Bb]roken pipe|peer")   # callables a running trainer registers: "epoch E, iteration I; latest checkpoint P"
 
@@ -69,7 +71,10 @@ def cli_entry(main):
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 print(f"error: a collective with the other ranks failed (a rank stopped, died or "
                       f"exceeded --dist-timeout): {one_line(first)[:300]}", file=sys.stderr, flush=True)
-                sys.exit(1)
+                sys.stdout.flush()
+                # a broken process group can abort the interpreter's teardown ("terminate called
+                # without an active exception", exit 134): leave without it
+                _hard_exit(1)
             raise
 
     return wrapper

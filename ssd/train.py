@@ -107,10 +107,10 @@ def check_args(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_args(args)
-    try:
-        SSDRun(args).fit()
-    finally:
-        accel.destroy()
+    SSDRun(args).fit()
+    # on success only: a failed collective leaves a group whose teardown can abort the process
+    # before cli_entry has printed its one line; the exit releases everything anyway
+    accel.destroy()
 
 
 if __name__ == "__main__":

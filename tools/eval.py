@@ -61,20 +61,18 @@ def main(argv=None):
         launch_local(args.devices, Path(__file__).resolve(), argv)
     device = resolve_device(args)
     info = init_distributed(device)
-    try:
-        setup_logger(Path(exp.output_dir) / args.experiment_name, rank=info.rank,
-                     filename="val_log.txt")
-        precision = Precision.from_args(args, device)
-        model = load_model(exp, args, device)
-        evaluator = exp.get_evaluator(args.batch_size, info.world_size > 1, testdev=args.test,
-                                      legacy=args.legacy)
-        with precision.autocast():
-            ap50_95, ap50, summary = exp.eval(model, evaluator, info.world_size > 1)
-        if info.rank == 0:
-            logger.info("\n" + summary)
-            print(f"AP50_95: {ap50_95:.4f}\nAP50: {ap50:.4f}", flush=True)
-    finally:
-        destroy()
+    setup_logger(Path(exp.output_dir) / args.experiment_name, rank=info.rank,
+                 filename="val_log.txt")
+    precision = Precision.from_args(args, device)
+    model = load_model(exp, args, device)
+    evaluator = exp.get_evaluator(args.batch_size, info.world_size > 1, testdev=args.test,
+                                  legacy=args.legacy)
+    with precision.autocast():
+        ap50_95, ap50, summary = exp.eval(model, evaluator, info.world_size > 1)
+    if info.rank == 0:
+        logger.info("\n" + summary)
+        print(f"AP50_95: {ap50_95:.4f}\nAP50: {ap50:.4f}", flush=True)
+    destroy()      # on success only, as train.py: a broken group's teardown can abort
 
 
 if __name__ == "__main__":

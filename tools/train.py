@@ -114,10 +114,8 @@ def main(argv=None):
     if args.batch_size % dist_env().world_size:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by "
                         f"{dist_env().world_size} processes")
-    try:
-        exp.get_trainer(args).train()
-    finally:
-        destroy()
+    exp.get_trainer(args).train()
+    destroy()      # on success only, as ssd/train.py: a broken group's teardown can abort
 
 
 if __name__ == "__main__":
