@@ -31,6 +31,7 @@ def add_device_args(parser):
 
 
 def _wanted_device(args, dynamic_shapes=None):
+    """(device name, chosen by auto?). When auto picks the HPU it has already opened it."""
     device = getattr(args, "device", None)
     if getattr(args, "use_hpu", False):
         if device not in (None, "auto", "hpu"):
@@ -40,11 +41,12 @@ def _wanted_device(args, dynamic_shapes=None):
     device = device or "auto"
     if getattr(args, "hpu_lazy_mode", False) and device not in ("hpu", "auto"):
         raise UserError(f"--hpu-lazy-mode needs --device hpu (got --device {device})")
-    if device == "auto":
-        device = _auto_device(args, dynamic_shapes)
-        if getattr(args, "hpu_lazy_mode", False) and device != "hpu":
-            raise UserError(f"--hpu-lazy-mode needs --device hpu (no Gaudi found; auto chose {device})")
-    return device
+    if device != "auto":
+        return device, False
+    device = _auto_device(args, dynamic_shapes)
+    if getattr(args, "hpu_lazy_mode", False) and device != "hpu":
+        raise UserError(f"--hpu-lazy-mode needs --device hpu (no Gaudi found; auto chose {device})")
+    return device, True
 
 
 def _auto_device(args, dynamic_shapes=None):
@@ -85,8 +87,7 @@ def resolve_device(args, dynamic_shapes=None):
     recipe does (environment before the bridge import, then the runtime call), False off as the
     YOLOX recipe does, None leaves Habana's default.
     """
-    name = _wanted_device(args, dynamic_shapes)
-    auto = getattr(args, "device", None) in (None, "auto") and not getattr(args, "use_hpu", False)
+    name, auto = _wanted_device(args, dynamic_shapes)
     if name == "cpu":
         device = torch.device("cpu")
     elif name == "cuda":

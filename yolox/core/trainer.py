@@ -263,7 +263,8 @@ class Trainer:
         # each rank's BN statistics saw only its shard: average them (upstream all_reduce_norm)
         # in the trained and the evaluated model, so every rank scores the same model
         all_reduce_norm(unwrap(self.model))
-        all_reduce_norm(self.eval_model())
+        if self.ema is not None:         # without EMA the evaluated model is the one just averaged
+            all_reduce_norm(self.eval_model())
         ap50_95, ap50, summary = self.exp.eval(self.eval_model(), self.evaluator, self.is_distributed)
         improved = ap50_95 > self.best_ap or not (self.file_name / "best_ckpt.pth").exists()
         self.best_ap = max(self.best_ap, ap50_95)
