@@ -25,6 +25,9 @@ INPUT_SIZE = 300
 # box is above 0.1 / 0.3 / 0.5 / 0.7 / 0.9.
 NO_CROP = "none"
 CROP_MIN_IOUS = (NO_CROP, float("-inf"), 0.1, 0.3, 0.5, 0.7, 0.9)
+FLIP_PROB = 0.5
+# ColorJitter(brightness, contrast, saturation, hue) of the spec
+JITTER = (0.125, 0.5, 0.5, 0.05)
 
 
 def pair_iou(boxes, window):
@@ -74,7 +77,8 @@ def sample_crop(rng, boxes, tries=1):
                 return window
 
 
-def color_jitter(rng, img, brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05):
+def color_jitter(rng, img, brightness=JITTER[0], contrast=JITTER[1], saturation=JITTER[2],
+                 hue=JITTER[3]):
     """torchvision ColorJitter(0.125, 0.5, 0.5, 0.05) semantics with factors drawn from ``rng``."""
     ops = [
         (TF.adjust_brightness, rng.uniform(1 - brightness, 1 + brightness)),
@@ -95,13 +99,13 @@ def to_normalised_tensor(img):
 
 
 def train_transform(rng, img, boxes, labels, crop_tries=1):
-    """Random crop -> horizontal flip (p=0.5) -> resize 300 -> colour jitter -> normalise."""
+    """Random crop -> horizontal flip (p=FLIP_PROB) -> resize 300 -> colour jitter -> normalise."""
     window = sample_crop(rng, boxes, crop_tries)
     if window is not None:
         w, h = img.size
         img = img.crop(tuple(float(v) for v in window * np.array([w, h, w, h])))
         boxes, labels = crop_boxes(boxes, labels, window)
-    if rng.random() < 0.5:
+    if rng.random() < FLIP_PROB:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
         boxes = np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=1)
     img = color_jitter(rng, img.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR))
@@ -133,6 +137,12 @@ class CocoDetection(Dataset):
     def num_classes(self):
         """Number of labels including background (label_num of SSD300)."""
         return len(self.cat_ids) + 1
+
+    @property
+    def label_info(self):
+        """Label -> category name, 0 = background (the reference's ``label_info``, also the
+        ``label_map`` of its ``iter_N.pt`` checkpoints)."""
+        return {0: "background", **{i + 1: name for i, name in enumerate(self.source.class_names)}}
 
     def _normalised(self, img_id):
         """ltrb boxes [N, 4] float32 in [0, 1] and labels [N] int64 in 1..K of one image."""
@@ -172,14 +182,19 @@ def collate(batch):
     return torch.stack(imgs), pad_boxes, pad_labels, torch.tensor(ids), torch.tensor(sizes)
 
 
-class EpochSampler(torch.utils.data.Sampler):
+class EpochSampler(torch.utils.data.DistributedSampler):
     """This rank's share of a seeded per-epoch permutation, whole batches only.
 
     ``set_epoch(epoch, skip_batches)`` lets a resumed run start mid-epoch at the exact batch it
-    stopped at, without loading the skipped images.
+    stopped at, without loading the skipped images. It is a ``DistributedSampler`` (whose
+    iteration it replaces entirely) for the loader of ``--dl-worker-type HABANA``: its SSD
+    pipelines draw their own order and only look at the sampler's type, and the single-card one
+    shuffles only when handed a ``DistributedSampler`` with ``shuffle`` set.
     """
 
     def __init__(self, size, batch_size, rank, world_size, seed, shuffle=True):
+        super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=True)
         self.size, self.batch_size, self.rank, self.world = size, batch_size, rank, world_size
         self.seed, self.shuffle, self.epoch, self.skip = seed, shuffle, 0, 0
         self.batches_per_epoch = size // world_size // batch_size

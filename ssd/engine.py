@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from loguru import logger
 from mlperf_logging.mllog import constants as C
+from torch.utils.data import DataLoader
 
 import accel
 from accel import checkpoint
@@ -27,6 +28,7 @@ from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.data import CocoDetection, EpochSampler, coco_paths, collate
 from ssd.mlperf_log import MLPerfLogger
 from ssd.model import imagenet_backbone_state, load_backbone_weights
+from ssd.reference_utils import ReferenceBatches, ReferenceLayout
 
 REFERENCE_BATCH = 32
 CHECKPOINT_NAME = "ssd300_latest.pth"
@@ -48,10 +50,16 @@ class TrainStep:
         self.model, self.loss_fn, self.encoder = model, loss_fn, encoder
         self.optimizer, self.precision, self.device, self.splits = optimizer, precision, device, splits
 
-    def __call__(self, imgs, boxes, labels, lr):
+    def __call__(self, imgs, boxes, labels, lr, encoded=False):
+        """``boxes``/``labels``: padded ground truth ([B, G, 4] ltrb, [B, G]), encoded here; or, with
+        ``encoded``, per-anchor targets already ([B, 8732, 4] xywh, [B, 8732]), as the loader of
+        ``--dl-worker-type HABANA`` delivers them (``ssd.reference_utils.ReferenceBatches``)."""
         set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
-        gloc, glabel = self.encoder.encode_batch(boxes, labels)
+        if encoded:
+            gloc, glabel = boxes, labels
+        else:
+            gloc, glabel = self.encoder.encode_batch(boxes, labels)
         gloc = gloc.transpose(1, 2).contiguous()
         total = torch.zeros((), device=self.device)
         chunks = zip(imgs.chunk(self.splits), gloc.chunk(self.splits), glabel.chunk(self.splits))
@@ -116,8 +124,7 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
 
 def label_info(dataset):
     """The reference's ``label_map`` entry: contiguous label -> category name, 0 = background."""
-    names = {c["id"]: c.get("name", str(c["id"])) for c in dataset.coco.loadCats(dataset.cat_ids)}
-    return {0: "background", **{i + 1: names[c] for i, c in enumerate(dataset.cat_ids)}}
+    return dataset.label_info
 
 
 def read_checkpoint(path):
@@ -222,15 +229,31 @@ class SSDRun:
         if self.sampler.batches_per_epoch == 0:
             raise UserError(f"--batch-size {args.batch_size} x {info.world_size} process(es) is larger than "
                             f"the {len(self.train_set)} training images")
-        common = dict(collate_fn=collate, num_workers=args.num_workers, **pin_memory_kwargs(self.device))
-        self.train_loader = cls(self.train_set, batch_size=args.batch_size, sampler=self.sampler,
-                                drop_last=True, **common)
         if args.disable_distributed_validation:   # the reference: rank 0 scores every image
             shard = range(len(self.val_set)) if self.rank0 else range(0)
         else:
             shard = range(info.rank, len(self.val_set), info.world_size)
-        self.val_loader = cls(self.val_set, batch_size=args.val_batch_size or args.batch_size,
-                              sampler=list(shard), **common)
+        val_batch = args.val_batch_size or args.batch_size
+        common = dict(collate_fn=collate, num_workers=args.num_workers, **pin_memory_kwargs(self.device))
+        self.targets_encoded = cls is not DataLoader
+        if cls is DataLoader:
+            self.train_loader = DataLoader(self.train_set, batch_size=args.batch_size, sampler=self.sampler,
+                                           drop_last=True, **common)
+            self.val_loader = DataLoader(self.val_set, batch_size=val_batch, sampler=list(shard), **common)
+            return
+        # --dl-worker-type HABANA on HPU: the reference's data layout and call (no collate_fn, which
+        # its SSD pipelines refuse); its training targets come encoded.
+        layout = dict(num_workers=args.num_workers, shuffle=False, **pin_memory_kwargs(self.device))
+        self.train_loader = ReferenceBatches(
+            cls(ReferenceLayout(self.train_set), batch_size=args.batch_size, sampler=self.sampler,
+                drop_last=True, **layout))
+        if args.disable_distributed_validation and not self.rank0:
+            self.val_loader = DataLoader(self.val_set, batch_size=val_batch, sampler=[], **common)
+            return
+        # any sampler makes the vendor pipeline shard by rank itself; rank 0 alone takes all (None)
+        val_sampler = None if args.disable_distributed_validation else list(shard)
+        self.val_loader = ReferenceBatches(
+            cls(ReferenceLayout(self.val_set), batch_size=val_batch, sampler=val_sampler, **layout))
 
     def save(self, epoch, iteration):
         if self.args.no_save:
@@ -292,7 +315,7 @@ class SSDRun:
             self.model.train()
             for imgs, boxes, labels, _, _ in self.train_loader:
                 lr = learning_rate(iteration, self.base_lr, warmup_iters, args.warmup_factor, boundaries)
-                loss = self.step(imgs, boxes, labels, lr)
+                loss = self.step(imgs, boxes, labels, lr, encoded=self.targets_encoded)
                 iteration += 1
                 window_n += 1
                 if args.use_torch_compile and iteration == start_iter + 1:

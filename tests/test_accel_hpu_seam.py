@@ -530,3 +530,268 @@ def test_ssd_autocast_on_hpu_keeps_the_bridge_default_op_lists(fake, tmp_path):
     args = ssd_train.build_parser().parse_args(["-d", "x", "--use-hpu", "--autocast", "--hmp-bf16", str(mine)])
     accel.resolve_device(args)
     assert fake.imports["habana_frameworks.torch.core"]["PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST"] == str(mine.resolve())
+
+
+# ------------------------------------------------------------ Habana's loader for SSD on COCO 2017
+# The checks below are those of HabanaAI/gaudi-pytorch-bridge 1.19.0,
+# pytorch_helpers/dataloader/habana_dataloader/habana_dataloader/habana_dataset.py
+# (HabanaDataLoader, _is_coco_dataset, SSDDataLoader, SSDMediaDataLoader._media_ssd_dl_handle_vars)
+# and aeon_ssd_configurator.py (AeonSSDConfigurator), plus the SSD checks of HPUMediaPipe
+# (habana_frameworks/medialoaders/torch/media_dataloader_mediapipe.py). Model-References 1.17.1
+# PyTorch/computer_vision/detection/mlcommons/SSD/ssd/train.py calls the loader as
+# HabanaDataLoader(dataset, batch_size=, shuffle=, sampler=, pin_memory=True,
+# pin_memory_device="hpu", num_workers=) with its utils.COCODetection + SSDTransformer.
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]   # the only values aeon accepts
+TORCH_DEFAULTS = (("batch_sampler", None), ("collate_fn", None), ("timeout", 0), ("worker_init_fn", None),
+                  ("multiprocessing_context", None), ("generator", None), ("persistent_workers", False))
+
+
+def _is_coco_2017(dataset):
+    try:
+        return "COCO 2017 Dataset" in dataset.data["info"]["description"]
+    except Exception:
+        return False
+
+
+class FakeSsdPipeline:
+    """Habana's SSD pipeline (aeon / media pipe): the checks at construction, then the reference's
+    batches read from the manifest it builds (no augmentation here): training targets encoded per
+    anchor, evaluation boxes ltrb padded to 200 and sizes as a pair of [B] tensors (h, w)."""
+
+    def __init__(self, dataset, kwargs):
+        import torchvision.transforms as T
+        for name, allowed in TORCH_DEFAULTS:                    # SSDMediaDataLoader refuses others
+            if kwargs.get(name) is not None and kwargs.get(name) != allowed:
+                raise ValueError(f"'{name}' is supported only as {allowed}")
+        sampler = kwargs.get("sampler")
+        self.shuffle = kwargs.get("shuffle")                    # the media pipe's rule
+        if self.shuffle is False and isinstance(sampler, torch.utils.data.DistributedSampler) \
+                and sampler.shuffle is True:
+            self.shuffle = True
+        self.batch_size, self.drop_last = kwargs.get("batch_size"), kwargs.get("drop_last", False)
+        transform = dataset.transform
+        if not isinstance(transform.val, bool):
+            raise ValueError("Unsupported value of transform.val")
+        self.train = not transform.val
+        compose = transform.img_trans if self.train else transform.trans_val
+        if not isinstance(compose, T.Compose):
+            raise ValueError("transform.img_trans / trans_val should be of type torchvision.transforms")
+        extra = [transform.crop, transform.hflip, transform.normalize] if self.train else []
+        if self.train and any(isinstance(t, T.Normalize) for t in compose.transforms):
+            raise ValueError("Unsupported Normalize transform for SSD Train")
+        self.size = self.mean = None
+        for t in compose.transforms + extra:
+            if isinstance(t, T.Resize):
+                self.size = (t.size[0], t.size[1])
+            elif isinstance(t, T.ToTensor):
+                pass
+            elif isinstance(t, T.Normalize):
+                if t.mean != MEAN or t.std != STD:
+                    raise ValueError("aeon Normalize supports only mean of [0.485, 0.456, 0.406]")
+                self.mean, self.std = t.mean, t.std
+            elif isinstance(t, T.ColorJitter):
+                [180 * e for e in t.hue]                        # aeon converts hue to degrees
+            elif "utils.SSDCropping" in str(type(t)):
+                if not self.train or self.size is None or t.num_cropping_iterations < 1:
+                    raise ValueError("Unsupported transform : " + str(type(t)))
+            elif "utils.RandomHorizontalFlip" in str(type(t)):
+                if t.p != 0.5:
+                    raise ValueError("aeon RandomHorizontalFlip supports only probability of 0.5")
+            else:
+                raise ValueError("Unsupported transform: " + str(type(t)))
+        if self.mean is None:
+            raise ValueError("Unsupported output data type float32")
+        if not os.path.isfile(dataset.annotate_file):           # the media pipe reads it itself
+            raise FileNotFoundError(dataset.annotate_file)
+        self.class_names = [f"{v}" for v in dataset.label_info.values()]
+        self.manifest = []                                      # aeon's manifest
+        for img_id, (image, size, annotations) in dataset.images.items():
+            path = f"{dataset.img_folder}/{image}"
+            if not os.path.isfile(path):                        # aeon fails later, reading it
+                raise FileNotFoundError(path)
+            h, w = size
+            objects = [(bbox, dataset.label_info[label]) for bbox, label in annotations
+                       if bbox[0] + bbox[2] <= w and bbox[1] + bbox[3] <= h]
+            self.manifest.append((img_id, path, (h, w), objects))
+
+    def __len__(self):
+        n = len(self.manifest)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        import torchvision.transforms.functional as TF
+        from PIL import Image
+        from ssd import Encoder, dboxes300_coco
+        encoder = Encoder(dboxes300_coco())
+        for b in range(len(self)):
+            entries = self.manifest[b * self.batch_size:(b + 1) * self.batch_size]
+            imgs, boxes, labels = [], [], []
+            for _, path, (h, w), objects in entries:
+                with Image.open(path) as im:
+                    im = im.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
+                imgs.append(TF.normalize(TF.to_tensor(im), self.mean, self.std))
+                ltrb = torch.tensor([[x / w, y / h, (x + bw) / w, (y + bh) / h]
+                                     for (x, y, bw, bh), _ in objects]).reshape(-1, 4)
+                lab = torch.tensor([self.class_names.index(n) for _, n in objects], dtype=torch.long)
+                if self.train:
+                    ltrb, lab = encoder.encode(ltrb, lab)
+                else:
+                    ltrb = torch.cat([ltrb, torch.zeros(200 - len(lab), 4)])
+                    lab = torch.cat([lab, torch.zeros(200 - len(lab), dtype=torch.long)])
+                boxes.append(ltrb)
+                labels.append(lab)
+            hw = torch.tensor([e[2] for e in entries])
+            sizes = hw if self.train else (hw[:, 0], hw[:, 1])
+            yield (torch.stack(imgs), torch.tensor([e[0] for e in entries]), sizes, torch.stack(boxes),
+                   torch.stack(labels))
+
+
+class FakeHabanaDataLoader:
+    """habana_dataloader.HabanaDataLoader: its SSD pipeline for a COCO 2017 data set, torch's
+    DataLoader(*args, **kwargs) for anything else or when the pipeline refuses the call."""
+    made = []
+
+    def __init__(self, *args, **kwargs):
+        dataset = kwargs.get("dataset", args[0] if args else None)
+        record = {"dataset": dataset, "kwargs": dict(kwargs)}
+        self.made.append(record)
+        try:
+            if not _is_coco_2017(dataset):
+                raise TypeError("'NoneType' object is not callable")     # no dataloader_type
+            self.loader = FakeSsdPipeline(dataset, kwargs)
+            record.update(path="ssd", shuffle=self.loader.shuffle)
+        except Exception as exc:
+            record.update(path="torch", error=str(exc))
+            self.loader = torch.utils.data.DataLoader(*args, **kwargs)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def __len__(self):
+        return len(self.loader)
+
+
+@pytest.fixture
+def habana_loader(monkeypatch):
+    """Habana's loader package, importable; the list of loaders made (one record each)."""
+    made = []
+    monkeypatch.setattr(FakeHabanaDataLoader, "made", made)
+    module = type(sys)("habana_dataloader")
+    module.HabanaDataLoader = FakeHabanaDataLoader
+    monkeypatch.setitem(sys.modules, "habana_dataloader", module)
+    return made
+
+
+@pytest.fixture
+def coco2017(shapes_coco, tmp_path):
+    """The shapes set under a COCO 2017 json ``info`` (what the loader looks for), same images."""
+    import json
+    (tmp_path / "annotations").mkdir()
+    for split in ("train2017", "val2017"):
+        data = json.loads((shapes_coco / "annotations" / f"instances_{split}.json").read_text())
+        data["info"]["description"] = "COCO 2017 Dataset"
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+        (tmp_path / split).symlink_to(shapes_coco / split)
+    return tmp_path
+
+
+def ssd_loaders(root, device, worker_type="HABANA", **args):
+    """The loaders SSDRun builds for ``ssd/train.py -d root --batch-size 2 --dl-worker-type ...``."""
+    from ssd.data import CocoDetection, coco_paths
+    from ssd.engine import SSDRun
+    run = SSDRun.__new__(SSDRun)
+    run.args = argparse.Namespace(**{"dl_worker_type": worker_type, "batch_size": 2, "num_workers": 0,
+                                     "val_batch_size": None, "disable_distributed_validation": False, **args})
+    run.info = accel.DistInfo(rank=0, local_rank=0, world_size=1)
+    run.device, run.seed, run.rank0 = torch.device(device), 0, True
+    train_dir, train_ann, val_dir, val_ann = coco_paths(root)
+    run.train_set = CocoDetection(train_dir, train_ann, train=True, seed=0)
+    run.val_set = CocoDetection(val_dir, val_ann, train=False)
+    run._make_loaders()
+    return run
+
+
+def test_ssd_on_hpu_passes_habana_loader_coco_checks(fake, habana_loader, coco2017):
+    from ssd import Encoder, dboxes300_coco
+    run = ssd_loaders(coco2017, "hpu")
+    train, val = habana_loader
+    assert (train["path"], val["path"]) == ("ssd", "ssd"), (train.get("error"), val.get("error"))
+    assert train["kwargs"] == {"batch_size": 2, "sampler": run.sampler, "drop_last": True, "num_workers": 0,
+                               "shuffle": False, "pin_memory": True, "pin_memory_device": "hpu"}
+    assert train["shuffle"] is True              # the single-card media pipe will shuffle
+    assert val["kwargs"]["sampler"] == list(range(len(run.val_set))) and "collate_fn" not in val["kwargs"]
+    layout = train["dataset"]
+    assert list(layout.images) == run.train_set.ids and layout.label_info[0] == "background"
+    assert layout.data is run.train_set.coco.dataset and layout.transform.crop.num_cropping_iterations == 1
+    # training batches arrive encoded and the step is told so; they are what our encoder makes
+    imgs, boxes, labels, ids, _ = next(iter(run.train_loader))
+    assert run.targets_encoded and imgs.shape == (2, 3, 300, 300)
+    assert boxes.shape == (2, 8732, 4) and labels.shape == (2, 8732) and labels.dtype == torch.long
+    gt_boxes, gt_labels = (torch.from_numpy(a) for a in run.train_set.targets[ids[0].item()])
+    gloc, glabel = Encoder(dboxes300_coco()).encode(gt_boxes, gt_labels)
+    assert torch.allclose(boxes[0], gloc, atol=1e-5) and torch.equal(labels[0], glabel)
+    # evaluation batches: ids and (height, width) as evaluate() reads them
+    _, _, _, ids, sizes = next(iter(run.val_loader))
+    assert ids.tolist() == run.val_set.ids[:2]
+    assert sizes.tolist() == [list(run.val_set.source.size(i)) for i in ids.tolist()]
+
+
+def _break(layout, how):
+    if how == "no json info":
+        del layout.data
+    elif how == "flip p":
+        layout.transform.hflip.p = 0.4
+    elif how == "mean as tuple":
+        layout.transform.normalize.mean = tuple(MEAN)
+    elif how == "crop class":
+        layout.transform.crop = type("Cropping", (), {"num_cropping_iterations": 1})()
+    elif how == "file name":
+        img_id, (name, size, anns) = next(iter(layout.images.items()))
+        layout.images[img_id] = ("missing.jpg", size, anns)
+
+
+@pytest.mark.parametrize("how", [None, "no json info", "flip p", "mean as tuple", "crop class", "file name",
+                                 "collate_fn"])
+def test_habana_loader_checks_have_teeth(fake, habana_loader, coco2017, how):
+    """The fake refuses what Habana's loader refuses: each broken layout lands on torch's loader."""
+    from ssd.data import CocoDetection, coco_paths, collate
+    from ssd.reference_utils import ReferenceLayout
+    train_dir, train_ann, _, _ = coco_paths(coco2017)
+    layout = ReferenceLayout(CocoDetection(train_dir, train_ann, train=True))
+    _break(layout, how)
+    extra = {"collate_fn": collate} if how == "collate_fn" else {}
+    FakeHabanaDataLoader(layout, batch_size=2, shuffle=True, **extra)
+    assert habana_loader[-1]["path"] == ("ssd" if how is None else "torch")
+
+
+def test_not_coco_2017_falls_back_inside_habana_loader(fake, habana_loader, shapes_coco):
+    """The shapes json is not COCO 2017: Habana's loader itself falls back to torch's (with our
+    call), and the run still gets encoded training batches and evaluation ids/sizes."""
+    run = ssd_loaders(shapes_coco, "hpu")
+    assert [m["path"] for m in habana_loader] == ["torch", "torch"]
+    imgs, boxes, labels, ids, _ = next(iter(run.train_loader))
+    assert run.targets_encoded and boxes.shape == (2, 8732, 4) and labels.shape == (2, 8732)
+    _, _, _, ids, sizes = next(iter(run.val_loader))
+    assert sizes.tolist() == [list(run.val_set.source.size(i)) for i in ids.tolist()]
+
+
+@pytest.mark.parametrize("device,worker_type", [("cpu", "HABANA"), ("hpu", "MP")])
+def test_habana_loader_never_built_off_hpu_or_for_mp(fake, habana_loader, coco2017, device, worker_type):
+    from torch.utils.data import DataLoader
+
+    from ssd.data import collate
+    run = ssd_loaders(coco2017, device, worker_type)
+    assert habana_loader == [] and not run.targets_encoded
+    assert type(run.train_loader) is DataLoader and run.train_loader.collate_fn is collate
+    assert type(run.val_loader) is DataLoader
+
+
+def test_habana_val_loader_without_distributed_validation(fake, habana_loader, coco2017):
+    """As the reference: rank 0 alone evaluates, on the whole set (no sampler, so the pipeline does
+    not shard it); another rank gets an empty torch loader and builds Habana's for training only."""
+    run = ssd_loaders(coco2017, "hpu", disable_distributed_validation=True)
+    assert habana_loader[1]["path"] == "ssd" and habana_loader[1]["kwargs"]["sampler"] is None
+    habana_loader.clear()
+    run.rank0, run.info = False, accel.DistInfo(rank=1, local_rank=1, world_size=2)
+    run._make_loaders()
+    assert len(habana_loader) == 1 and list(run.val_loader) == []
