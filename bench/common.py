@@ -18,38 +18,63 @@ def emit(**fields):
     print(json.dumps(fields, sort_keys=False), flush=True)
 
 
-def time_median(fn, repeat=3, warmup=1):
-    """Median wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+def time_median(fn, repeat=3, warmup=1, sync=None):
+    """Median wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
+
+    ``sync`` (e.g. ``lambda: accel.synchronize(device)``) ends every run: CUDA queues kernels
+    asynchronously, so without it the clock would stop before the GPU has done the work. It is a
+    parameter rather than an import because bench/ref_runner.py runs this function inside the
+    reference virtualenv, where nothing of this project but bench/ is imported.
+    """
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def matmul_flops(dtype=torch.float32, n=2048, repeat=10):
-    """The machine's dense matmul rate (FLOP/s) for ``dtype``, best of ``repeat``: the ceiling a
-    training step is judged by (the best run is the least disturbed by anything else)."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+def matmul_flops(dtype=torch.float32, n=2048, repeat=10, device="cpu", sync=None):
+    """The machine's dense matmul rate (FLOP/s) for ``dtype`` on ``device``, best of ``repeat``:
+    the ceiling a training step is judged by (the best run is the least disturbed by anything
+    else). ``sync`` as in ``time_median``; on a GPU pass a larger ``n`` (2048^3 is over in
+    microseconds there). CUDA's fp32 rate is what ``torch.backends.cuda.matmul.allow_tf32`` makes
+    it (off by default), while cuDNN convolutions use TF32 by default."""
+    sync = sync or (lambda: None)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)
+    sync()
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best
 
 
-def machine():
-    """A short description of where the numbers were taken."""
+def machine(device="cpu"):
+    """A short description of where the numbers were taken (with the GPU's name on CUDA)."""
     import os
     import platform
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if torch.device(device).type == "cuda":
+        info.update(device="cuda", gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return info
+
+
+def add_device_arg(parser):
+    """``--device cpu|cuda`` for the step benchmarks (cpu by default, as before the flag)."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the step runs (cuda: timed with torch.cuda.synchronize)")
+    return parser
 
 
 def make_shapes(out, num_train, num_val, seed=0):

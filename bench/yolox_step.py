@@ -1,7 +1,8 @@
-"""YOLOX training-step benchmark (forward + loss + backward + SGD step) on CPU.
+"""YOLOX training-step benchmark (forward + loss + backward + SGD step) on CPU, or on CUDA with
+``--device cuda`` (what bench/gpu_check.sh runs; fp16 + GradScaler is a mode there).
 
 Prints one JSON line per (precision, GT count): median step time, img/s, and the fraction of the
-machine's matmul rate (measured in the same run) that the step reaches, counting training as 3x the
+device's matmul rate (measured in the same run) that the step reaches, counting training as 3x the
 26.8 GFLOPs forward of YOLOX-S at 640. ``--compare`` also times the released YOLOX on the same
 weights and inputs (REF_PYTHON: a virtualenv with ``yolox==0.3.0``) and prints the ratio.
 """
@@ -13,12 +14,13 @@ import tempfile
 
 import torch
 
-from common import ROOT, emit, machine, matmul_flops, time_median
+from common import ROOT, add_device_arg, emit, machine, matmul_flops, time_median
 
-from accel import Precision  # noqa: E402  (common.py put the repo on sys.path)
+from accel import Precision, synchronize  # noqa: E402  (common.py put the repo on sys.path)
 from yolox.exp import get_exp  # noqa: E402
 
 GFLOPS_FWD_640 = {"yolox-s": 26.8}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}   # matmul ceiling per mode
 
 
 def make_batch(batch, size, gts, num_classes, seed=0):
@@ -37,9 +39,10 @@ def layout(model, images, channels_last):
     return model.to(memory_format=fmt), images.contiguous(memory_format=fmt)
 
 
-def bench_ours(model, images, targets, mode, repeat, channels_last):
-    prec = Precision(torch.device("cpu"), mode=mode)
-    model, images = layout(model, images, channels_last)
+def bench_ours(model, images, targets, mode, repeat, channels_last, device="cpu"):
+    prec = Precision(torch.device(device), mode=mode)
+    model, images = layout(model.to(device), images.to(device), channels_last)
+    targets = targets.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
     losses = []
 
@@ -50,7 +53,7 @@ def bench_ours(model, images, targets, mode, repeat, channels_last):
         prec.backward_and_step(out["total_loss"], opt)
         losses.append(out["total_loss"].detach())
 
-    secs = time_median(run, repeat=repeat)
+    secs = time_median(run, repeat=repeat, sync=lambda: synchronize(device))
     return secs, float(losses[0])
 
 
@@ -96,7 +99,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--gts", default="5,50")
-    ap.add_argument("--modes", default="fp32,bf16")
+    ap.add_argument("--modes", default="fp32,bf16", help="comma list of fp32, bf16, fp16 (cuda only)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--contiguous", action="store_true",
                     help="NCHW layout instead of channels_last (the trainer's default on cpu/cuda)")
@@ -104,10 +107,21 @@ def main():
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also print the top N ops of one step per precision (torch.profiler)")
     ap.add_argument("--ref-python", default=os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python"))
+    add_device_arg(ap)
     args = ap.parse_args()
+    if args.device != "cpu" and (args.compare or args.profile):
+        # the reference runner and the CPU-time profile measure the CPU only
+        ap.error("--compare and --profile run with --device cpu only")
 
-    rates = {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16)}
-    emit(bench="matmul", **machine(), fp32_gflops=rates["fp32"] / 1e9, bf16_gflops=rates["bf16"] / 1e9)
+    modes = args.modes.split(",")
+    if set(modes) - set(DTYPES):
+        ap.error(f"--modes {args.modes}: each mode must be one of {', '.join(DTYPES)}")
+    if "fp16" in modes and args.device != "cuda":
+        ap.error("--modes fp16 (autocast + GradScaler) needs --device cuda")
+    rates = {mode: matmul_flops(DTYPES[mode], device=args.device, n=8192 if args.device == "cuda" else 2048,
+                                sync=lambda: synchronize(args.device))
+             for mode in dict.fromkeys(["fp32", "bf16", *modes])}
+    emit(bench="matmul", **machine(args.device), **{f"{m}_gflops": r / 1e9 for m, r in rates.items()})
     torch.manual_seed(0)
     exp = get_exp(None, args.name)
     base = exp.get_model()
@@ -116,12 +130,14 @@ def main():
     fp32_loss = {}
     for gts in [int(x) for x in args.gts.split(",")]:
         images, targets = make_batch(args.batch, args.size, gts, exp.num_classes)
-        for mode in args.modes.split(","):
+        for mode in modes:
             model = exp.get_model()
             model.load_state_dict(state)
             model.train()
-            secs, loss = bench_ours(model, images, targets, mode, args.repeat, not args.contiguous)
-            row = dict(bench="yolox_step", model=args.name, batch=args.batch, size=args.size, gts=gts,
+            secs, loss = bench_ours(model, images, targets, mode, args.repeat, not args.contiguous,
+                                    args.device)
+            row = dict(bench="yolox_step", model=args.name, device=args.device, batch=args.batch,
+                       size=args.size, gts=gts,
                        mode=mode, channels_last=not args.contiguous, step_s=round(secs, 4),
                        img_s=round(args.batch / secs, 3), first_loss=loss,
                        matmul_fraction=round(train_flops * args.batch / secs / rates[mode], 3))

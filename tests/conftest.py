@@ -10,6 +10,13 @@ if str(ROOT) not in sys.path:       # plain `pytest` without `pip install -e .` 
     sys.path.insert(0, str(ROOT))
 
 
+def pytest_configure(config):
+    """Register the suite's markers, so ``-m cuda`` selects a known marker and ``--strict-markers``
+    accepts it (an unregistered one warns at every use)."""
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA GPU; skipped elsewhere, run by `bash bench/gpu_check.sh`")
+
+
 def load_make_shapes():
     """Import tools/make_shapes.py (tools/ is not a package) and return its ``make_shapes`` function."""
     module = sys.modules.get("make_shapes")
