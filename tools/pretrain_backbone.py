@@ -3,8 +3,11 @@
 The MLPerf recipe starts SSD from an ImageNet ResNet-34; nothing can be downloaded here, and a
 from-scratch backbone does not learn in a CPU budget (its first gradients are ~100x those of a
 trained one). This script gives the same kind of start on the project's own data: it classifies
-crops around the training boxes (the K shape classes plus background crops) and writes a
-torchvision-format ``resnet34`` state dict for ``ssd/train.py --pretrained-backbone``.
+crops around the training boxes (the K shape classes plus background crops) with ResNet-34
+truncated where SSD truncates it (after conv4_x, ``layer3``, global-pooled into the classifier), so
+the features SSD reads are the ones trained to tell the shapes apart, and no time goes into a
+``layer4`` SSD would drop. It writes the torchvision-format ``resnet34`` keys SSD loads
+(``conv1``, ``bn1``, ``layer1..3``) for ``ssd/train.py --pretrained-backbone``.
 
     python tools/pretrain_backbone.py --data datasets/shapes --out datasets/shapes_resnet34.pth
 """
@@ -75,7 +78,7 @@ def main(argv=None):
     p.add_argument("--data", required=True, help="COCO-layout folder (train2017/, val2017/, annotations/)")
     p.add_argument("--out", required=True, help="output .pth (torchvision resnet34 state dict)")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget")
-    p.add_argument("--size", type=int, default=64, help="crop side in pixels")
+    p.add_argument("--size", type=int, default=48, help="crop side in pixels")
     p.add_argument("--variants", type=int, default=3, help="random contexts per box")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
@@ -92,7 +95,9 @@ def main(argv=None):
     x_val, y_val = crops_of(val, args.size, 1, rng)
     classes = len(train.class_ids) + 1
     print(f"{len(x_train)} train / {len(x_val)} val crops, {classes} classes (last = background)")
-    model = torchvision.models.resnet34(weights=None, num_classes=classes)
+    model = torchvision.models.resnet34(weights=None)
+    model.layer4 = torch.nn.Identity()              # SSD stops after layer3 (256 channels)
+    model.fc = torch.nn.Linear(256, classes)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     budget, start, step = args.minutes * 60, time.time(), 0
     model.train()
@@ -120,7 +125,8 @@ def main(argv=None):
         pred = torch.cat([model(normalise(x_val[i:i + 256])).argmax(1) for i in range(0, len(x_val), 256)])
     print(f"val crop accuracy {(pred == y_val).float().mean().item():.3f} after {step} steps "
           f"({time.time() - start:.0f} s)")
-    save_atomic(model.state_dict(), args.out)
+    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    save_atomic(backbone, args.out)
     print(f"wrote {args.out} (use: ssd/train.py --pretrained-backbone {args.out})")
 
 
