@@ -1,14 +1,19 @@
 """Small timing helpers shared by the bench scripts: every script prints one JSON object per line."""
 import importlib.util
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# The MLPerf SSD-ResNet34 reference, extracted outside the repository by bench/get_mlperf_ssd.sh.
+REF_SSD_DIR = os.environ.get("REF_SSD_DIR", "/work/ref_compare/mlperf_ssd")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -37,6 +42,23 @@ def time_median(fn, repeat=3, warmup=1, sync=None):
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def time_best(fn, repeat, warmup=1):
+    """Fastest wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
+
+    For short CPU-only calls (the SSD encoders) on a shared 2-core machine the minimum is the
+    least disturbed estimate. It lives here, not in one script, because bench/ssd_ref_runner.py
+    times the MLPerf reference with it: both sides of a comparison must use the same statistic.
+    """
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def matmul_flops(dtype=torch.float32, n=2048, repeat=10, device="cpu", sync=None):
@@ -83,3 +105,29 @@ def make_shapes(out, num_train, num_val, seed=0):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.make_shapes(out, num_train, num_val, seed=seed)
+
+
+def has_mlperf_ssd(ref_dir=REF_SSD_DIR):
+    """Whether ``ref_dir`` holds the extracted MLPerf SSD reference (its ssd300.py)."""
+    return (Path(ref_dir) / "ssd300.py").is_file()
+
+
+def run_mlperf_ssd(ref_dir, mode, inputs):
+    """Run bench/ssd_ref_runner.py ``mode`` on ``inputs`` (saved to a temporary .pt) in a fresh
+    interpreter with this process's thread count; returns (its JSON result, whatever it saved to
+    the input's ``out`` path or None).
+
+    A subprocess because the reference is a directory of top-level modules (``utils``, ``train``,
+    ``eval``) that must not meet this project's; the current interpreter because the reference
+    needs nothing this project does not (torch, torchvision, mlperf_logging).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path, out = os.path.join(tmp, "inputs.pt"), os.path.join(tmp, "outputs.pt")
+        torch.save({**inputs, "out": out}, path)
+        proc = subprocess.run([sys.executable, str(ROOT / "bench" / "ssd_ref_runner.py"), str(ref_dir), mode,
+                               path, str(torch.get_num_threads())], capture_output=True, text=True, cwd=tmp)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
+            raise SystemExit(f"MLPerf SSD reference ({mode}) failed: {tail}")
+        written = torch.load(out, weights_only=False) if os.path.exists(out) else None
+    return json.loads(proc.stdout.strip().splitlines()[-1]), written

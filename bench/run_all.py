@@ -3,7 +3,9 @@
 ``python bench/run_all.py [--quick] [--readme]``: JSON lines of each script go to
 ``bench/results.jsonl``; ``--readme`` rewrites the README section between the perf markers.
 Comparisons with the released YOLOX need a virtualenv with ``yolox==0.3.0`` (REF_PYTHON,
-default /work/ref_compare/venv/bin/python); without it those rows say "not measured".
+default /work/ref_compare/venv/bin/python); the SSD ones need the MLPerf reference extracted by
+bench/get_mlperf_ssd.sh (REF_SSD_DIR, default /work/ref_compare/mlperf_ssd). Without them those
+rows say "not measured" and the run says which comparison it skipped.
 """
 import argparse
 import datetime
@@ -64,9 +66,25 @@ def targets(rows):
     out.append(("Assignment + loss, 8 x 50 GT, vs released YOLOX", ">= 5x", f"{ratio}x" if ratio else "-",
                 verdict(ratio, 5.0)))
     for r in pick(rows, bench="ssd_encode", batch=32):
-        if "speedup" in r:
-            out.append((f"SSD batched encoder vs per-image, batch 32, {r['boxes_per_image']} boxes", ">= 10x",
-                        f"{r['speedup']}x", verdict(r["speedup"], 10.0)))
+        if "speedup" not in r:
+            continue
+        name = f"SSD batched encoder vs MLPerf per-image encode, batch 32, {r['boxes_per_image']} boxes"
+        ratio = r.get("speedup_vs_ref")
+        agree = r.get("labels_equal") and r.get("boxes_allclose")
+        out.append((name, ">= 10x", f"{ratio}x" if ratio else "-",
+                    verdict(ratio, 10.0) if ratio is None or agree else "missed (encodings differ)"))
+    for r in pick(rows, bench="ssd_step", mode="fp32", device="cpu"):
+        ratio = r.get("speedup_vs_ref")
+        measured = (f"{ratio}x (first loss {r['first_loss']:.5g} vs {r['ref_first_loss']:.5g})"
+                    if ratio else "-")
+        out.append((f"SSD fp32 step vs MLPerf reference, b{r['batch']} {r['gts']} GT", ">= 1.3x", measured,
+                    verdict(ratio, 1.3) if ratio is None or r["first_loss_rel_diff_vs_ref"] <= 1e-4
+                    else "missed (first losses differ)"))
+    for r in pick(rows, bench="ssd_encode_where", summary=True):
+        faster = r["faster"]
+        out.append((f"SSD encoding placement, {r['workers']} workers, b{r['batch']} end to end",
+                    "faster one is the default (main)", f"workers/main {r['workers_vs_main']}x",
+                    "met" if faster == "main" else "missed (in-worker encoding is faster)"))
     for r in pick(rows, bench="yolox_data"):
         ratio = r.get("speedup_vs_ref")
         out.append((f"Data pipeline vs released YOLOX, {r['workers']} workers", ">= 1.5x",
@@ -96,7 +114,17 @@ def table(rows):
         if "median_ms" in r:
             extra.append(f"| yolox_loss | {r['impl']} 8 x {r['gt_per_image']} GT | {r['median_ms']} ms |")
     for r in pick(rows, bench="ssd_step"):
-        extra.append(f"| ssd_step | b{r['batch']} 300 {r['mode']} | {r['step_s']} s/step, {r['img_s']} img/s |")
+        ref = f"; MLPerf reference {r['ref_step_s']} s/step" if "ref_step_s" in r else ""
+        extra.append(f"| ssd_step | b{r['batch']} 300 {r['mode']} | {r['step_s']} s/step, {r['img_s']} img/s{ref} |")
+    for r in pick(rows, bench="ssd_encode"):
+        if "speedup" in r:
+            ref = f", MLPerf per-image {r['ref_images_per_s']}" if "ref_images_per_s" in r else ""
+            extra.append(f"| ssd_encode | b{r['batch']} x {r['boxes_per_image']} boxes | batched "
+                         f"{r['batched_images_per_s']}, our per-image {r['per_image_images_per_s']}{ref} img/s |")
+    for r in pick(rows, bench="ssd_encode_where"):
+        if "encode_in" in r:
+            extra.append(f"| ssd_encode_where | encode in {r['encode_in']}, b{r['batch']}, {r['workers']} workers | "
+                         f"{r['img_s']} img/s end to end, loader alone {r['loader_img_s']} img/s |")
     for r in pick(rows, bench="yolox_infer"):
         extra.append(f"| yolox_infer | {r['model']} {r['size']} {r['variant']} | {r['latency_ms']} ms "
                      f"(max diff {r['max_abs_diff_vs_fp32']}) |")
@@ -114,14 +142,26 @@ def main():
     py = sys.executable
     ref = os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python")
     has_ref = Path(ref).exists()
+    ssd_ref = os.environ.get("REF_SSD_DIR", "/work/ref_compare/mlperf_ssd")
+    has_ssd_ref = (Path(ssd_ref) / "ssd300.py").is_file()
     rep = ["--repeat", "1"] if args.quick else []
     cmp = ["--compare"] if has_ref else []
+    ssd_cmp = ["--compare", "--ref-dir", ssd_ref] if has_ssd_ref else []
+    skipped = []
+    if not has_ref:
+        skipped.append(f"released-YOLOX comparisons (no {ref})")
+    if not has_ssd_ref:
+        skipped.append(f"SSD comparisons with the MLPerf reference (no {ssd_ref}/ssd300.py: "
+                       "bash bench/get_mlperf_ssd.sh)")
+    for what in skipped:
+        print(f"skipped: {what}", flush=True)
     cmds = [
         [py, "bench/yolox_step.py", *cmp, *rep, "--profile", "8"],
         [ref if has_ref else py, "bench/bench_yolox_loss.py", *cmp, *(["--repeat", "2"] if args.quick else [])],
         [py, "bench/yolox_data.py", *cmp, *(["--batches", "3"] if args.quick else [])],
-        [py, "bench/ssd_step.py", *rep],
-        [py, "bench/ssd_encode.py", *(["--repeat", "2"] if args.quick else [])],
+        [py, "bench/ssd_step.py", *rep, *ssd_cmp],
+        [py, "bench/ssd_encode.py", *(["--repeat", "2"] if args.quick else []), *ssd_cmp],
+        [py, "bench/ssd_encode_where.py", *(["--batches", "3", "--rounds", "1"] if args.quick else [])],
         [py, "bench/eval.py", *rep],
         [py, "bench/infer.py", *(["--repeat", "2"] if args.quick else [])],
     ]
@@ -132,7 +172,7 @@ def main():
     text = table(rows)
     header = (f"Measured {datetime.date.today()} on {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores, with `python bench/run_all.py`"
-              f"{'' if has_ref else ' (no reference virtualenv: comparisons not measured)'}.")
+              f"{''.join(f'; skipped {what}' for what in skipped)}.")
     print("\n" + header + "\n\n" + text)
     if args.readme:
         readme = ROOT / "README.md"

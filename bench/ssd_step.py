@@ -1,15 +1,27 @@
 """SSD-ResNet34 training step (batched encode + forward + loss + backward + SGD) at 300x300 on CPU,
-fp32 and bf16 autocast; median of ``--repeat`` steps after a warm-up. ``--device cuda`` runs it on
-the GPU (what bench/gpu_check.sh runs; fp16 + GradScaler is a mode there): the encoder stays on the
-host and its targets are copied over, as ssd/engine.py's TrainStep does with the loader's boxes."""
+fp32 and bf16 autocast; median of ``--repeat`` steps after a warm-up. The step is the trainer's own
+``ssd.engine.TrainStep`` (SGD with momentum 0.9 and weight decay, as ssd/train.py builds it), so the
+bench measures what training runs. ``--device cuda`` runs it on the GPU (what bench/gpu_check.sh
+runs; fp16 + GradScaler is a mode there): the encoder stays on the host and its targets are copied
+over, as TrainStep does with the loader's boxes.
+
+``--compare`` (CPU) also times the MLPerf reference's own step (REF_SSD_DIR, default
+/work/ref_compare/mlperf_ssd; see bench/get_mlperf_ssd.sh) through bench/ssd_ref_runner.py: its
+SSD300, per-image encoding and Loss, fp32, on the same weights, images and boxes, and adds the
+ratio and both first-step losses (same weights and batch, so they must agree closely) to the fp32
+row.
+"""
 import argparse
 
 import torch
 
-from common import add_device_arg, emit, machine, time_median
+from common import REF_SSD_DIR, add_device_arg, emit, has_mlperf_ssd, machine, run_mlperf_ssd, time_median
 
 from accel import Precision, synchronize  # noqa: E402
 from ssd import SSD300, Encoder, Loss, dboxes300_coco  # noqa: E402
+from ssd.engine import TrainStep  # noqa: E402
+
+MOMENTUM = 0.9     # ssd/engine.py's SGD, the reference's too
 
 
 def make_batch(batch, gts, num_labels, seed=0):
@@ -22,51 +34,71 @@ def make_batch(batch, gts, num_labels, seed=0):
     return images, torch.cat([lt, lt + wh], dim=2), labels
 
 
+def smoke_or_timed(repeat):
+    """``time_median``'s warm-up and repeat counts: ``--repeat 0`` times the warm-up step alone
+    (a smoke check of the code path on a busy machine, not a measurement)."""
+    return dict(warmup=1, repeat=repeat) if repeat > 0 else dict(warmup=0, repeat=1)
+
+
+def bench_ours(state, images, boxes, labels, mode, args, device):
+    """Median seconds of ``TrainStep`` and the warm-up step's loss (taken on ``state``'s weights)."""
+    dboxes = dboxes300_coco()
+    model = SSD300(label_num=81)
+    model.load_state_dict(state)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
+    step = TrainStep(model, Loss(dboxes).to(device), Encoder(dboxes), opt, Precision(device, mode=mode),
+                     device, 1)
+    losses = []
+    secs = time_median(lambda: losses.append(step(images, boxes, labels, args.lr)), **smoke_or_timed(args.repeat),
+                       sync=lambda: synchronize(device))
+    return secs, float(losses[0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--gts", type=int, default=10)
     ap.add_argument("--modes", default="fp32,bf16", help="comma list of fp32, bf16, fp16 (cuda only)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="timed steps after a warm-up step (0: one step, smoke)")
+    ap.add_argument("--lr", type=float, default=2.5e-3, help="ssd/train.py's default")
+    ap.add_argument("--weight-decay", type=float, default=5e-4, help="ssd/train.py's default")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time the MLPerf reference's step in fp32 (REF_SSD_DIR)")
+    ap.add_argument("--ref-dir", default=REF_SSD_DIR, help="the extracted MLPerf SSD reference")
     add_device_arg(ap)
     args = ap.parse_args()
-    if "fp16" in args.modes.split(",") and args.device != "cuda":
+    modes = args.modes.split(",")
+    if "fp16" in modes and args.device != "cuda":
         ap.error("--modes fp16 (autocast + GradScaler) needs --device cuda")
+    if args.compare and args.device != "cpu":
+        ap.error("--compare runs with --device cpu only (the reference step is timed on the CPU)")
+    if args.compare and not has_mlperf_ssd(args.ref_dir):
+        ap.error(f"--compare: {args.ref_dir} has no ssd300.py (run bash bench/get_mlperf_ssd.sh)")
     device = torch.device(args.device)
     emit(bench="ssd_machine", **machine(device))
-    dboxes = dboxes300_coco()
-    encoder, loss_fn = Encoder(dboxes), Loss(dboxes).to(device)
     images, boxes, labels = make_batch(args.batch, args.gts, 81)
     images = images.to(device)
     torch.manual_seed(0)
     state = SSD300(label_num=81).state_dict()
     fp32 = None
-    for mode in args.modes.split(","):
-        model = SSD300(label_num=81)
-        model.load_state_dict(state)
-        model.to(device).train()
-        prec = Precision(device, mode=mode)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        losses = []
-
-        def step():
-            gloc, glabel = encoder.encode_batch(boxes, labels)
-            gloc, glabel = gloc.to(device, non_blocking=True), glabel.to(device, non_blocking=True)
-            with prec.autocast():
-                ploc, plabel = model(images)
-                loss = loss_fn(ploc, plabel, gloc.transpose(1, 2), glabel)
-            opt.zero_grad(set_to_none=True)
-            prec.backward_and_step(loss, opt)
-            losses.append(loss.detach())
-
-        secs = time_median(step, repeat=args.repeat, sync=lambda: synchronize(device))
+    for mode in modes:
+        secs, loss = bench_ours(state, images, boxes, labels, mode, args, device)
         row = dict(bench="ssd_step", device=args.device, batch=args.batch, gts=args.gts, mode=mode,
-                   step_s=round(secs, 4), img_s=round(args.batch / secs, 3), first_loss=float(losses[0]))
+                   step_s=round(secs, 4), img_s=round(args.batch / secs, 3), first_loss=loss)
         if fp32 is None:
-            fp32 = (secs, float(losses[0]))
+            fp32 = (secs, loss)
         else:
             row.update(speedup_vs_fp32=round(fp32[0] / secs, 3),
-                       loss_rel_diff_vs_fp32=abs(float(losses[0]) - fp32[1]) / abs(fp32[1]))
+                       loss_rel_diff_vs_fp32=abs(loss - fp32[1]) / abs(fp32[1]))
+        if args.compare and mode == "fp32":
+            ref, _ = run_mlperf_ssd(args.ref_dir, "step", {
+                "state_dict": state, "images": images.cpu(), "boxes": boxes, "labels": labels, "label_num": 81,
+                "repeat": args.repeat, "lr": args.lr, "momentum": MOMENTUM, "weight_decay": args.weight_decay})
+            row.update(ref_step_s=round(ref["secs"], 4), ref_img_s=round(args.batch / ref["secs"], 3),
+                       ref_encode_s=round(ref["encode_secs"], 4), speedup_vs_ref=round(ref["secs"] / secs, 3),
+                       ref_first_loss=ref["first_loss"],
+                       first_loss_rel_diff_vs_ref=abs(loss - ref["first_loss"]) / abs(ref["first_loss"]))
         emit(**row)
 
 
