@@ -10,8 +10,9 @@ import re
 import sys
 
 _hard_exit = os._exit   # module-level so a test can observe it without ending the test process
-_where = []
-_PEER_GONE = re.compile(r"[Tt]imed out|Connection (closed|reset)|[Bb]roken pipe|peer")   # callables a running trainer registers: "epoch E, iteration I; latest checkpoint P"
+_where = []   # callables a running trainer registers: "epoch E, iteration I; latest checkpoint P"
+# how gloo's plain RuntimeErrors say a peer timed out or went away
+_PEER_GONE = re.compile(r"[Tt]imed out|Connection (closed|reset)|[Bb]roken pipe|peer")
 
 
 class UserError(Exception):

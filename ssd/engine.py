@@ -123,11 +123,6 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
     return result
 
 
-def label_info(dataset):
-    """The reference's ``label_map`` entry: contiguous label -> category name, 0 = background."""
-    return dataset.label_info
-
-
 def read_checkpoint(path):
     """The ``--checkpoint`` file: this project's ``ssd300_latest.pth`` or the reference's
     ``iter_N.pt``; anything else is one line."""
@@ -270,7 +265,7 @@ class SSDRun:
         if self.args.no_save:
             return
         path = self.out_dir / REFERENCE_CKPT_DIR / f"iter_{iteration}.pt"
-        save_on_main({"model": self.net.state_dict(), "label_map": label_info(self.train_set)}, path)
+        save_on_main({"model": self.net.state_dict(), "label_map": self.train_set.label_info}, path)
 
     def fit(self):
         args, mlog = self.args, self.mlog

@@ -118,6 +118,19 @@ def need_bf16(mode):
 
 
 # ----------------------------------------------------------------------------- precision
+def assert_mixed_precision_step(mode, seen, before, model, precision):
+    """What both models' mixed-precision tests claim: the convolutions ran in the mode's dtype,
+    a step was applied, the weights stay finite, and fp16 (only) has a finite positive scale."""
+    assert seen and set(seen) == {AUTOCAST_DTYPE[mode]}, seen
+    assert delta(before, model).abs().max() > 0, f"no step applied in {MAX_STEPS} steps"
+    assert all_finite(model)
+    if mode == "fp16":
+        scale = precision.scaler.get_scale()
+        assert math.isfinite(scale) and scale > 0, scale
+    else:
+        assert precision.scaler is None
+
+
 @pytest.mark.parametrize("mode", ["fp16", "bf16"])
 def test_yolox_mixed_precision_training_step(mode, shapes_coco, tmp_path):
     """--fp16 / --autocast through the Trainer: the convolutions run in the low-precision dtype,
@@ -135,15 +148,8 @@ def test_yolox_mixed_precision_training_step(mode, shapes_coco, tmp_path):
                 losses = trainer.check_finite()    # raises on a non-finite loss
                 if delta(before, trainer.model).abs().max() > 0:
                     break
-        assert seen and set(seen) == {AUTOCAST_DTYPE[mode]}, seen
         assert all(math.isfinite(v) for v in losses.values()), losses
-        assert delta(before, trainer.model).abs().max() > 0, f"no step applied in {MAX_STEPS} steps"
-        assert all_finite(trainer.model)
-        if mode == "fp16":
-            scale = trainer.precision.scaler.get_scale()
-            assert math.isfinite(scale) and scale > 0, scale
-        else:
-            assert trainer.precision.scaler is None
+        assert_mixed_precision_step(mode, seen, before, trainer.model, trainer.precision)
     finally:
         trainer.after_train()
 
@@ -164,14 +170,7 @@ def test_ssd_mixed_precision_training_step(mode, shapes_coco, tmp_path):
                 assert math.isfinite(loss), loss
                 if delta(before, run.net).abs().max() > 0:
                     break
-        assert seen and set(seen) == {AUTOCAST_DTYPE[mode]}, seen
-        assert delta(before, run.net).abs().max() > 0, f"no step applied in {MAX_STEPS} steps"
-        assert all_finite(run.net)
-        if mode == "fp16":
-            scale = run.precision.scaler.get_scale()
-            assert math.isfinite(scale) and scale > 0, scale
-        else:
-            assert run.precision.scaler is None
+        assert_mixed_precision_step(mode, seen, before, run.net, run.precision)
     finally:
         run.lock.release()
 
