@@ -43,6 +43,17 @@ def learning_rate(iteration, base_lr, warmup_iters, warmup_factor, boundaries):
     return base_lr * 0.1 ** sum(iteration >= b for b in boundaries)
 
 
+def build_optimizer(name, params, lr, weight_decay, device):
+    """``--opt``: "sgd" is the reference's SGD (momentum 0.9, weight decay on every parameter;
+    Habana's FusedSGD on HPU). "adamw" is torch's AdamW (decoupled ``weight_decay``, default
+    betas/eps, the same class on every device): with a frozen backbone its per-parameter step
+    sizes cope with the heads' badly scaled curvature (non-negative 3x3x256 inputs) that makes
+    SGD either diverge or, clipped, bounce at a loss of ~10 (see README, "Does SSD learn here?")."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return sgd_class(device)(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
 class TrainStep:
     """One optimisation step over a (possibly split) batch: encode, forward, loss, backward, step."""
 
@@ -188,11 +199,12 @@ class SSDRun:
         self.encoder, self.loss_fn = Encoder(dboxes300_coco()), Loss(dboxes300_coco()).to(device)
         self.global_batch = args.batch_size * info.world_size
         self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
-        # the reference's SGD: weight decay on every parameter; Habana's FusedSGD on HPU
-        self.optimizer = sgd_class(device)(self.net.parameters(), lr=self.base_lr, momentum=0.9,
-                                           weight_decay=args.weight_decay)
+        self.optimizer = build_optimizer(args.opt, self.net.parameters(), self.base_lr, args.weight_decay, device)
         self.precision = accel.Precision.from_args(args, device)
         self.iteration, self.resumed = args.iteration, None
+        if args.checkpoint and "iteration" in saved and saved.get("opt", "sgd") != args.opt:
+            raise UserError(f"--checkpoint {args.checkpoint}: its run trained with --opt {saved.get('opt', 'sgd')}; "
+                            f"resume it with the same --opt (got --opt {args.opt})")
         if args.checkpoint:
             self.iteration, self.resumed = load_checkpoint(args.checkpoint, self.net, self.optimizer,
                                                            self.precision, args.iteration, saved)
@@ -257,7 +269,7 @@ class SSDRun:
             return
         state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "precision": self.precision.state_dict(), "epoch": epoch, "iteration": iteration,
-                 "seed": self.seed, "rng": rng_state()}
+                 "opt": self.args.opt, "seed": self.seed, "rng": rng_state()}
         save_on_main(state, self.out_dir / CHECKPOINT_NAME)
 
     def save_reference(self, iteration):
@@ -278,7 +290,10 @@ class SSDRun:
             train_samples=len(self.train_set), eval_samples=len(self.val_set), base_lr=self.base_lr,
             weight_decay=args.weight_decay, warmup_steps=warmup_iters, warmup_factor=args.warmup_factor,
             decay_boundary_epochs=args.lr_decay_schedule, decay_factor=0.1,
-            num_cropping_iterations=args.num_cropping_iterations)
+            num_cropping_iterations=args.num_cropping_iterations, opt_name=args.opt)
+        if args.opt != "sgd":
+            logger.warning(f"--opt {args.opt}: the MLPerf log of this run will not be compliant (the "
+                           "reference and the closed-division rules train SSD with SGD)")
         if warmup_iters < 1:
             logger.warning("the MLPerf log of this run will not be compliant: the rules require at "
                            "least one warm-up step (pass --warmup, e.g. --warmup 2.619685 as the "

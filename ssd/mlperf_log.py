@@ -43,7 +43,8 @@ class MLPerfLogger:
 
     def hyperparameters(self, *, seed, global_batch_size, local_bn_batch, accumulation_steps,
                         train_samples, eval_samples, base_lr, weight_decay, warmup_steps,
-                        warmup_factor, decay_boundary_epochs, decay_factor, num_cropping_iterations=1):
+                        warmup_factor, decay_boundary_epochs, decay_factor, num_cropping_iterations=1,
+                        opt_name="sgd"):
         """Every hyperparameter key of the 1.0.0 closed SSD rules, each exactly once."""
         c = constants
         for key, value in (
@@ -53,7 +54,7 @@ class MLPerfLogger:
             (c.TRAIN_SAMPLES, train_samples),
             (c.EVAL_SAMPLES, eval_samples),
             (c.MODEL_BN_SPAN, local_bn_batch),
-            (c.OPT_NAME, "sgd"),
+            (c.OPT_NAME, opt_name),
             (c.OPT_BASE_LR, base_lr),
             (c.OPT_WEIGHT_DECAY, weight_decay),
             (c.OPT_LR_WARMUP_STEPS, warmup_steps),

@@ -54,6 +54,9 @@ def build_parser():
     p.add_argument("--trainable-backbone-layers", type=int, default=4,
                    help="backbone stages that train, counted from the last (4 = all, the reference; "
                         "0 = the backbone is frozen)")
+    p.add_argument("--opt", choices=("sgd", "adamw"), default="sgd",
+                   help="optimizer: sgd (momentum 0.9, the reference) or adamw (torch's AdamW, "
+                        "decoupled --weight-decay; the shapes demo's choice with a frozen backbone)")
     p.add_argument("--clip-grad-norm", type=float, default=None, metavar="NORM",
                    help="clip the global gradient norm (off in the reference)")
     p.add_argument("--dl-worker-type", choices=("MP", "HABANA"), default=None,

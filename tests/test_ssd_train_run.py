@@ -53,3 +53,31 @@ def test_resume_continues_at_saved_iteration_with_saved_state(tiny_coco, tmp_pat
         assert torch.equal(value, b["model"][key]), key
     for key, state in a["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
+
+
+def test_opt_adamw_resumes_exactly_and_refuses_another_optimizer(tiny_coco, tmp_path):
+    """``--opt adamw``: torch's AdamW at the batch-scaled lr and the given weight decay; its state
+    (exp_avg, exp_avg_sq, step) resumes bit-exactly; a resume with another --opt is one line."""
+    ckpt = tmp_path / "split" / "ssd300_latest.pth"
+    flags = ("--opt", "adamw", "--lr", 0.004, "--wd", 1e-4)
+    first = train(tiny_coco, tmp_path / "split", *flags, "--end-iteration", 1)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["opt"] == "adamw"
+    group = state["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(0.004 / 32) and group["weight_decay"] == 1e-4
+    assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))
+    assert '"key": "opt_name", "value": "adamw"' in first and "will not be compliant" in first
+    straight = train(tiny_coco, tmp_path / "straight", *flags, "--end-iteration", 2)
+    resumed = train(tiny_coco, tmp_path / "split", *flags, "--end-iteration", 2, "--checkpoint", ckpt)
+    assert {**losses(first), **losses(resumed)} == losses(straight)
+    a = torch.load(tmp_path / "straight" / "ssd300_latest.pth", weights_only=True)["optimizer"]["state"]
+    b = torch.load(ckpt, weights_only=True)["optimizer"]["state"]
+    for key in a:
+        assert torch.equal(a[key]["exp_avg_sq"], b[key]["exp_avg_sq"])
+    switched = subprocess.run(
+        [sys.executable, "ssd/train.py", "-d", str(tiny_coco), "-b", "1", "--num-workers", "0",
+         "--output-dir", str(tmp_path / "split"), "--checkpoint", str(ckpt), "--end-iteration", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    err = [ln for ln in switched.stderr.splitlines() if ln.startswith("error")]
+    assert switched.returncode == 2 and len(err) == 1, switched.stderr[-800:]
+    assert "trained with --opt adamw; resume it with the same --opt (got --opt sgd)" in err[0]
