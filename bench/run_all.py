@@ -51,6 +51,9 @@ def targets(rows):
     ratio = step[0].get("speedup_vs_ref") if step else None
     out.append(("YOLOX-S fp32 step @50 GT vs released YOLOX", ">= 1.6x",
                 f"{ratio}x" if ratio else "-", verdict(ratio, 1.6)))
+    head = step[0].get("speedup_vs_head") if step else None
+    out.append(("YOLOX-S fp32 step @50 GT vs upstream YOLOX HEAD", ">= 1.3x",
+                f"{head}x" if head else "-", verdict(head, 1.3)))
     bf = pick(rows, bench="yolox_step", mode="bf16", gts=50)
     if bf:
         b = bf[0]
@@ -60,6 +63,15 @@ def targets(rows):
                     "met" if b["loss_rel_diff_vs_fp32"] <= 1e-2 else "missed"))
         out.append(("bf16 step, fraction of bf16 matmul rate", ">= 70%", f"{b['matmul_fraction']:.0%}",
                     verdict(b["matmul_fraction"], 0.7)))
+    for r in pick(rows, bench="yolox_step_compiled", gts=50):
+        goal = 1.3 if r["mode"] == "bf16" else None
+        out.append((f"YOLOX-S compiled {r['mode']} step vs eager {r['mode']}", f">= {goal}x" if goal else "(no goal)",
+                    f"{r['speedup_vs_eager']}x (compile {r['compile_s']} s, loss rel diff {r['loss_rel_diff_vs_eager']:.1e})",
+                    verdict(r["speedup_vs_eager"], goal) if goal else "-"))
+    for r in pick(rows, bench="ssd_step_compiled"):
+        out.append((f"SSD compiled {r['mode']} step vs eager {r['mode']}", "(no goal)",
+                    f"{r['speedup_vs_eager']}x (compile {r['compile_s']} s, loss rel diff {r['loss_rel_diff_vs_eager']:.1e})",
+                    "-"))
     loss = {r["impl"].split()[0]: r for r in pick(rows, bench="yolox_loss", gt_per_image=50)}
     ratio = (round(loss["reference"]["median_ms"] / loss["eager"]["median_ms"], 2)
              if "reference" in loss and "eager" in loss else None)
@@ -103,8 +115,14 @@ def table(rows):
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(rows)]
     extra = ["", "| benchmark | config | result |", "|---|---|---|"]
     for r in pick(rows, bench="yolox_step"):
+        peers = "".join(f"; {name} {r[key]} s/step" for name, key in (("released", "ref_step_s"),
+                                                                        ("HEAD", "head_step_s")) if key in r)
         extra.append(f"| yolox_step | {r['model']} b{r['batch']} {r['size']} {r['gts']} GT {r['mode']} | "
-                     f"{r['step_s']} s/step, {r['img_s']} img/s, {r['matmul_fraction']:.0%} of matmul rate |")
+                     f"{r['step_s']} s/step, {r['img_s']} img/s, {r['matmul_fraction']:.0%} of matmul rate{peers} |")
+    for r in pick(rows, bench="yolox_step_compiled") + pick(rows, bench="ssd_step_compiled"):
+        name = f"{r['model']} b{r['batch']} {r['size']} {r['gts']} GT" if "model" in r else f"b{r['batch']} 300"
+        extra.append(f"| {r['bench']} | {name} {r['mode']} | {r['step_s']} s/step, {r['img_s']} img/s "
+                     f"(first step with compilation {r['compile_s']} s) |")
     for mode in ("fp32", "bf16"):
         prof = pick(rows, bench="yolox_step_profile", mode=mode)
         if prof:
@@ -156,10 +174,10 @@ def main():
     for what in skipped:
         print(f"skipped: {what}", flush=True)
     cmds = [
-        [py, "bench/yolox_step.py", *cmp, *rep, "--profile", "8"],
+        [py, "bench/yolox_step.py", *cmp, *rep, "--profile", "8", "--compile"],
         [ref if has_ref else py, "bench/bench_yolox_loss.py", *cmp, *(["--repeat", "2"] if args.quick else [])],
         [py, "bench/yolox_data.py", *cmp, *(["--batches", "3"] if args.quick else [])],
-        [py, "bench/ssd_step.py", *rep, *ssd_cmp],
+        [py, "bench/ssd_step.py", *rep, *ssd_cmp, "--compile"],
         [py, "bench/ssd_encode.py", *(["--repeat", "2"] if args.quick else []), *ssd_cmp],
         [py, "bench/ssd_encode_where.py", *(["--batches", "3", "--rounds", "1"] if args.quick else [])],
         [py, "bench/eval.py", *rep],

@@ -8,9 +8,9 @@
   stacked, and ``TrainStep(..., encoded=True)`` skips encoding.
 
 Both pipelines are built here from the trainer's own pieces (``ssd.data.CocoDetection``,
-``EpochSampler`` and ``collate``, ``ssd.encoder.Encoder``, ``ssd.engine.TrainStep``) without
-changing the product, on the same images in the same order with the same augmentation draws and
-the same initial weights; the first step's loss of both is printed and must agree. Rounds
+``EpochSampler``, ``collate`` / ``EncodedTargets`` + ``collate_encoded`` of ``--encode-in workers``,
+``ssd.encoder.Encoder``, ``ssd.engine.TrainStep``), on the same images in the same order with the
+same augmentation draws and the same initial weights; the first step's loss of both is printed and must agree. Rounds
 alternate the two pipelines so that drift of a shared machine hits both; the median round counts.
 Each round also times the loader alone (no training step), which shows what the encoding costs
 the workers.
@@ -26,48 +26,26 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from common import emit, machine, make_shapes
 
 from accel import Precision  # noqa: E402
 from ssd import SSD300, Encoder, Loss, dboxes300_coco  # noqa: E402
-from ssd.data import CocoDetection, EpochSampler, coco_paths, collate  # noqa: E402
+from ssd.data import (CocoDetection, EncodedTargets, EpochSampler, coco_paths, collate,  # noqa: E402
+                      collate_encoded)
 from ssd.engine import TrainStep  # noqa: E402
 
 PIPELINES = ("main", "workers")
 PREFETCH = 2    # DataLoader's default prefetch_factor: batches each worker may have ready
 
 
-class EncodeInWorkers(Dataset):
-    """A ``CocoDetection`` whose samples carry per-anchor targets, encoded image by image where
-    ``__getitem__`` runs (the loader workers), as the reference's ``SSDTransformer`` does."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.encoder = Encoder(dboxes300_coco())
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        img, boxes, labels, img_id, size = self.dataset[index]
-        gloc, glabel = self.encoder.encode(boxes, labels)
-        return img, gloc, glabel, img_id, size
-
-
-def stack_encoded(batch):
-    """Collate of ``EncodeInWorkers`` samples: targets have one shape per image, so they stack."""
-    imgs, gloc, glabel, ids, sizes = zip(*batch)
-    return torch.stack(imgs), torch.stack(gloc), torch.stack(glabel), torch.tensor(ids), torch.tensor(sizes)
-
-
 def make_loader(dataset, pipeline, batch, workers):
     """The trainer's loader arguments (its sampler, whole batches) for one pipeline."""
     sampler = EpochSampler(len(dataset), batch, 0, 1, seed=0)
     if pipeline == "workers":
-        return DataLoader(EncodeInWorkers(dataset), batch_size=batch, sampler=sampler, drop_last=True,
-                          num_workers=workers, collate_fn=stack_encoded)
+        return DataLoader(EncodedTargets(dataset, Encoder(dboxes300_coco())), batch_size=batch, sampler=sampler,
+                          drop_last=True, num_workers=workers, collate_fn=collate_encoded)
     return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=workers,
                       collate_fn=collate)
 

@@ -12,12 +12,14 @@ ratio and both first-step losses (same weights and batch, so they must agree clo
 row.
 """
 import argparse
+import time
 
 import torch
 
 from common import REF_SSD_DIR, add_device_arg, emit, has_mlperf_ssd, machine, run_mlperf_ssd, time_median
 
 from accel import Precision, synchronize  # noqa: E402
+from accel.policy import compile_model  # noqa: E402
 from ssd import SSD300, Encoder, Loss, dboxes300_coco  # noqa: E402
 from ssd.engine import TrainStep  # noqa: E402
 
@@ -40,19 +42,27 @@ def smoke_or_timed(repeat):
     return dict(warmup=1, repeat=repeat) if repeat > 0 else dict(warmup=0, repeat=1)
 
 
-def bench_ours(state, images, boxes, labels, mode, args, device):
-    """Median seconds of ``TrainStep`` and the warm-up step's loss (taken on ``state``'s weights)."""
+def bench_ours(state, images, boxes, labels, mode, args, device, compiled=False):
+    """Median seconds of ``TrainStep``, the warm-up step's loss (taken on ``state``'s weights) and
+    its seconds (with ``compiled``, the trainer's ``compile_model`` wrapper: compilation included)."""
     dboxes = dboxes300_coco()
     model = SSD300(label_num=81)
     model.load_state_dict(state)
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
-    step = TrainStep(model, Loss(dboxes).to(device), Encoder(dboxes), opt, Precision(device, mode=mode),
-                     device, 1)
-    losses = []
-    secs = time_median(lambda: losses.append(step(images, boxes, labels, args.lr)), **smoke_or_timed(args.repeat),
-                       sync=lambda: synchronize(device))
-    return secs, float(losses[0])
+    step = TrainStep(compile_model(model, device) if compiled else model, Loss(dboxes).to(device),
+                     Encoder(dboxes), opt, Precision(device, mode=mode), device, 1)
+    losses, first = [], []
+
+    def run():
+        t0 = time.perf_counter()
+        losses.append(step(images, boxes, labels, args.lr))
+        if not first:
+            synchronize(device)
+            first.append(time.perf_counter() - t0)
+
+    secs = time_median(run, **smoke_or_timed(args.repeat), sync=lambda: synchronize(device))
+    return secs, float(losses[0]), first[0]
 
 
 def main():
@@ -65,6 +75,9 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=5e-4, help="ssd/train.py's default")
     ap.add_argument("--compare", action="store_true",
                     help="also time the MLPerf reference's step in fp32 (REF_SSD_DIR)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time each mode through torch.compile (ssd/train.py --use-torch-compile); "
+                         "the first compiled step, compilation included, is reported apart as compile_s")
     ap.add_argument("--ref-dir", default=REF_SSD_DIR, help="the extracted MLPerf SSD reference")
     add_device_arg(ap)
     args = ap.parse_args()
@@ -83,7 +96,7 @@ def main():
     state = SSD300(label_num=81).state_dict()
     fp32 = None
     for mode in modes:
-        secs, loss = bench_ours(state, images, boxes, labels, mode, args, device)
+        secs, loss, _ = bench_ours(state, images, boxes, labels, mode, args, device)
         row = dict(bench="ssd_step", device=args.device, batch=args.batch, gts=args.gts, mode=mode,
                    step_s=round(secs, 4), img_s=round(args.batch / secs, 3), first_loss=loss)
         if fp32 is None:
@@ -100,6 +113,12 @@ def main():
                        ref_first_loss=ref["first_loss"],
                        first_loss_rel_diff_vs_ref=abs(loss - ref["first_loss"]) / abs(ref["first_loss"]))
         emit(**row)
+        if args.compile:
+            c_secs, c_loss, compile_s = bench_ours(state, images, boxes, labels, mode, args, device, compiled=True)
+            emit(bench="ssd_step_compiled", device=args.device, batch=args.batch, gts=args.gts, mode=mode,
+                 step_s=round(c_secs, 4), img_s=round(args.batch / c_secs, 3), compile_s=round(compile_s, 1),
+                 speedup_vs_eager=round(secs / c_secs, 3), first_loss=c_loss,
+                 loss_rel_diff_vs_eager=abs(c_loss - loss) / abs(loss))
 
 
 if __name__ == "__main__":

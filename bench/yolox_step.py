@@ -11,12 +11,14 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 
 import torch
 
 from common import ROOT, add_device_arg, emit, machine, matmul_flops, time_median
 
 from accel import Precision, synchronize  # noqa: E402  (common.py put the repo on sys.path)
+from accel.policy import compile_model  # noqa: E402
 from yolox.exp import get_exp  # noqa: E402
 
 GFLOPS_FWD_640 = {"yolox-s": 26.8}
@@ -39,22 +41,29 @@ def layout(model, images, channels_last):
     return model.to(memory_format=fmt), images.contiguous(memory_format=fmt)
 
 
-def bench_ours(model, images, targets, mode, repeat, channels_last, device="cpu"):
+def bench_ours(model, images, targets, mode, repeat, channels_last, device="cpu", compiled=False):
+    """Median step seconds, the first step's loss and the first step's seconds (with ``compiled``:
+    the trainer's ``compile_model`` wrapper, so that first step includes the compilation)."""
     prec = Precision(torch.device(device), mode=mode)
     model, images = layout(model.to(device), images.to(device), channels_last)
     targets = targets.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
-    losses = []
+    forward = compile_model(model, device) if compiled else model
+    losses, first = [], []
 
     def run():
+        t0 = time.perf_counter()
         with prec.autocast():
-            out = model(images, targets)
+            out = forward(images, targets)
         opt.zero_grad(set_to_none=True)
         prec.backward_and_step(out["total_loss"], opt)
         losses.append(out["total_loss"].detach())
+        if not first:
+            synchronize(device)
+            first.append(time.perf_counter() - t0)
 
     secs = time_median(run, repeat=repeat, sync=lambda: synchronize(device))
-    return secs, float(losses[0])
+    return secs, float(losses[0]), first[0]
 
 
 def profile_step(model, images, targets, mode, top, channels_last):
@@ -80,14 +89,18 @@ def profile_step(model, images, targets, mode, top, channels_last):
              share=round(e.self_cpu_time_total / total, 3))
 
 
-def bench_reference(ref_python, name, state_dict, images, targets, repeat):
+def bench_reference(ref_python, name, state_dict, images, targets, repeat, source_dir=None):
+    """The reference's own step in REF_PYTHON (the released 0.3.0 there); with ``source_dir``, the
+    ``yolox`` package found in that folder instead (an upstream checkout, e.g. HEAD), put first on
+    its path."""
+    env = dict(os.environ, PYTHONPATH=str(source_dir)) if source_dir else None
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "inputs.pt")
         torch.save({"name": name, "state_dict": state_dict, "images": images, "targets": targets,
                     "repeat": repeat}, path)
         proc = subprocess.run([ref_python, str(ROOT / "bench" / "ref_runner.py"), "step", path,
                                str(torch.get_num_threads())],
-                              capture_output=True, text=True, cwd=tmp)
+                              capture_output=True, text=True, cwd=tmp, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"reference run failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -106,6 +119,12 @@ def main():
     ap.add_argument("--compare", action="store_true", help="also time the released YOLOX")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also print the top N ops of one step per precision (torch.profiler)")
+    ap.add_argument("--head-dir", default=os.environ.get("REF_HEAD_DIR", "/work/ref_compare/yolox_head"),
+                    help="with --compare, also time the upstream YOLOX in this folder (its yolox/ package; "
+                         "bench/README.md: how to extract HEAD) when it exists")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time each mode through torch.compile (the trainer's --use-torch-compile); "
+                         "the first compiled step, compilation included, is reported apart as compile_s")
     ap.add_argument("--ref-python", default=os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python"))
     add_device_arg(ap)
     args = ap.parse_args()
@@ -120,7 +139,7 @@ def main():
         ap.error("--modes fp16 (autocast + GradScaler) needs --device cuda")
     rates = {mode: matmul_flops(DTYPES[mode], device=args.device, n=8192 if args.device == "cuda" else 2048,
                                 sync=lambda: synchronize(args.device))
-             for mode in dict.fromkeys(["fp32", "bf16", *modes])}
+             for mode in dict.fromkeys(["fp32", *modes])}
     emit(bench="matmul", **machine(args.device), **{f"{m}_gflops": r / 1e9 for m, r in rates.items()})
     torch.manual_seed(0)
     exp = get_exp(None, args.name)
@@ -134,8 +153,8 @@ def main():
             model = exp.get_model()
             model.load_state_dict(state)
             model.train()
-            secs, loss = bench_ours(model, images, targets, mode, args.repeat, not args.contiguous,
-                                    args.device)
+            secs, loss, _ = bench_ours(model, images, targets, mode, args.repeat, not args.contiguous,
+                                       args.device)
             row = dict(bench="yolox_step", model=args.name, device=args.device, batch=args.batch,
                        size=args.size, gts=gts,
                        mode=mode, channels_last=not args.contiguous, step_s=round(secs, 4),
@@ -151,7 +170,23 @@ def main():
                 ref = bench_reference(args.ref_python, args.name, state, images, targets, args.repeat)
                 row.update(ref_step_s=round(ref["secs"], 4), speedup_vs_ref=round(ref["secs"] / secs, 3),
                            ref_first_loss=ref["first_loss"])
+                if os.path.isdir(os.path.join(args.head_dir, "yolox")):
+                    head = bench_reference(args.ref_python, args.name, state, images, targets, args.repeat,
+                                           source_dir=args.head_dir)
+                    row.update(head_step_s=round(head["secs"], 4), speedup_vs_head=round(head["secs"] / secs, 3),
+                               head_first_loss=head["first_loss"], head_source=head["source"])
             emit(**row)
+            if args.compile:
+                model = exp.get_model()
+                model.load_state_dict(state)
+                model.train()
+                c_secs, c_loss, compile_s = bench_ours(model, images, targets, mode, args.repeat,
+                                                       not args.contiguous, args.device, compiled=True)
+                emit(bench="yolox_step_compiled", model=args.name, device=args.device, batch=args.batch, size=args.size,
+                     gts=gts, mode=mode, channels_last=not args.contiguous,
+                     step_s=round(c_secs, 4), img_s=round(args.batch / c_secs, 3), compile_s=round(compile_s, 1),
+                     speedup_vs_eager=round(secs / c_secs, 3), first_loss=c_loss,
+                     loss_rel_diff_vs_eager=abs(c_loss - loss) / abs(loss))
             if args.profile and gts == max(int(x) for x in args.gts.split(",")):
                 model.load_state_dict(state)
                 profile_step(model, images, targets, mode, args.profile, not args.contiguous)

@@ -1,7 +1,9 @@
 """COCO data for SSD300: annotation loading, the spec's augmentation, padded batches.
 
 Training targets stay as padded ltrb boxes (normalised to [0, 1]) plus labels (0 = padding) so
-the training loop can encode a whole batch at once with ``Encoder.encode_batch``.
+the training loop can encode a whole batch at once with ``Encoder.encode_batch`` (the default,
+``--encode-in main``); ``EncodedTargets`` encodes image by image in the loader workers instead, the
+MLPerf reference's way (``--encode-in workers``).
 Every random draw comes from a per-sample generator seeded by (seed, epoch, index): the
 augmentation of a sample does not depend on worker count, rank count or resume point.
 """
@@ -180,6 +182,31 @@ def collate(batch):
         pad_boxes[i, :len(b)] = b
         pad_labels[i, :len(lab)] = lab
     return torch.stack(imgs), pad_boxes, pad_labels, torch.tensor(ids), torch.tensor(sizes)
+
+
+class EncodedTargets(Dataset):
+    """``--encode-in workers``: a training ``CocoDetection`` whose samples carry per-anchor targets
+    ([8732, 4] xywh boxes, [8732] labels), encoded one image at a time wherever ``__getitem__``
+    runs (the loader workers), as the reference's transform does. Batch with ``collate_encoded``;
+    the training step then skips encoding (``TrainStep(..., encoded=True)``)."""
+
+    def __init__(self, dataset, encoder):
+        self.dataset, self.encoder = dataset, encoder
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        img, boxes, labels, img_id, size = self.dataset[index]
+        gloc, glabel = self.encoder.encode(boxes, labels)
+        return img, gloc, glabel, img_id, size
+
+
+def collate_encoded(batch):
+    """Batch ``EncodedTargets`` samples: per-anchor targets have one shape for every image, so they
+    stack (no padding)."""
+    imgs, gloc, glabel, ids, sizes = zip(*batch)
+    return torch.stack(imgs), torch.stack(gloc), torch.stack(glabel), torch.tensor(ids), torch.tensor(sizes)
 
 
 class EpochSampler(torch.utils.data.DistributedSampler):

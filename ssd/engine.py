@@ -25,7 +25,8 @@ from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_e
                              set_rng_state)
 from detcore.weights import strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
-from ssd.data import CocoDetection, EpochSampler, coco_paths, collate
+from ssd.data import (CocoDetection, EncodedTargets, EpochSampler, coco_paths, collate,
+                      collate_encoded)
 from ssd.mlperf_log import MLPerfLogger
 from ssd.model import imagenet_backbone_state, load_backbone_weights
 from ssd.reference_utils import ReferenceBatches, ReferenceLayout
@@ -244,10 +245,14 @@ class SSDRun:
             shard = range(info.rank, len(self.val_set), info.world_size)
         val_batch = args.val_batch_size or args.batch_size
         common = dict(collate_fn=collate, num_workers=args.num_workers, **pin_memory_kwargs(self.device))
-        self.targets_encoded = cls is not DataLoader
+        self.targets_encoded = cls is not DataLoader or args.encode_in == "workers"
         if cls is DataLoader:
-            self.train_loader = DataLoader(self.train_set, batch_size=args.batch_size, sampler=self.sampler,
-                                           drop_last=True, **common)
+            train_set, train_common = self.train_set, common
+            if args.encode_in == "workers":
+                train_set = EncodedTargets(self.train_set, Encoder(dboxes300_coco()))
+                train_common = dict(common, collate_fn=collate_encoded)
+            self.train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=self.sampler,
+                                           drop_last=True, **train_common)
             self.val_loader = DataLoader(self.val_set, batch_size=val_batch, sampler=list(shard), **common)
             return
         # --dl-worker-type HABANA on HPU: the reference's data layout and call (no collate_fn, which

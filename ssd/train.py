@@ -62,6 +62,10 @@ def build_parser():
     p.add_argument("--dl-worker-type", choices=("MP", "HABANA"), default=None,
                    help="MP: torch DataLoader; HABANA: Habana's data loader on HPU "
                         "(default: HABANA inside the Habana stack, MP elsewhere)")
+    p.add_argument("--encode-in", choices=("main", "workers"), default="main",
+                   help="where training targets are encoded: main = batched in the training process "
+                        "(faster, see bench/ssd_encode_where.py), workers = per image in the loader "
+                        "workers, as the reference")
     p.add_argument("--disable-distributed-validation", action="store_true",
                    help="evaluate on rank 0 only (the MLPerf reference's way)")
     p.add_argument("--iteration", type=int, default=0, help="iteration to start from")

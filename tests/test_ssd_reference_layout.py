@@ -7,7 +7,7 @@ from torch.utils.data import default_collate
 
 from accel import Precision
 from ssd import Encoder, dboxes300_coco
-from ssd.data import CocoDetection, collate
+from ssd.data import CocoDetection, EncodedTargets, collate, collate_encoded
 from ssd.engine import TrainStep
 from ssd.reference_utils import MAX_VAL_BOXES, ReferenceBatches, ReferenceLayout
 
@@ -27,6 +27,21 @@ def test_reference_batches_equal_the_project_batches_encoded(shapes_coco):
     (imgs, boxes, labels, ids, sizes), = ReferenceBatches([default_collate([layout[i] for i in (0, 5)])])
     assert torch.equal(imgs, mine[0]) and torch.equal(ids, mine[3]) and torch.equal(sizes, mine[4])
     assert torch.allclose(boxes, gloc) and torch.equal(labels, glabel)
+
+
+def test_encode_in_workers_batches_equal_the_batched_encoding(shapes_coco):
+    """``--encode-in workers`` (per image, where the sample is read) gives the targets the default
+    batched encoding gives the padded batch of the same samples."""
+    ds = split(shapes_coco, "train2017", train=True)
+    ds.epoch = 2
+    encoder = Encoder(dboxes300_coco())
+    mine = collate([ds[i] for i in (1, 4, 6)])
+    gloc, glabel = encoder.encode_batch(mine[1], mine[2])
+    workers = EncodedTargets(ds, encoder)
+    imgs, boxes, labels, ids, sizes = collate_encoded([workers[i] for i in (1, 4, 6)])
+    assert len(workers) == len(ds) and boxes.shape == (3, 8732, 4) and labels.shape == (3, 8732)
+    assert torch.equal(imgs, mine[0]) and torch.equal(ids, mine[3]) and torch.equal(sizes, mine[4])
+    assert torch.allclose(boxes, gloc) and torch.equal(labels, glabel) and (labels > 0).any()
 
 
 def test_reference_layout_lists_the_served_images_with_pixel_boxes(shapes_coco):

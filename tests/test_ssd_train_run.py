@@ -81,3 +81,12 @@ def test_opt_adamw_resumes_exactly_and_refuses_another_optimizer(tiny_coco, tmp_
     err = [ln for ln in switched.stderr.splitlines() if ln.startswith("error")]
     assert switched.returncode == 2 and len(err) == 1, switched.stderr[-800:]
     assert "trained with --opt adamw; resume it with the same --opt (got --opt sgd)" in err[0]
+
+
+def test_encode_in_workers_trains_on_the_same_targets(tiny_coco, tmp_path):
+    """The per-image encoding of ``--encode-in workers`` reaches the step encoded (not encoded twice):
+    the same losses as the default batched encoding, iteration by iteration."""
+    main = train(tiny_coco, tmp_path / "main", "--end-iteration", 2)
+    workers = train(tiny_coco, tmp_path / "workers", "--end-iteration", 2, "--encode-in", "workers")
+    assert sorted(losses(main)) == [1, 2]
+    assert losses(workers) == pytest.approx(losses(main), rel=1e-5)

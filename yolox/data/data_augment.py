@@ -31,8 +31,11 @@ def letterbox(img, input_size, swap=(2, 0, 1)):
     h, w = img.shape[:2]
     r = min(input_size[0] / h, input_size[1] / w)
     nh, nw = int(h * r), int(w * r)
-    padded = np.full((input_size[0], input_size[1], 3), PAD_VALUE, dtype=np.uint8)
-    padded[:nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nh, nw) != (h, w) else img
+    if (nh, nw) == (h, w) == tuple(input_size):    # already the input size (a mosaic): nothing to pad
+        padded = img
+    else:
+        padded = np.full((input_size[0], input_size[1], 3), PAD_VALUE, dtype=np.uint8)
+        padded[:nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nh, nw) != (h, w) else img
     if swap is not None:
         padded = padded.transpose(swap)
     return np.ascontiguousarray(padded, dtype=np.float32), r

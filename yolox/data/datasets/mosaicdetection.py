@@ -107,14 +107,16 @@ class MosaicDetection(Dataset):
             boxes[:, [0, 2]] = cw - boxes[:, [2, 0]]
 
         th, tw = origin_img.shape[:2]
-        padded = np.full((max(ch, th), max(cw, tw), 3), PAD_VALUE, dtype=np.uint8)
-        padded[:ch, :cw] = cp_img
-        y_off = random.randint(0, padded.shape[0] - th)
-        x_off = random.randint(0, padded.shape[1] - tw)
-        crop = padded[y_off:y_off + th, x_off:x_off + tw]
+        # the th x tw window at (y_off, x_off) of cp_img padded with PAD_VALUE to at least th x tw,
+        # built directly: only the window is filled and copied, never the whole padded image
+        y_off = random.randint(0, max(ch, th) - th)
+        x_off = random.randint(0, max(cw, tw) - tw)
+        crop = np.full((th, tw, 3), PAD_VALUE, dtype=np.uint8)
+        window = cp_img[y_off:y_off + th, x_off:x_off + tw]
+        crop[:window.shape[0], :window.shape[1]] = window
         boxes -= (x_off, y_off, x_off, y_off)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, tw)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, th)
 
         labels = np.concatenate([origin_labels, np.concatenate([boxes, cp_labels[:, 4:5]], axis=1)], axis=0)
-        return cv2.addWeighted(np.ascontiguousarray(origin_img), 0.5, np.ascontiguousarray(crop), 0.5, 0.0), labels
+        return cv2.addWeighted(np.ascontiguousarray(origin_img), 0.5, crop, 0.5, 0.0), labels
