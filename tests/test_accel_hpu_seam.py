@@ -701,7 +701,8 @@ def ssd_loaders(root, device, worker_type="HABANA", **args):
     from ssd.engine import SSDRun
     run = SSDRun.__new__(SSDRun)
     run.args = argparse.Namespace(**{"dl_worker_type": worker_type, "batch_size": 2, "num_workers": 0,
-                                     "val_batch_size": None, "disable_distributed_validation": False, **args})
+                                     "val_batch_size": None, "disable_distributed_validation": False,
+                                     "encode_in": "main", **args})
     run.info = accel.DistInfo(rank=0, local_rank=0, world_size=1)
     run.device, run.seed, run.rank0 = torch.device(device), 0, True
     train_dir, train_ann, val_dir, val_ann = coco_paths(root)
