@@ -148,3 +148,44 @@ def test_worker_init_reset_seed_follows_torch_seed():
         return random.random(), float(np.random.rand())
 
     assert draw(11) == draw(11) and draw(11) != draw(12)
+
+
+class Draws:
+    """Stands in for ``random`` inside MixUp: jitter 1, no flip, and the given randint results."""
+
+    def __init__(self, ints):
+        self.ints = list(ints)
+
+    def uniform(self, a, b):
+        return 1.0
+
+    def random(self):
+        return 0.0            # flip = random() > 0.5 -> no flip
+
+    def randint(self, a, b):
+        value = self.ints.pop(0)
+        assert a <= value <= b, (a, value, b)
+        return value
+
+
+def test_mixup_blends_the_drawn_window_of_the_padded_copy_image(monkeypatch):
+    """By hand: image 1 (64 x 32, box (8,10)-(30,60)) letterboxed into 64 x 64 is the copy image;
+    MixUp blends the origin 50/50 with its (y_off, x_off) window, padded with 114 where the window
+    runs past the copy image (origin larger than the copy image)."""
+    import yolox.data.datasets.mosaicdetection as mosaic_module
+    ds = MosaicDetection(stub(), (64, 64), preproc=TrainTransform())
+    copy = np.full((64, 64, 3), 114, np.uint8)
+    copy[:, :32] = BG
+    copy[10:60, 8:30] = colour(1)
+    origin = np.full((40, 48, 3), 200, np.uint8)
+    monkeypatch.setattr(mosaic_module, "random", Draws([1, 16, 12]))   # copy = image 1; y 16, x 12
+    img, labels = ds.mixup(origin, np.zeros((0, 5)), (64, 64))
+    expected = ((origin.astype(int) + copy[16:56, 12:60]) / 2)
+    assert np.abs(img.astype(int) - expected).max() <= 1          # cv2 rounds halves
+    assert labels.tolist() == [[0.0, 0.0, 18.0, 40.0, 1.0]]       # (8-12, 10-16, 30-12, 60-16), clipped
+    big = np.full((80, 70, 3), 200, np.uint8)                     # larger than the copy: offsets 0
+    monkeypatch.setattr(mosaic_module, "random", Draws([1, 0, 0]))
+    img, _ = ds.mixup(big, np.zeros((0, 5)), (64, 64))
+    padded = np.full((80, 70, 3), 114, np.uint8)
+    padded[:64, :64] = copy
+    assert np.abs(img.astype(int) - (big.astype(int) + padded) / 2).max() <= 1
