@@ -23,24 +23,26 @@ def emit(**fields):
     print(json.dumps(fields, sort_keys=False), flush=True)
 
 
-def time_median(fn, repeat=3, warmup=1, sync=None):
+def time_median(fn, repeat=3, warmup=1, sync=None, first=None):
     """Median wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
 
     ``sync`` (e.g. ``lambda: accel.synchronize(device)``) ends every run: CUDA queues kernels
     asynchronously, so without it the clock would stop before the GPU has done the work. It is a
     parameter rather than an import because bench/ref_runner.py runs this function inside the
-    reference virtualenv, where nothing of this project but bench/ is imported.
+    reference virtualenv, where nothing of this project but bench/ is imported. ``first``: a list
+    that receives the seconds of the very first run (warm-up or timed), e.g. a compiled step's
+    compilation, reported apart from the median.
     """
     sync = sync or (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
     times = []
-    for _ in range(repeat):
+    for k in range(warmup + repeat):
         t0 = time.perf_counter()
         fn()
         sync()
-        times.append(time.perf_counter() - t0)
+        if k == 0 and first is not None:
+            first.append(time.perf_counter() - t0)
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 

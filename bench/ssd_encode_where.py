@@ -10,8 +10,9 @@
 Both pipelines are built here from the trainer's own pieces (``ssd.data.CocoDetection``,
 ``EpochSampler``, ``collate`` / ``EncodedTargets`` + ``collate_encoded`` of ``--encode-in workers``,
 ``ssd.encoder.Encoder``, ``ssd.engine.TrainStep``), on the same images in the same order with the
-same augmentation draws and the same initial weights; the first step's loss of both is printed and must agree. Rounds
-alternate the two pipelines so that drift of a shared machine hits both; the median round counts.
+same augmentation draws and the same initial weights; the first step's loss of both is printed and
+must agree. Rounds alternate the two pipelines so that drift of a shared machine hits both; the
+median round counts.
 Each round also times the loader alone (no training step), which shows what the encoding costs
 the workers.
 

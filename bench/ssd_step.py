@@ -12,7 +12,6 @@ ratio and both first-step losses (same weights and batch, so they must agree clo
 row.
 """
 import argparse
-import time
 
 import torch
 
@@ -53,15 +52,8 @@ def bench_ours(state, images, boxes, labels, mode, args, device, compiled=False)
     step = TrainStep(compile_model(model, device) if compiled else model, Loss(dboxes).to(device),
                      Encoder(dboxes), opt, Precision(device, mode=mode), device, 1)
     losses, first = [], []
-
-    def run():
-        t0 = time.perf_counter()
-        losses.append(step(images, boxes, labels, args.lr))
-        if not first:
-            synchronize(device)
-            first.append(time.perf_counter() - t0)
-
-    secs = time_median(run, **smoke_or_timed(args.repeat), sync=lambda: synchronize(device))
+    secs = time_median(lambda: losses.append(step(images, boxes, labels, args.lr)), **smoke_or_timed(args.repeat),
+                       sync=lambda: synchronize(device), first=first)
     return secs, float(losses[0]), first[0]
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 
 import torch
 
@@ -52,17 +51,13 @@ def bench_ours(model, images, targets, mode, repeat, channels_last, device="cpu"
     losses, first = [], []
 
     def run():
-        t0 = time.perf_counter()
         with prec.autocast():
             out = forward(images, targets)
         opt.zero_grad(set_to_none=True)
         prec.backward_and_step(out["total_loss"], opt)
         losses.append(out["total_loss"].detach())
-        if not first:
-            synchronize(device)
-            first.append(time.perf_counter() - t0)
 
-    secs = time_median(run, repeat=repeat, sync=lambda: synchronize(device))
+    secs = time_median(run, repeat=repeat, sync=lambda: synchronize(device), first=first)
     return secs, float(losses[0]), first[0]
 
 
@@ -145,14 +140,18 @@ def main():
     exp = get_exp(None, args.name)
     base = exp.get_model()
     state = {k: v.clone() for k, v in base.state_dict().items()}
+
+    def fresh_model():
+        """The same initial weights for every timed model, in training mode."""
+        model = exp.get_model()
+        model.load_state_dict(state)
+        return model.train()
     train_flops = 3 * GFLOPS_FWD_640.get(args.name, float("nan")) * 1e9 * (args.size / 640) ** 2
     fp32_loss = {}
     for gts in [int(x) for x in args.gts.split(",")]:
         images, targets = make_batch(args.batch, args.size, gts, exp.num_classes)
         for mode in modes:
-            model = exp.get_model()
-            model.load_state_dict(state)
-            model.train()
+            model = fresh_model()
             secs, loss, _ = bench_ours(model, images, targets, mode, args.repeat, not args.contiguous,
                                        args.device)
             row = dict(bench="yolox_step", model=args.name, device=args.device, batch=args.batch,
@@ -177,10 +176,7 @@ def main():
                                head_first_loss=head["first_loss"], head_source=head["source"])
             emit(**row)
             if args.compile:
-                model = exp.get_model()
-                model.load_state_dict(state)
-                model.train()
-                c_secs, c_loss, compile_s = bench_ours(model, images, targets, mode, args.repeat,
+                c_secs, c_loss, compile_s = bench_ours(fresh_model(), images, targets, mode, args.repeat,
                                                        not args.contiguous, args.device, compiled=True)
                 emit(bench="yolox_step_compiled", model=args.name, device=args.device, batch=args.batch, size=args.size,
                      gts=gts, mode=mode, channels_last=not args.contiguous,

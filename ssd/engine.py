@@ -192,12 +192,13 @@ class SSDRun:
         self.val_set = CocoDetection(val_dir, val_ann, train=False)
         if self.val_set.cat_ids != self.train_set.cat_ids:
             raise UserError(f"--data: {val_ann} and {train_ann} list different categories")
+        self.encoder = Encoder(dboxes300_coco())     # also the loader workers' with --encode-in workers
         self._make_loaders()
         self.net = SSD300(label_num=self.train_set.num_classes)
         self._load_backbone(args.pretrained_backbone)
         self.net.freeze_backbone(args.trainable_backbone_layers)
         self.net.to(device)
-        self.encoder, self.loss_fn = Encoder(dboxes300_coco()), Loss(dboxes300_coco()).to(device)
+        self.loss_fn = Loss(dboxes300_coco()).to(device)
         self.global_batch = args.batch_size * info.world_size
         self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
         self.optimizer = build_optimizer(args.opt, self.net.parameters(), self.base_lr, args.weight_decay, device)
@@ -249,7 +250,7 @@ class SSDRun:
         if cls is DataLoader:
             train_set, train_common = self.train_set, common
             if args.encode_in == "workers":
-                train_set = EncodedTargets(self.train_set, Encoder(dboxes300_coco()))
+                train_set = EncodedTargets(self.train_set, self.encoder)
                 train_common = dict(common, collate_fn=collate_encoded)
             self.train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=self.sampler,
                                            drop_last=True, **train_common)
