@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -83,11 +84,23 @@ def matmul_flops(dtype=torch.float32, n=2048, repeat=10, device="cpu", sync=None
     return 2.0 * n ** 3 / best
 
 
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo on Linux; the architecture where there is none): every
+    figure names its CPU, because this project's machines change between an AMD part without
+    AVX-512 and an Intel one with AMX, and their ratios differ (bf16 above all)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(device="cpu"):
     """A short description of where the numbers were taken (with the GPU's name on CUDA)."""
-    import os
-    import platform
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
     if torch.device(device).type == "cuda":
         info.update(device="cuda", gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)

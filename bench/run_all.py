@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
 
@@ -63,6 +65,8 @@ def targets(rows):
                     "met" if b["loss_rel_diff_vs_fp32"] <= 1e-2 else "missed"))
         out.append(("bf16 step, fraction of bf16 matmul rate", ">= 70%", f"{b['matmul_fraction']:.0%}",
                     verdict(b["matmul_fraction"], 0.7)))
+    else:
+        out.append(("YOLOX-S bf16 step vs our fp32", ">= 2x", "-", verdict(None, 2.0)))
     for r in pick(rows, bench="yolox_step_compiled", gts=50) + pick(rows, bench="ssd_step_compiled"):
         name = "YOLOX-S" if r["bench"] == "yolox_step_compiled" else "SSD"
         goal = 1.3 if name == "YOLOX-S" and r["mode"] == "bf16" else None   # the issue's one goal
@@ -153,6 +157,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run of the suite)")
     ap.add_argument("--readme", action="store_true", help="write the table into README.md")
+    ap.add_argument("--modes", default="fp32,bf16",
+                    help="precisions of the step benchmarks (fp32 alone on a CPU without AVX-512 BF16/AMX, "
+                         "where a bf16 step takes ~15x the fp32 one and its goals cannot be met)")
     args = ap.parse_args()
     py = sys.executable
     ref = os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python")
@@ -160,6 +167,7 @@ def main():
     ssd_ref = os.environ.get("REF_SSD_DIR", "/work/ref_compare/mlperf_ssd")
     has_ssd_ref = (Path(ssd_ref) / "ssd300.py").is_file()
     rep = ["--repeat", "1"] if args.quick else []
+    steps = ["--modes", args.modes, "--repeat", "1" if args.quick else "5"]   # the issue asks for >= 5 steps
     cmp = ["--compare"] if has_ref else []
     ssd_cmp = ["--compare", "--ref-dir", ssd_ref] if has_ssd_ref else []
     skipped = []
@@ -168,15 +176,17 @@ def main():
     if not has_ssd_ref:
         skipped.append(f"SSD comparisons with the MLPerf reference (no {ssd_ref}/ssd300.py: "
                        "bash bench/get_mlperf_ssd.sh)")
+    if "bf16" not in args.modes.split(","):
+        skipped.append(f"bf16 step rows (--modes {args.modes})")
     for what in skipped:
         print(f"skipped: {what}", flush=True)
     cmds = [
-        [py, "bench/yolox_step.py", *cmp, *rep, "--profile", "8", "--compile"],
+        [py, "bench/yolox_step.py", *cmp, *steps, "--profile", "8", "--compile"],
         [ref if has_ref else py, "bench/bench_yolox_loss.py", *cmp, *(["--repeat", "2"] if args.quick else [])],
         [py, "bench/yolox_data.py", *cmp, *(["--batches", "3"] if args.quick else [])],
-        [py, "bench/ssd_step.py", *rep, *ssd_cmp, "--compile"],
+        [py, "bench/ssd_step.py", *steps, *ssd_cmp, "--compile"],
         [py, "bench/ssd_encode.py", *(["--repeat", "2"] if args.quick else []), *ssd_cmp],
-        [py, "bench/ssd_encode_where.py", *(["--batches", "3", "--rounds", "1"] if args.quick else [])],
+        [py, "bench/ssd_encode_where.py", *(["--batches", "3", "--rounds", "1"] if args.quick else ["--rounds", "3"])],
         [py, "bench/eval.py", *rep],
         [py, "bench/infer.py", *(["--repeat", "2"] if args.quick else [])],
     ]
@@ -185,7 +195,7 @@ def main():
         for cmd in cmds:
             rows += run(cmd, log)
     text = table(rows)
-    header = (f"Measured {datetime.date.today()} on {platform.processor() or platform.machine()}, "
+    header = (f"Measured {datetime.date.today()} on {cpu_name()} ({platform.machine()}), "
               f"{os.cpu_count()} cores, with `python bench/run_all.py`"
               f"{''.join(f'; skipped {what}' for what in skipped)}.")
     print("\n" + header + "\n\n" + text)

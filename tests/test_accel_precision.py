@@ -1,6 +1,7 @@
 """Precision modes on CPU: real bf16 autocast, flag mapping, errors, the step contract."""
 import argparse
 import contextlib
+import os
 
 import pytest
 import torch
@@ -38,7 +39,8 @@ def test_fp32_is_default_and_has_no_context():
     prec.load_state_dict({})
 
 
-def test_hmp_off_hpu_is_bf16_autocast_with_one_log_line():
+def test_hmp_off_hpu_is_bf16_autocast_with_one_log_line(monkeypatch):
+    monkeypatch.setattr(accel.precision, "cpu_bf16_is_native", lambda: True)   # same line on every CPU
     lines = []
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
     try:
@@ -96,3 +98,31 @@ def test_malformed_op_list_names_line(tmp_path):
     with pytest.raises(UserError) as err:
         accel.Precision.from_args(parse(["--hmp", "--hmp-bf16", str(ops)]), CPU)
     assert str(err.value).startswith(f"--hmp-bf16 {ops} line 3: 'max_pool2d, mm' is not an op name")
+
+
+def _warnings_building(mode):
+    lines = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        accel.Precision(CPU, mode)
+    finally:
+        logger.remove(sink)
+    return lines
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_warns_once(monkeypatch):
+    monkeypatch.setattr(accel.precision, "cpu_bf16_is_native", lambda: False)
+    lines = _warnings_building("bf16")
+    assert len(lines) == 1 and "no native kernels" in lines[0] and "drop --autocast/--hmp" in lines[0]
+    assert _warnings_building("fp32") == []                   # fp32 has nothing to warn about
+    monkeypatch.setattr(accel.precision, "cpu_bf16_is_native", lambda: True)
+    assert _warnings_building("bf16") == []                   # AVX-512 BF16 / AMX: silent
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs /proc/cpuinfo (Linux)")
+def test_bf16_probe_agrees_with_the_cpu_flags():
+    """oneDNN takes bf16 with AVX-512 BW+VL+DQ, AVX-NE-CONVERT or AMX; an AVX2-only part has none."""
+    flags = next((set(line.split(":", 1)[1].split()) for line in open("/proc/cpuinfo")
+                  if line.startswith("flags")), set())
+    native = bool(flags & {"avx_ne_convert", "amx_bf16"}) or {"avx512bw", "avx512vl", "avx512dq"} <= flags
+    assert accel.precision.cpu_bf16_is_native() == native, sorted(flags & {"avx2", "avx512bw", "amx_bf16"})
