@@ -47,6 +47,19 @@ def time_median(fn, repeat=3, warmup=1, sync=None, first=None):
     return statistics.median(times)
 
 
+def profile_ops(step, top, **fields):
+    """``step`` once as a warm-up, then once under torch.profiler: the ``top`` ops by self CPU
+    time as JSON lines carrying ``fields`` (the line that explains where a step's time goes)."""
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    for e in events[:top]:
+        emit(**fields, op=e.key, calls=e.count, self_cpu_ms=round(e.self_cpu_time_total / 1e3, 1),
+             share=round(e.self_cpu_time_total / total, 3))
+
+
 def time_best(fn, repeat, warmup=1):
     """Fastest wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
 

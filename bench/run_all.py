@@ -124,11 +124,12 @@ def table(rows):
         name = f"{r['model']} b{r['batch']} {r['size']} {r['gts']} GT" if "model" in r else f"b{r['batch']} 300"
         extra.append(f"| {r['bench']} | {name} {r['mode']} | {r['step_s']} s/step, {r['img_s']} img/s "
                      f"(first step with compilation {r['compile_s']} s) |")
-    for mode in ("fp32", "bf16"):
-        prof = pick(rows, bench="yolox_step_profile", mode=mode)
-        if prof:
-            ops = ", ".join(f"{r['op']} {r['share']:.0%}" for r in prof[:6])
-            extra.append(f"| yolox_step profile | {mode}, top ops by self CPU time | {ops} |")
+    for bench in ("yolox_step_profile", "ssd_step_profile"):
+        for mode in ("fp32", "bf16"):
+            prof = pick(rows, bench=bench, mode=mode)
+            if prof:
+                ops = ", ".join(f"{r['op']} {r['share']:.0%}" for r in prof[:6])
+                extra.append(f"| {bench.replace('_profile', ' profile')} | {mode}, top ops by self CPU time | {ops} |")
     for r in pick(rows, bench="yolox_loss"):
         if "median_ms" in r:
             extra.append(f"| yolox_loss | {r['impl']} 8 x {r['gt_per_image']} GT | {r['median_ms']} ms |")
@@ -184,7 +185,7 @@ def main():
         [py, "bench/yolox_step.py", *cmp, *steps, "--profile", "8", "--compile"],
         [ref if has_ref else py, "bench/bench_yolox_loss.py", *cmp, *(["--repeat", "2"] if args.quick else [])],
         [py, "bench/yolox_data.py", *cmp, *(["--batches", "3"] if args.quick else [])],
-        [py, "bench/ssd_step.py", *steps, *ssd_cmp, "--compile"],
+        [py, "bench/ssd_step.py", *steps, *ssd_cmp, "--profile", "8", "--compile"],
         [py, "bench/ssd_encode.py", *(["--repeat", "2"] if args.quick else []), *ssd_cmp],
         [py, "bench/ssd_encode_where.py", *(["--batches", "3", "--rounds", "1"] if args.quick else ["--rounds", "3"])],
         [py, "bench/eval.py", *rep],

@@ -15,7 +15,8 @@ import argparse
 
 import torch
 
-from common import REF_SSD_DIR, add_device_arg, emit, has_mlperf_ssd, machine, run_mlperf_ssd, time_median
+from common import (REF_SSD_DIR, add_device_arg, emit, has_mlperf_ssd, machine, profile_ops, run_mlperf_ssd,
+                    time_median)
 
 from accel import Precision, synchronize  # noqa: E402
 from accel.policy import compile_model  # noqa: E402
@@ -41,9 +42,9 @@ def smoke_or_timed(repeat):
     return dict(warmup=1, repeat=repeat) if repeat > 0 else dict(warmup=0, repeat=1)
 
 
-def bench_ours(state, images, boxes, labels, mode, args, device, compiled=False):
-    """Median seconds of ``TrainStep``, the warm-up step's loss (taken on ``state``'s weights) and
-    its seconds (with ``compiled``, the trainer's ``compile_model`` wrapper: compilation included)."""
+def train_step(state, mode, args, device, compiled=False):
+    """The trainer's ``TrainStep`` on a model holding ``state`` (through ``compile_model`` with
+    ``compiled``), with ssd/train.py's SGD."""
     dboxes = dboxes300_coco()
     model = SSD300(label_num=81)
     model.load_state_dict(state)
@@ -51,6 +52,13 @@ def bench_ours(state, images, boxes, labels, mode, args, device, compiled=False)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
     step = TrainStep(compile_model(model, device) if compiled else model, Loss(dboxes).to(device),
                      Encoder(dboxes), opt, Precision(device, mode=mode), device, 1)
+    return step
+
+
+def bench_ours(state, images, boxes, labels, mode, args, device, compiled=False):
+    """Median seconds of ``TrainStep``, the warm-up step's loss (taken on ``state``'s weights) and
+    its seconds (with ``compiled``, the trainer's ``compile_model`` wrapper: compilation included)."""
+    step = train_step(state, mode, args, device, compiled)
     losses, first = [], []
     secs = time_median(lambda: losses.append(step(images, boxes, labels, args.lr)), **smoke_or_timed(args.repeat),
                        sync=lambda: synchronize(device), first=first)
@@ -71,13 +79,16 @@ def main():
                     help="also time each mode through torch.compile (ssd/train.py --use-torch-compile); "
                          "the first compiled step, compilation included, is reported apart as compile_s")
     ap.add_argument("--ref-dir", default=REF_SSD_DIR, help="the extracted MLPerf SSD reference")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also print the top N ops of one eager step per precision (torch.profiler, cpu)")
     add_device_arg(ap)
     args = ap.parse_args()
     modes = args.modes.split(",")
     if "fp16" in modes and args.device != "cuda":
         ap.error("--modes fp16 (autocast + GradScaler) needs --device cuda")
-    if args.compare and args.device != "cpu":
-        ap.error("--compare runs with --device cpu only (the reference step is timed on the CPU)")
+    if (args.compare or args.profile) and args.device != "cpu":
+        ap.error("--compare and --profile run with --device cpu only (the reference step and the profile "
+                 "measure the CPU)")
     if args.compare and not has_mlperf_ssd(args.ref_dir):
         ap.error(f"--compare: {args.ref_dir} has no ssd300.py (run bash bench/get_mlperf_ssd.sh)")
     device = torch.device(args.device)
@@ -105,6 +116,10 @@ def main():
                        ref_first_loss=ref["first_loss"],
                        first_loss_rel_diff_vs_ref=abs(loss - ref["first_loss"]) / abs(ref["first_loss"]))
         emit(**row)
+        if args.profile:
+            step = train_step(state, mode, args, device)
+            profile_ops(lambda: step(images, boxes, labels, args.lr), args.profile,
+                        bench="ssd_step_profile", mode=mode)
         if args.compile:
             c_secs, c_loss, compile_s = bench_ours(state, images, boxes, labels, mode, args, device, compiled=True)
             emit(bench="ssd_step_compiled", device=args.device, batch=args.batch, gts=args.gts, mode=mode,

@@ -14,7 +14,7 @@ import tempfile
 
 import torch
 
-from common import ROOT, add_device_arg, emit, machine, matmul_flops, time_median
+from common import ROOT, add_device_arg, emit, machine, matmul_flops, profile_ops, time_median
 
 from accel import Precision, synchronize  # noqa: E402  (common.py put the repo on sys.path)
 from accel.policy import compile_model  # noqa: E402
@@ -73,15 +73,7 @@ def profile_step(model, images, targets, mode, top, channels_last):
         opt.zero_grad(set_to_none=True)
         prec.backward_and_step(out["total_loss"], opt)
 
-    step()  # warm-up outside the profile
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        step()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    for e in events[:top]:
-        emit(bench="yolox_step_profile", mode=mode, op=e.key, calls=e.count,
-             self_cpu_ms=round(e.self_cpu_time_total / 1e3, 1),
-             share=round(e.self_cpu_time_total / total, 3))
+    profile_ops(step, top, bench="yolox_step_profile", mode=mode)
 
 
 def bench_reference(ref_python, name, state_dict, images, targets, repeat, source_dir=None):
