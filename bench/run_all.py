@@ -160,7 +160,7 @@ def main():
     ap.add_argument("--readme", action="store_true", help="write the table into README.md")
     ap.add_argument("--modes", default="fp32,bf16",
                     help="precisions of the step benchmarks (fp32 alone on a CPU without AVX-512 BF16/AMX, "
-                         "where a bf16 step takes ~15x the fp32 one and its goals cannot be met)")
+                         "where a bf16 step takes ~11x the fp32 one and its goals cannot be met)")
     args = ap.parse_args()
     py = sys.executable
     ref = os.environ.get("REF_PYTHON", "/work/ref_compare/venv/bin/python")

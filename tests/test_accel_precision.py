@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import os
+import platform
 
 import pytest
 import torch
@@ -119,7 +120,8 @@ def test_bf16_on_a_cpu_without_bf16_kernels_warns_once(monkeypatch):
     assert _warnings_building("bf16") == []                   # AVX-512 BF16 / AMX: silent
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs /proc/cpuinfo (Linux)")
+@pytest.mark.skipif(platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"),
+                    reason="reads x86 feature flags from /proc/cpuinfo (Linux x86-64)")
 def test_bf16_probe_agrees_with_the_cpu_flags():
     """oneDNN takes bf16 with AVX-512 BW+VL+DQ, AVX-NE-CONVERT or AMX; an AVX2-only part has none."""
     flags = next((set(line.split(":", 1)[1].split()) for line in open("/proc/cpuinfo")
