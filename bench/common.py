@@ -60,13 +60,29 @@ def profile_ops(step, top, **fields):
              share=round(e.self_cpu_time_total / total, 3))
 
 
+def settle_allocator():
+    """Put glibc's malloc in the state a training process is in after its first step.
+
+    glibc serves blocks above a dynamic threshold (128 KiB at start) with fresh mmaps and trims
+    the heap's free top above twice that threshold; freeing one large mmapped block raises both.
+    A fresh micro-benchmark process that allocates a few MiB per call therefore often faults all
+    of it in again on every call (measured: the SSD encoder at 1 box, batch 32, 7.1-7.8 ms and
+    ~2,800 minor faults per call vs 1.6-1.7 ms and none). After one SSD training step (b8) the
+    activations freed have raised the threshold already: 0 faults per encoder call. Freeing one
+    30 MiB block (under glibc's 32 MiB cap on the threshold) does the same here.
+    """
+    torch.empty(30 << 18)
+
+
 def time_best(fn, repeat, warmup=1):
     """Fastest wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
 
     For short CPU-only calls (the SSD encoders) on a shared 2-core machine the minimum is the
     least disturbed estimate. It lives here, not in one script, because bench/ssd_ref_runner.py
-    times the MLPerf reference with it: both sides of a comparison must use the same statistic.
+    times the MLPerf reference with it: both sides of a comparison must use the same statistic
+    and the same allocator state (``settle_allocator``).
     """
+    settle_allocator()
     for _ in range(warmup):
         fn()
     best = float("inf")

@@ -9,6 +9,7 @@ boxes through bench/ssd_ref_runner.py, and checks that both encodings agree (lab
 allclose): a speed-up of an encoder that encodes differently would mean nothing.
 """
 import argparse
+import resource
 
 import torch
 
@@ -32,6 +33,16 @@ def agreement(ours, ref):
                 label_mismatches=int((lab != ref_lab).sum()),
                 boxes_allclose=bool(torch.allclose(loc, ref_loc, rtol=1e-5, atol=1e-6)),
                 max_box_abs_diff=float((loc - ref_loc).abs().max()))
+
+
+def minor_faults_per_call(fn, calls=10):
+    """Minor page faults per ``fn()`` call. glibc sometimes hands freed heap memory back to the
+    kernel after each call and faults it in again on the next (thousands of faults per call,
+    3-4x the time at 1 box on a 2-core VM); this figure says which state a run was in."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls)
 
 
 def main():
@@ -61,7 +72,8 @@ def main():
         row = dict(bench="ssd_encode", batch=args.batch, boxes_per_image=boxes,
                    batched_images_per_s=round(args.batch / batched, 1),
                    per_image_images_per_s=round(args.batch / looped, 1),
-                   speedup=round(looped / batched, 2))
+                   speedup=round(looped / batched, 2),
+                   batched_faults_per_call=minor_faults_per_call(lambda: encoder.encode_batch(bboxes, labels)))
         if boxes in ref:
             ref_secs, ref_encoding = ref[boxes]
             row.update(ref_images_per_s=round(args.batch / ref_secs, 1),

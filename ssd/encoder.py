@@ -12,7 +12,7 @@ from torchvision.ops import batched_nms
 from accel.errors import UserError
 from accel.policy import chunk_items
 
-CPU_CHUNK_PAIRS = 1 << 20  # GT-anchor pairs per CPU chunk: 4 MiB of float32 IoU per buffer
+CPU_CHUNK_PAIRS = 1 << 21  # GT-anchor pairs per CPU chunk: 8 MiB of float32 IoU per buffer
 
 
 class _Anchors:
@@ -20,18 +20,20 @@ class _Anchors:
 
     Each (feature map, anchor shape) block is a size x size grid whose boxes share their column's
     (left, right) and their row's (top, bottom): overlaps are computed per column and per row
-    (a few hundred extents instead of 8732 boxes) and multiplied block by block.
+    (a few hundred extents instead of 8732 boxes) and multiplied one feature map at a time (its
+    shapes' blocks lie one after another, so six products cover all 8732 anchors).
     """
 
     def __init__(self, dboxes, device, dtype):
         ltrb = dboxes(order="ltrb").to(device=device, dtype=dtype)
         self.xywh = ltrb_to_xywh(ltrb)  # re-derived from ltrb, exactly as the reference does
         self.area = (ltrb[:, 2] - ltrb[:, 0]) * (ltrb[:, 3] - ltrb[:, 1])
-        self.rows = torch.arange(len(ltrb), device=device)
-        self.blocks, cols, rows, start = [], [], [], 0
+        self.rows = torch.arange(len(ltrb), dtype=torch.int32, device=device)
+        self.block = max(d for d in range(1, int(len(ltrb) ** 0.5) + 1) if len(ltrb) % d == 0)
+        self.maps, cols, rows, start = [], [], [], 0
         for size, shapes in zip(dboxes.feat_size, dboxes.num_defaults):
+            self.maps.append((start, shapes, size, sum(len(c) for c in cols)))
             for _ in range(shapes):
-                self.blocks.append((start, size, sum(len(c) for c in cols)))
                 cols.append(ltrb[start:start + size, 0::2])
                 rows.append(ltrb[start:start + size * size:size, 1::2])
                 start += size * size
@@ -44,9 +46,11 @@ class _Anchors:
         iw = (torch.minimum(right, self.x_hi) - torch.maximum(left, self.x_lo)).clamp_(min=0)
         ih = (torch.minimum(bottom, self.y_hi) - torch.maximum(top, self.y_lo)).clamp_(min=0)
         inter = boxes.new_empty(boxes.shape[:-1] + self.area.shape)
-        for start, size, off in self.blocks:
-            out = inter[..., start:start + size * size].unflatten(-1, (size, size))
-            torch.mul(ih[..., off:off + size, None], iw[..., None, off:off + size], out=out)
+        for start, shapes, size, off in self.maps:
+            out = inter[..., start:start + shapes * size * size].unflatten(-1, (shapes, size, size))
+            extents = slice(off, off + shapes * size)
+            torch.mul(ih[..., extents].unflatten(-1, (shapes, size, 1)),
+                      iw[..., extents].unflatten(-1, (shapes, 1, size)), out=out)
         union = torch.empty_like(inter)  # out= keeps the broadcast add on the fast kernel path
         torch.add((right - left) * (bottom - top), self.area, out=union)
         return inter.div_(union.sub_(inter))
@@ -61,6 +65,25 @@ def xywh_to_ltrb(boxes):
     """[..., 4] centre x, centre y, width, height -> ltrb."""
     half = 0.5 * boxes[..., 2:]
     return torch.cat((boxes[..., :2] - half, boxes[..., :2] + half), dim=-1)
+
+
+def first_argmax(x, block):
+    """``x.argmax(-1)`` (first index on ties) through value-only reductions: the maximum of each
+    run of ``block`` elements, the first run reaching the row's maximum, then the first index
+    inside that run. Equal to argmax because the first maximal element lies in the first maximal
+    run; 2-2.6x faster than argmax over SSD's 8732 anchors on CPU (``block`` 74 divides 8732)."""
+    runs = x.unflatten(-1, (-1, block))
+    run = runs.amax(-1).argmax(-1, keepdim=True)
+    inside = runs.gather(-2, run[..., None].expand(run.shape + (block,))).squeeze(-2).argmax(-1)
+    return run.squeeze(-1) * block + inside
+
+
+def gather_rows(table, index):
+    """``table.index_select(0, index)`` for a float32 [N, 4] table, one 16-byte element per row:
+    a row gather of 4 floats costs ~1.8x a gather of single complex128 scalars on CPU."""
+    if table.dtype != torch.float32 or not table.is_contiguous():
+        return table.index_select(0, index)
+    return table.view(torch.complex128).view(-1).index_select(0, index).view(torch.float32).view(-1, 4)
 
 
 class Encoder:
@@ -86,7 +109,7 @@ class Encoder:
                 f"and {tuple(labels_in.shape)}"
             )
         valid = torch.ones(labels_in.shape, dtype=torch.bool, device=labels_in.device)
-        boxes, labels = self._match(bboxes_in[None], labels_in[None], valid[None], criteria)
+        boxes, labels = self._encode(bboxes_in[None], labels_in[None], valid[None], criteria)
         return boxes[0], labels[0]
 
     def encode_batch(self, bboxes, labels, criteria=0.5):
@@ -99,13 +122,7 @@ class Encoder:
                 f"Encoder.encode_batch: expected boxes [B, G, 4] and labels [B, G], got "
                 f"{tuple(bboxes.shape)} and {tuple(labels.shape)}"
             )
-        valid = labels > 0
-        step = chunk_items(bboxes.device, bboxes.shape[0], bboxes.shape[1] * self.nboxes, CPU_CHUNK_PAIRS)
-        parts = [self._match(bboxes[i:i + step], labels[i:i + step], valid[i:i + step], criteria)
-                 for i in range(0, bboxes.shape[0], step)]
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return self._encode(bboxes, labels, labels > 0, criteria)
 
     def _anchors(self, device, dtype):
         """The cached ``_Anchors`` for this device and dtype."""
@@ -114,34 +131,55 @@ class Encoder:
             self._anchor_cache[key] = _Anchors(self._default_boxes, device, dtype)
         return self._anchor_cache[key]
 
-    def _match(self, bboxes, labels, valid, criteria):
-        """Vectorised matching of a padded batch; padding rows (``valid`` False) never match."""
+    def _encode(self, bboxes, labels, valid, criteria):
+        """Matching chunk by chunk, then one gather of every anchor's box and label from the table
+        [GT rows of the whole batch; default-box rows]; padding rows (``valid`` False) never match."""
         anchors = self._anchors(bboxes.device, bboxes.dtype)
         if labels.shape[1] == 0:  # no boxes at all: one padding row keeps the shapes non-empty
             bboxes = bboxes.new_zeros((bboxes.shape[0], 1, 4))
             labels = labels.new_zeros((labels.shape[0], 1))
             valid = valid.new_zeros((valid.shape[0], 1))
         batch, num_gt = labels.shape
-        # Padding rows become empty boxes: IoU 0 everywhere, so they never pass ``criteria``.
-        ious = anchors.iou(bboxes * valid[..., None])
-        best_iou, best_gt = ious.max(dim=1)  # [B, A]: each anchor's best GT (first on ties)
-        best_anchor = ious.argmax(dim=2)  # [B, G]: each GT's best anchor (first on ties)
+        masked = bboxes * valid[..., None]  # padding rows become empty boxes: IoU 0 everywhere
+        step = chunk_items(bboxes.device, batch, num_gt * self.nboxes, CPU_CHUNK_PAIRS)
+        rows = [self._match(anchors, masked[i:i + step], valid[i:i + step], criteria, i, batch)
+                for i in range(0, batch, step)]
+        row = (rows[0] if len(rows) == 1 else torch.cat(rows)).view(-1)
+        box_table = torch.cat((ltrb_to_xywh(bboxes).reshape(-1, 4), anchors.xywh))
+        label_table = torch.cat((labels.reshape(-1), labels.new_zeros(self.nboxes)))
+        return (gather_rows(box_table, row).view(batch, -1, 4),
+                label_table.index_select(0, row).view(batch, -1))
 
-        # Forced positives: the highest GT index that claims an anchor wins it (-1 = unclaimed).
-        gt_index = torch.arange(num_gt, device=bboxes.device)
-        claims = torch.where(valid, gt_index, -1)
-        claimed_by = torch.full((batch, self.nboxes), -1, dtype=torch.long, device=bboxes.device)
-        claimed_by.scatter_reduce_(1, best_anchor, claims, reduce="amax")
-        forced = claimed_by >= 0
-        positive = forced | (best_iou > criteria)
+    def _match(self, anchors, bboxes, valid, criteria, first_image, batch):
+        """Each anchor's row in the table of ``_encode`` for a chunk of images starting at
+        ``first_image``: b*G+g (image b's GT g) for a positive, B*G+anchor for the rest."""
+        chunk, num_gt = valid.shape
+        ious = anchors.iou(bboxes)
+        # Each anchor's best GT (first on ties) matters only where it becomes a positive; torch's
+        # index-returning reductions run ~10x slower than value-only ones on CPU, so the full
+        # [B, G, A] passes are value-only and indices are found on the few anchors that need them
+        # (``nonzero`` is a host sync on an accelerator; training encodes the loader's CPU tensors).
+        best_iou = ious[:, 0] if num_gt == 1 else ious.amax(dim=1)
+        positive = best_iou > criteria
+        best_gt = torch.zeros_like(best_iou, dtype=torch.int32)
+        if num_gt > 1:
+            img, anchor = positive.nonzero(as_tuple=True)
+            best_gt[img, anchor] = ious[img, :, anchor].argmax(dim=1).to(torch.int32)
+        best_anchor = first_argmax(ious, anchors.block)  # [B, G]: each GT's best anchor (first on ties)
 
-        # One row gather from [all GT boxes of the batch; default boxes]: row b*G+g or B*G+anchor.
-        first_row = num_gt * torch.arange(batch, device=bboxes.device)[:, None]
-        gt_row = torch.where(forced, claimed_by, best_gt) + first_row
-        labels_out = labels.reshape(-1).index_select(0, gt_row.view(-1)).view(batch, -1) * positive
-        table = torch.cat((ltrb_to_xywh(bboxes).reshape(-1, 4), anchors.xywh))
-        row = torch.where(positive, gt_row, anchors.rows + batch * num_gt)
-        return table.index_select(0, row.view(-1)).view(batch, -1, 4), labels_out
+        # Forced positives: each valid GT claims its best anchor and, of several claiming one, the
+        # highest index wins (the reference's sequential loop). Every GT writes its anchor's final
+        # value (the winner, or what is there already if no valid GT claims it), so scatter's order
+        # among duplicate indices cannot matter.
+        same = (best_anchor[:, :, None] == best_anchor[:, None, :]) & valid[:, None, :]
+        gt_index = torch.arange(num_gt, dtype=torch.int32, device=bboxes.device)
+        claim = torch.where(same, gt_index, -1).amax(dim=2)  # [B, G]
+        claimed = claim >= 0
+        best_gt.scatter_(1, best_anchor, torch.where(claimed, claim, best_gt.gather(1, best_anchor)))
+        positive.scatter_(1, best_anchor, claimed | positive.gather(1, best_anchor))
+
+        images = torch.arange(first_image, first_image + chunk, dtype=torch.int32, device=bboxes.device)
+        return torch.where(positive, best_gt + num_gt * images[:, None], anchors.rows + batch * num_gt)
 
     def scale_back_batch(self, bboxes_in, scores_in):
         """Network outputs [N, 4, A] offsets and [N, C, A] logits -> ([N, A, 4] ltrb, [N, A, C] probs)."""

@@ -7,6 +7,7 @@ from torchvision.ops import box_iou
 
 from accel.errors import UserError
 from ssd import Encoder, dboxes300_coco
+from ssd.encoder import first_argmax
 
 DBOXES = dboxes300_coco()
 ENCODER = Encoder(DBOXES)
@@ -132,3 +133,37 @@ def test_forced_anchor_shared_by_non_duplicates():
     _, blabels = ENCODER.encode_batch(boxes[None], torch.tensor([[1, 2]]))
     assert torch.equal(blabels[0], labels)
     assert torch.equal(labels, reference_encode(boxes, torch.tensor([1, 2]))[1])
+
+
+def test_padding_row_does_not_take_a_forced_anchor_from_a_real_gt():
+    # A padding row is an empty box whose "best anchor" is anchor 0; a real, tiny GT in the corner
+    # whose best anchor is also anchor 0 (IoU < 0.5, so only the forced step makes it positive)
+    # must keep it though the padding row comes later.
+    tiny = torch.tensor([[0.0, 0.0, 0.01, 0.01]])
+    ious = box_iou(tiny, DBOXES(order="ltrb"))[0]
+    assert int(ious.argmax()) == 0 and ious.max() < 0.5
+    boxes = torch.stack((torch.cat((tiny, torch.zeros(1, 4))), torch.tensor([[0.2, 0.2, 0.6, 0.6]] * 2)))
+    _, labels = ENCODER.encode_batch(boxes, torch.tensor([[5, 0], [1, 2]]))
+    assert labels[0].nonzero().flatten().tolist() == [0] and labels[0, 0] == 5
+    assert torch.equal(labels[0], reference_encode(tiny, torch.tensor([5]))[1])
+
+
+def test_float64_boxes_encode_like_float32():
+    # float32 tables are gathered as complex128 scalars; other dtypes take the plain row gather
+    boxes = torch.tensor([[[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.7, 0.7]]])
+    labels = torch.tensor([[3, 4]])
+    xywh32, labels32 = ENCODER.encode_batch(boxes, labels)
+    xywh64, labels64 = ENCODER.encode_batch(boxes.double(), labels)
+    assert xywh64.dtype == torch.float64 and torch.equal(labels64, labels32)
+    torch.testing.assert_close(xywh64.float(), xywh32)
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 12])
+def test_first_argmax_is_argmax_with_its_tie_rule(block):
+    x = torch.zeros(3, 12)
+    x[0, [2, 9]] = 5.0  # tie across runs (of 3 or 4): the first wins
+    x[1, [4, 5]] = 5.0  # tie inside one run
+    x[2, 11] = 1.0      # the very last element
+    assert first_argmax(x, block).tolist() == [2, 4, 11]
+    y = torch.randint(0, 3, (5, 7, 12)).float()  # many ties
+    assert torch.equal(first_argmax(y, block), y.argmax(-1))
