@@ -1,5 +1,6 @@
 """SSD300-ResNet34 as built here can learn: trained on two images (no augmentation), its COCO AP on
-those same images rises far above an untrained model's. (Generalising on the shapes set needs a
+those same images rises far above an untrained model's. 60 steps, not 40: at 40 the AP50 depends on
+the CPU's kernels (0.11 on an AVX-512 Xeon, above 0.25 on an AVX2 EPYC); at 60 it is 1.0 on the Xeon. (Generalising on the shapes set needs a
 pre-trained backbone and far more CPU time than a test has: see README, SSD.)"""
 import torch
 from torch.utils.data import DataLoader
@@ -22,7 +23,7 @@ def test_ssd_memorises_two_images(shapes_coco):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     step = TrainStep(model, loss_fn, encoder, optimizer, Precision("cpu"), torch.device("cpu"), 1)
     before = evaluate(model, loader, encoder, ds, torch.device("cpu"))
-    losses = [float(step(imgs, boxes, labels, 0.01 * min(1.0, (i + 1) / 5))) for i in range(40)]
+    losses = [float(step(imgs, boxes, labels, 0.01 * min(1.0, (i + 1) / 5))) for i in range(60)]
     after = evaluate(model, loader, encoder, ds, torch.device("cpu"))
     assert losses[-1] < 0.2 * losses[0], losses
-    assert before.ap50 < 0.05 and after.ap50 > 0.25, (before.ap50, after.ap50)
+    assert before.ap50 < 0.05 and after.ap50 > 0.5, (before.ap50, after.ap50)
