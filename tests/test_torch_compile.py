@@ -77,3 +77,59 @@ def test_ssd_compiled_training_keeps_bare_keys(shapes_coco, tmp_path, aot_eager)
     state = load(out / "ssd300_latest.pth")
     assert state["iteration"] == 1 and not [k for k in state["model"] if "_orig_mod" in k or "module." in k]
     assert "torch.compile: first step (compile included) took" in (out / "train_log.txt").read_text()
+
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_spp_pools_reach_the_compiler_as_aten_kernels(fmt):
+    """Under torch.compile the SPP pools are the opaque detkit op in the forward and backward graphs
+    (no max_pool left for inductor to lower into window loops); the block's output equals eager's
+    bit for bit and its gradients to float rounding (AOT decomposes the BN backward)."""
+    from torch._dynamo.backends.common import aot_autograd
+    from functorch.compile import make_boxed_func
+    from yolox.models.network_blocks import SPPBottleneck
+    graphs = []
+
+    def record(gm, _example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return make_boxed_func(gm.forward)
+
+    torch.manual_seed(0)
+    block = SPPBottleneck(16, 16).train().to(memory_format=fmt)
+    x = torch.randn(2, 16, 9, 9).contiguous(memory_format=fmt)
+    x_eager, x_comp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    grad = torch.randn(2, 16, 9, 9)
+    eager = block(x_eager)
+    eager.backward(grad)
+    torch._dynamo.reset()
+    out = torch.compile(block, backend=aot_autograd(fw_compiler=record, bw_compiler=record))(x_comp)
+    out.backward(grad)
+    torch._dynamo.reset()
+    forward, backward = graphs
+    assert "detkit.same_max_pool.default" in forward and "detkit.same_max_pool_backward.default" in backward
+    assert not [op for op in forward | backward if "max_pool2d" in op], forward | backward
+    assert out.stride() == eager.stride() and torch.equal(out, eager)
+    torch.testing.assert_close(x_comp.grad, x_eager.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_spp_pool_op_routes_gradients_as_aten_does(fmt):
+    """The op's forward and backward are ATen's pools: on an input full of ties (values 0..2), where
+    a wrong padding, window or argmax rule would move gradient, compiled == eager bit for bit."""
+    from yolox.models.spp_pool import spp_pools
+    pools = torch.nn.ModuleList(torch.nn.MaxPool2d(k, stride=1, padding=k // 2) for k in (5, 9, 13))
+    x = torch.randint(0, 3, (2, 4, 15, 15)).float().contiguous(memory_format=fmt)
+    grad = torch.randn(2, 16, 15, 15)
+
+    def pyramid(t):
+        return torch.cat([t] + spp_pools(t, pools), dim=1)
+
+    x_eager, x_comp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    eager = pyramid(x_eager)
+    eager.backward(grad)
+    torch._dynamo.reset()
+    out = torch.compile(pyramid, backend="aot_eager")(x_comp)
+    out.backward(grad)
+    torch._dynamo.reset()
+    assert torch.equal(out, eager) and torch.equal(x_comp.grad, x_eager.grad)
+    assert x_comp.grad.stride() == x_eager.grad.stride()

@@ -6,6 +6,8 @@ released checkpoints load with strict=True.
 import torch
 from torch import nn
 
+from yolox.models.spp_pool import spp_pools
+
 
 def get_activation(name="silu", inplace=True):
     """Map the exp's ``act`` string to a module; unknown names fail loudly."""
@@ -88,7 +90,7 @@ class SPPBottleneck(nn.Module):
 
     def forward(self, x):
         x = self.conv1(x)
-        return self.conv2(torch.cat([x] + [pool(x) for pool in self.m], dim=1))
+        return self.conv2(torch.cat([x] + spp_pools(x, self.m), dim=1))
 
 
 class CSPLayer(nn.Module):
