@@ -111,6 +111,11 @@ def targets(rows):
     return out
 
 
+def short_op(name, width=60):
+    """An op's name cut to ``width`` (inductor names a fused kernel after every op it holds)."""
+    return name if len(name) <= width else name[:width - 3] + "..."
+
+
 def table(rows):
     lines = ["| target | goal | measured | status |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(rows)]
@@ -124,11 +129,11 @@ def table(rows):
         name = f"{r['model']} b{r['batch']} {r['size']} {r['gts']} GT" if "model" in r else f"b{r['batch']} 300"
         extra.append(f"| {r['bench']} | {name} {r['mode']} | {r['step_s']} s/step, {r['img_s']} img/s "
                      f"(first step with compilation {r['compile_s']} s) |")
-    for bench in ("yolox_step_profile", "ssd_step_profile"):
+    for bench in ("yolox_step_profile", "yolox_step_compiled_profile", "ssd_step_profile"):
         for mode in ("fp32", "bf16"):
             prof = pick(rows, bench=bench, mode=mode)
             if prof:
-                ops = ", ".join(f"{r['op']} {r['share']:.0%}" for r in prof[:6])
+                ops = ", ".join(f"{short_op(r['op'])} {r['share']:.0%}" for r in prof[:6])
                 extra.append(f"| {bench.replace('_profile', ' profile')} | {mode}, top ops by self CPU time | {ops} |")
     for r in pick(rows, bench="yolox_loss"):
         if "median_ms" in r:

@@ -61,19 +61,27 @@ def bench_ours(model, images, targets, mode, repeat, channels_last, device="cpu"
     return secs, float(losses[0]), first[0]
 
 
-def profile_step(model, images, targets, mode, top, channels_last):
-    """One step under torch.profiler: the ``top`` ops by self CPU time, as JSON lines."""
+def profile_step(model, images, targets, mode, top, channels_last, compiled=False):
+    """One step under torch.profiler: the ``top`` ops by self CPU time, as JSON lines. With
+    ``compiled``, the trainer's compiled model, inductor's generated kernels named one by one
+    (``cpp.enable_kernel_profile``), so a fused kernel slower than eager's ops shows by name."""
     prec = Precision(torch.device("cpu"), mode=mode)
     model, images = layout(model, images, channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+    forward = model
+    if compiled:
+        import torch._inductor.config as inductor_config
+        inductor_config.cpp.enable_kernel_profile = True
+        forward = compile_model(model, "cpu")
 
     def step():
         with prec.autocast():
-            out = model(images, targets)
+            out = forward(images, targets)
         opt.zero_grad(set_to_none=True)
         prec.backward_and_step(out["total_loss"], opt)
 
-    profile_ops(step, top, bench="yolox_step_profile", mode=mode)
+    bench = "yolox_step_compiled_profile" if compiled else "yolox_step_profile"
+    profile_ops(step, top, bench=bench, mode=mode)
 
 
 def bench_reference(ref_python, name, state_dict, images, targets, repeat, source_dir=None):
@@ -105,7 +113,8 @@ def main():
                     help="NCHW layout instead of channels_last (the trainer's default on cpu/cuda)")
     ap.add_argument("--compare", action="store_true", help="also time the released YOLOX")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="also print the top N ops of one step per precision (torch.profiler)")
+                    help="also print the top N ops of one step per precision (torch.profiler); with "
+                         "--compile, of the compiled step too (inductor's kernels by name)")
     ap.add_argument("--head-dir", default=os.environ.get("REF_HEAD_DIR", "/work/ref_compare/yolox_head"),
                     help="with --compare, also time the upstream YOLOX in this folder (its yolox/ package; "
                          "bench/README.md: how to extract HEAD) when it exists")
@@ -178,6 +187,10 @@ def main():
             if args.profile and gts == max(int(x) for x in args.gts.split(",")):
                 model.load_state_dict(state)
                 profile_step(model, images, targets, mode, args.profile, not args.contiguous)
+                if args.compile:
+                    model.load_state_dict(state)
+                    profile_step(model, images, targets, mode, args.profile, not args.contiguous,
+                                 compiled=True)
 
 
 if __name__ == "__main__":

@@ -105,3 +105,17 @@ def test_get_model_info_reports_params_and_flops(nano):
     gflops = float(info.rsplit(" ", 1)[1])
     assert 0.9 < gflops < 1.2  # upstream model zoo lists 1.08 GFLOPs for yolox-nano at 416
     assert not nano.training
+
+
+def test_silu_trains_without_cloning_its_input():
+    """BaseConv's SiLU is out of place: an in-place one clones its input under autograd (its
+    backward needs it), a full copy of every activation in every training step."""
+    from yolox.models.network_blocks import BaseConv
+    block = BaseConv(4, 8, 3, 1).train()
+    x = torch.randn(2, 4, 16, 16, requires_grad=True)
+    with torch.profiler.profile() as prof:
+        block(x).sum().backward()
+    names = [e.name for e in prof.events()]
+    assert "aten::silu" in names and "aten::silu_" not in names and "aten::clone" not in names, names
+    with torch.no_grad():   # same values as the in-place form
+        assert torch.equal(block(x), torch.nn.functional.silu(block.bn(block.conv(x)), inplace=True))
