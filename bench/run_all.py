@@ -129,6 +129,9 @@ def table(rows):
         name = f"{r['model']} b{r['batch']} {r['size']} {r['gts']} GT" if "model" in r else f"b{r['batch']} 300"
         extra.append(f"| {r['bench']} | {name} {r['mode']} | {r['step_s']} s/step, {r['img_s']} img/s "
                      f"(first step with compilation {r['compile_s']} s) |")
+    for r in pick(rows, bench="compile_blocks"):
+        extra.append(f"| compile_blocks | {r['block']} {r['mode']} fwd+bwd | eager {r['eager_ms']} ms, compiled "
+                     f"{r['compiled_ms']} ms ({r['compiled_vs_eager']}x) |")
     for bench in ("yolox_step_profile", "yolox_step_compiled_profile", "ssd_step_profile"):
         for mode in ("fp32", "bf16"):
             prof = pick(rows, bench=bench, mode=mode)
@@ -188,6 +191,7 @@ def main():
         print(f"skipped: {what}", flush=True)
     cmds = [
         [py, "bench/yolox_step.py", *cmp, *steps, "--profile", "8", "--compile"],
+        [py, "bench/compile_blocks.py", "--modes", args.modes, *(["--repeat", "3"] if args.quick else [])],
         [ref if has_ref else py, "bench/bench_yolox_loss.py", *cmp, *(["--repeat", "2"] if args.quick else [])],
         [py, "bench/yolox_data.py", *cmp, *(["--batches", "3"] if args.quick else [])],
         [py, "bench/ssd_step.py", *steps, *ssd_cmp, "--profile", "8", "--compile"],
