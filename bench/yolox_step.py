@@ -63,16 +63,11 @@ def bench_ours(model, images, targets, mode, repeat, channels_last, device="cpu"
 
 def profile_step(model, images, targets, mode, top, channels_last, compiled=False):
     """One step under torch.profiler: the ``top`` ops by self CPU time, as JSON lines. With
-    ``compiled``, the trainer's compiled model, inductor's generated kernels named one by one
-    (``cpp.enable_kernel_profile``), so a fused kernel slower than eager's ops shows by name."""
+    ``compiled``, the trainer's compiled model (``main`` has made inductor name its kernels)."""
     prec = Precision(torch.device("cpu"), mode=mode)
     model, images = layout(model, images, channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
-    forward = model
-    if compiled:
-        import torch._inductor.config as inductor_config
-        inductor_config.cpp.enable_kernel_profile = True
-        forward = compile_model(model, "cpu")
+    forward = compile_model(model, "cpu") if compiled else model
 
     def step():
         with prec.autocast():
@@ -128,6 +123,12 @@ def main():
         # the reference runner and the CPU-time profile measure the CPU only
         ap.error("--compare and --profile run with --device cpu only")
 
+    if args.compile and args.profile:
+        # inductor's generated kernels each under their own name in the profile, so that a fused
+        # kernel slower than eager's ops shows; set before the first compilation, since a graph
+        # compiled (or cached) without it shows as one opaque "Call CompiledFxGraph"
+        import torch._inductor.config as inductor_config
+        inductor_config.cpp.enable_kernel_profile = True
     modes = args.modes.split(",")
     if set(modes) - set(DTYPES):
         ap.error(f"--modes {args.modes}: each mode must be one of {', '.join(DTYPES)}")
