@@ -66,6 +66,13 @@ def cpu_bf16_is_native():
     return True if probe is None else bool(probe())   # no probe in this torch: nothing to say
 
 
+def _cpu_capability():
+    """ATen's CPU kernel level ("AVX2", "AVX512", ...); torch < 2.1 (Habana's oldest containers)
+    has no ``torch.backends.cpu`` to ask."""
+    backend = getattr(torch.backends, "cpu", None)
+    return backend.get_cpu_capability() if backend is not None else "capability unknown"
+
+
 class Precision:
     """Forward context + backward/step for one precision mode on one device."""
 
@@ -88,7 +95,7 @@ class Precision:
             _HMP_CONVERTED.append(True)
         self.scaler = _cuda_grad_scaler() if mode == "fp16" else None
         if mode == "bf16" and self.device.type == "cpu" and not cpu_bf16_is_native():
-            logger.warning(f"bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX-512/AMX) "
+            logger.warning(f"bf16 on this CPU ({_cpu_capability()}, no AVX-512/AMX) "
                            "has no native kernels: convolutions take a slow fallback path, about 10x slower "
                            "than fp32; drop --autocast/--hmp to train in fp32 here")
 
