@@ -1,7 +1,8 @@
 """SSD300-ResNet34 as built here can learn: trained on two images (no augmentation), its COCO AP on
 those same images rises far above an untrained model's. 60 steps, not 40: at 40 the AP50 depends on
-the CPU's kernels (0.11 on an AVX-512 Xeon, above 0.25 on an AVX2 EPYC); at 60 it is 1.0 on the Xeon. (Generalising on the shapes set needs a
-pre-trained backbone and far more CPU time than a test has: see README, SSD.)"""
+the CPU's kernels (0.11 on an AVX-512 Xeon, above 0.25 on an AVX2 EPYC); at 60 it is 1.0 on the
+Xeon. (Generalising on the shapes set needs a pre-trained backbone and far more CPU time than a test
+has: see README, SSD.)"""
 import torch
 from torch.utils.data import DataLoader
 

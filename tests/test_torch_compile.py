@@ -79,7 +79,6 @@ def test_ssd_compiled_training_keeps_bare_keys(shapes_coco, tmp_path, aot_eager)
     assert "torch.compile: first step (compile included) took" in (out / "train_log.txt").read_text()
 
 
-
 @pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
 def test_spp_pools_reach_the_compiler_as_aten_kernels(fmt):
     """Under torch.compile the SPP pools are the opaque detkit op in the forward and backward graphs
