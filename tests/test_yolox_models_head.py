@@ -116,3 +116,29 @@ def test_matches_released_yolox_numbers():
     expected = {"total_loss": 16.43575668, "iou_loss": 4.87413979, "conf_loss": 7.13384247,
                 "cls_loss": 1.66580904, "l1_loss": 2.76196551, "num_fg": 1.0}
     assert out == pytest.approx(expected, rel=1e-4)
+
+
+def test_training_backward_fills_no_full_size_zero_gradients():
+    """Decode and loss split the head's [B, A, 5 + C] output once instead of slicing it: every
+    slice's (or select's) backward would fill a zero tensor of that full size, to be summed."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    torch.manual_seed(0)
+    head = YOLOXHead(num_classes=2, width=0.25).train()
+    feats = [f.requires_grad_() for f in features()]
+    targets = _targets()
+    targets[..., 0].clamp_(max=1)  # two classes here
+    loss = head(feats, targets)["total_loss"]
+    width = 5 + 2
+
+    class Record(TorchDispatchMode):
+        sizes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func._overloadpacket.__name__ in ("slice_backward", "select_backward"):
+                self.sizes.append(tuple(args[1]))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        loss.backward()
+    assert feats[0].grad.abs().sum() > 0
+    assert not [s for s in Record.sizes if s[-1] == width], Record.sizes

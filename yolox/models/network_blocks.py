@@ -4,6 +4,7 @@ Attribute names (conv, bn, dconv, pconv, conv1..3, m, layer1/2) mirror upstream 
 released checkpoints load with strict=True.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from yolox.models.spp_pool import spp_pools
@@ -24,6 +25,33 @@ def get_activation(name="silu", inplace=True):
     if name == "lrelu":
         return nn.LeakyReLU(0.1, inplace=inplace)
     raise ValueError(f"unsupported activation {name!r} (expected silu, relu or lrelu)")
+
+
+def _compiling():
+    """True while torch.compile traces (``torch.compiler`` is absent before torch 2.1)."""
+    compiler = getattr(torch, "compiler", None)
+    return compiler is not None and compiler.is_compiling()
+
+
+class Upsample2x(nn.Module):
+    """Nearest-neighbour 2x upsampling, as upstream's ``nn.Upsample(scale_factor=2, mode="nearest")``
+    (same output, no parameters), whose backward reads a dense gradient.
+
+    Why: the necks concatenate every upsampled map, so autograd hands it a channel slice of the
+    concatenation's gradient, and ATen's ``upsample_nearest2d_backward`` takes a slow generic path
+    for a strided channels_last slice (YOLOX-S, batch 4, fp32, Xeon: 16 ms at 80x80 and 7 ms at
+    40x40, against 1.1 and 0.5 ms with the slice copied dense first; the same gradient bit for
+    bit). A hook on the output makes that copy in the input's memory format. Inductor plans its
+    own layouts, so nothing is hooked while torch.compile traces, nor without autograd.
+    """
+
+    def forward(self, x):
+        y = F.interpolate(x, scale_factor=2, mode="nearest")
+        if y.requires_grad and not _compiling():
+            cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            y.register_hook(lambda grad: grad.contiguous(memory_format=fmt))
+        return y
 
 
 class BaseConv(nn.Module):

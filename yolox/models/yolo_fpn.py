@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from .darknet import Darknet
-from .network_blocks import BaseConv
+from .network_blocks import BaseConv, Upsample2x
 
 
 def _cbl(in_channels, out_channels, ksize):
@@ -31,7 +31,7 @@ class YOLOFPN(nn.Module):
         self.out1 = _embedding([256, 512], 512 + 256)
         self.out2_cbl = _cbl(256, 128, 1)
         self.out2 = _embedding([128, 256], 256 + 128)
-        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.upsample = Upsample2x()
 
     def forward(self, x):
         features = self.backbone(x)

@@ -55,7 +55,11 @@ class YOLOXHead(nn.Module):
                 conv.bias.fill_(value)
 
     def _raw_outputs(self, xin):
-        """Per-level conv outputs flattened to ``[B, A, 5 + C]`` (reg, obj logit, cls logits)."""
+        """Per-level conv outputs flattened to ``[B, A, 5 + C]`` (reg, obj logit, cls logits).
+
+        Channels go last before flattening (upstream flattens, concatenates, then permutes): the
+        same values, but on channels_last maps that is a view instead of a copy per level, and the
+        result is contiguous for the decode and loss that read it."""
         outputs, shapes = [], []
         for k, x in enumerate(xin):
             x = self.stems[k](x)
@@ -63,8 +67,8 @@ class YOLOXHead(nn.Module):
             out = torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat),
                              self.cls_preds[k](self.cls_convs[k](x))], dim=1)
             shapes.append(out.shape[-2:])
-            outputs.append(out.flatten(start_dim=2))
-        return torch.cat(outputs, dim=2).permute(0, 2, 1), shapes
+            outputs.append(out.permute(0, 2, 3, 1).flatten(1, 2))
+        return torch.cat(outputs, dim=1), shapes
 
     def grids_and_strides(self, shapes, dtype, device):
         """Anchor grid ``[A, 2]`` (x, y cell index) and stride ``[A]``, level order as the outputs."""
@@ -82,10 +86,13 @@ class YOLOXHead(nn.Module):
 
         The log-size is capped at MAX_LOG_SIZE (e^20 strides, far beyond any image) so a
         diverging model cannot decode infinite boxes; trained outputs are never near the cap.
+        One ``split`` rather than three slices: its backward writes the parts' gradients into one
+        tensor, where each slice's backward fills a zero tensor of the whole output's size.
         """
         s = strides.unsqueeze(-1)
-        size = torch.exp(raw[..., 2:4].clamp(max=MAX_LOG_SIZE)) * s
-        return torch.cat([(raw[..., :2] + grids) * s, size, raw[..., 4:]], dim=-1)
+        xy, log_wh, rest = raw.split((2, 2, raw.shape[-1] - 4), dim=-1)
+        size = torch.exp(log_wh.clamp(max=MAX_LOG_SIZE)) * s
+        return torch.cat([(xy + grids) * s, size, rest], dim=-1)
 
     def forward(self, xin, labels=None):
         raw, shapes = self._raw_outputs(xin)

@@ -94,14 +94,15 @@ def yolox_loss(
     box_t = gt_boxes.gather(1, matched_gt.unsqueeze(-1).expand(-1, -1, 4))  # [B,A,4]
     cls_t = gt_cls.gather(1, matched_gt)  # [B,A]
 
-    iou = box_iou_aligned(outputs[..., :4], box_t)
+    # one split, not three slices: each slice's backward would fill a zero [B,A,5+C] tensor
+    boxes, obj_logits, cls_logits = outputs.split((4, 1, num_classes), dim=-1)
+    iou = box_iou_aligned(boxes, box_t)
     loss_iou = ((1.0 - iou * iou) * fg_f).sum() / denom
 
-    loss_obj = F.binary_cross_entropy_with_logits(outputs[..., 4], fg_f, reduction="none").sum() / denom
+    loss_obj = F.binary_cross_entropy_with_logits(obj_logits.squeeze(-1), fg_f, reduction="none").sum() / denom
 
     # BCE-with-logits against one-hot x IoU, summed over classes, is
     # sum_c softplus(x_c) - IoU * x_gt: no [B,A,C] target tensor, no one-hot (whose check syncs)
-    cls_logits = outputs[..., 5 : 5 + num_classes]
     cls_bce = F.softplus(cls_logits).sum(-1) - cls_logits.gather(2, cls_t.unsqueeze(-1)).squeeze(-1) * matched_iou
     loss_cls = (cls_bce * fg_f).sum() / denom
 

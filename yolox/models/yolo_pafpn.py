@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from .darknet import CSPDarknet
-from .network_blocks import BaseConv, CSPLayer, DWConv
+from .network_blocks import BaseConv, CSPLayer, DWConv, Upsample2x
 
 
 class YOLOPAFPN(nn.Module):
@@ -17,7 +17,7 @@ class YOLOPAFPN(nn.Module):
         Conv = DWConv if depthwise else BaseConv
         c0, c1, c2 = (int(c * width) for c in in_channels)
         n = round(3 * depth)
-        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.upsample = Upsample2x()
         self.lateral_conv0 = BaseConv(c2, c1, 1, 1, act=act)
         self.C3_p4 = CSPLayer(2 * c1, c1, n, False, depthwise=depthwise, act=act)
         self.reduce_conv1 = BaseConv(c1, c0, 1, 1, act=act)
