@@ -87,6 +87,9 @@ def test_train_transform_letterbox_flip_filter_and_padding():
     targets = np.array([[10.0, 20, 50, 60, 2], [0, 0, 1, 1, 3]])   # 2nd box is 0.5 px after r=0.5
     image, labels = TrainTransform(max_labels=5, flip_prob=0.0, hsv_prob=0.0)(img, targets, (100, 100))
     assert image.shape == (3, 100, 100) and labels.shape == (5, 5) and labels.dtype == np.float32
+    # uint8 for the loader (a quarter of the bytes), the same pixels as the float32 letterbox
+    assert image.dtype == np.uint8
+    np.testing.assert_array_equal(image, letterbox(img, (100, 100))[0])
     np.testing.assert_allclose(labels[0], [2, 15, 20, 20, 20])
     assert (labels[1:] == 0).all()
     _, flipped = TrainTransform(max_labels=5, flip_prob=1.0, hsv_prob=0.0)(img, targets, (100, 100))

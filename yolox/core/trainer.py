@@ -81,7 +81,7 @@ class Trainer:
     def train_one_iter(self):
         t0 = time.time()
         inps, targets = next(self.train_iter)[:2]
-        inps = inps.to(self.device, non_blocking=True)
+        inps = inps.to(self.device, non_blocking=True).float()  # the loader's images are uint8
         targets = targets.to(self.device, non_blocking=True)
         t1 = time.time()
         inps, targets = self.exp.preprocess(inps, targets, self.input_size)

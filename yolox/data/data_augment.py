@@ -22,11 +22,13 @@ def xyxy2cxcywh(boxes):
     return out
 
 
-def letterbox(img, input_size, swap=(2, 0, 1)):
+def letterbox(img, input_size, swap=(2, 0, 1), dtype=np.float32):
     """Resize keeping aspect ratio into ``input_size`` (h, w), pad bottom/right with 114.
 
-    Returns the padded image as contiguous float32 (CHW with the default ``swap``) and the ratio r,
-    so that a box in the source image maps to ``box * r``.
+    Returns the padded image as a contiguous ``dtype`` array (CHW with the default ``swap``) and
+    the ratio r, so that a box in the source image maps to ``box * r``. Training asks for uint8:
+    the pixels are whole numbers either way, and a quarter of the bytes go through the collate,
+    the worker-to-trainer queue and the host-to-device copy (the trainer converts to float there).
     """
     h, w = img.shape[:2]
     r = min(input_size[0] / h, input_size[1] / w)
@@ -38,7 +40,7 @@ def letterbox(img, input_size, swap=(2, 0, 1)):
         padded[:nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nh, nw) != (h, w) else img
     if swap is not None:
         padded = padded.transpose(swap)
-    return np.ascontiguousarray(padded, dtype=np.float32), r
+    return np.ascontiguousarray(padded, dtype=dtype), r
 
 
 def augment_hsv(img, hgain=5, sgain=30, vgain=30):
@@ -116,6 +118,8 @@ def random_affine(img, targets, target_size=(640, 640), degrees=10.0, translate=
 class TrainTransform:
     """HSV jitter, random flip, letterbox; labels -> ``[max_labels, 5]`` rows of (cls, cx, cy, w, h).
 
+    The image comes out CHW uint8: upstream's float32 values, a quarter of the bytes (``letterbox``).
+
     Boxes thinner than 2 px after resizing are dropped; a sample left without boxes is a negative
     (all-zero target), never a sample with degenerate boxes.
     """
@@ -132,7 +136,7 @@ class TrainTransform:
             augment_hsv(image)
         if random.random() < self.flip_prob:
             image, boxes = hflip(image, boxes)
-        image_t, r = letterbox(image, input_dim)
+        image_t, r = letterbox(image, input_dim, dtype=np.uint8)
         boxes = xyxy2cxcywh(boxes) * r
         keep = np.minimum(boxes[:, 2], boxes[:, 3]) > 1
         rows = np.concatenate([labels[keep, None], boxes[keep]], axis=1)[: self.max_labels]
