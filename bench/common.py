@@ -24,6 +24,13 @@ def emit(**fields):
     print(json.dumps(fields, sort_keys=False), flush=True)
 
 
+# Warm-up steps before a training step is timed, ours and every reference's alike: a fresh process
+# faults its activations' memory in over the first steps (YOLOX-S fp32, Xeon: 500k, 250k, 17k
+# minor faults in steps 1-3, then none; 2.2, 1.8, 1.65 s, then 1.64-1.70 s), and training runs
+# in that later state.
+STEP_WARMUP = 3
+
+
 def time_median(fn, repeat=3, warmup=1, sync=None, first=None):
     """Median wall time in seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs.
 

@@ -20,7 +20,7 @@ if Path(yolox.__file__).resolve().is_relative_to(ROOT):
     sys.exit(f"ref_runner: 'yolox' resolved to this project ({yolox.__file__}), not the reference")
 
 sys.path.append(str(ROOT / "bench"))  # only now: ``yolox`` above must stay the reference
-from common import time_median  # noqa: E402
+from common import STEP_WARMUP, time_median  # noqa: E402
 
 
 def step(inp):
@@ -39,7 +39,7 @@ def step(inp):
         opt.step()
         losses.append(float(out["total_loss"]))
 
-    secs = time_median(run, repeat=inp["repeat"])
+    secs = time_median(run, repeat=inp["repeat"], warmup=STEP_WARMUP)
     return {"secs": secs, "first_loss": losses[0], "source": str(Path(yolox.__file__).parent)}
 
 

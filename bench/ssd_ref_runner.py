@@ -103,7 +103,8 @@ def encode(ref, inp, time_best):
 
 def step(ref, inp, time_best, time_median):
     """The reference's training step (see the module docstring); median of ``repeat`` steps after
-    one warm-up step. ``first_loss`` is the first step's loss, taken on the caller's weights."""
+    ``warmup`` steps (bench/common.py's STEP_WARMUP, as on our side). ``first_loss`` is the first
+    step's loss, taken on the caller's weights."""
     import torch
     base_model, ssd300, ref_train, ref_utils = ref
     torch.manual_seed(0)
@@ -135,7 +136,7 @@ def step(ref, inp, time_best, time_median):
         losses.append(loss.item())
 
     # repeat 0: the one step alone is timed (a smoke check, as bench/ssd_step.py --repeat 0)
-    counts = dict(warmup=1, repeat=inp["repeat"]) if inp["repeat"] > 0 else dict(warmup=0, repeat=1)
+    counts = dict(warmup=inp["warmup"], repeat=inp["repeat"]) if inp["repeat"] > 0 else dict(warmup=0, repeat=1)
     secs = time_median(run, **counts)
     encode_secs = time_best(targets, **counts)
     return {"secs": secs, "encode_secs": encode_secs, "first_loss": losses[0]}

@@ -15,8 +15,8 @@ import argparse
 
 import torch
 
-from common import (REF_SSD_DIR, add_device_arg, emit, has_mlperf_ssd, machine, profile_ops, run_mlperf_ssd,
-                    time_median)
+from common import (REF_SSD_DIR, STEP_WARMUP, add_device_arg, emit, has_mlperf_ssd, machine, profile_ops,
+                    run_mlperf_ssd, time_median)
 
 from accel import Precision, synchronize  # noqa: E402
 from accel.policy import compile_model  # noqa: E402
@@ -39,7 +39,7 @@ def make_batch(batch, gts, num_labels, seed=0):
 def smoke_or_timed(repeat):
     """``time_median``'s warm-up and repeat counts: ``--repeat 0`` times the warm-up step alone
     (a smoke check of the code path on a busy machine, not a measurement)."""
-    return dict(warmup=1, repeat=repeat) if repeat > 0 else dict(warmup=0, repeat=1)
+    return dict(warmup=STEP_WARMUP, repeat=repeat) if repeat > 0 else dict(warmup=0, repeat=1)
 
 
 def train_step(state, mode, args, device, compiled=False):
@@ -110,7 +110,8 @@ def main():
         if args.compare and mode == "fp32":
             ref, _ = run_mlperf_ssd(args.ref_dir, "step", {
                 "state_dict": state, "images": images.cpu(), "boxes": boxes, "labels": labels, "label_num": 81,
-                "repeat": args.repeat, "lr": args.lr, "momentum": MOMENTUM, "weight_decay": args.weight_decay})
+                "repeat": args.repeat, "warmup": STEP_WARMUP, "lr": args.lr, "momentum": MOMENTUM,
+                "weight_decay": args.weight_decay})
             row.update(ref_step_s=round(ref["secs"], 4), ref_img_s=round(args.batch / ref["secs"], 3),
                        ref_encode_s=round(ref["encode_secs"], 4), speedup_vs_ref=round(ref["secs"] / secs, 3),
                        ref_first_loss=ref["first_loss"],

@@ -14,7 +14,7 @@ import tempfile
 
 import torch
 
-from common import ROOT, add_device_arg, emit, machine, matmul_flops, profile_ops, time_median
+from common import ROOT, STEP_WARMUP, add_device_arg, emit, machine, matmul_flops, profile_ops, time_median
 
 from accel import Precision, synchronize  # noqa: E402  (common.py put the repo on sys.path)
 from accel.policy import compile_model  # noqa: E402
@@ -57,7 +57,7 @@ def bench_ours(model, images, targets, mode, repeat, channels_last, device="cpu"
         prec.backward_and_step(out["total_loss"], opt)
         losses.append(out["total_loss"].detach())
 
-    secs = time_median(run, repeat=repeat, sync=lambda: synchronize(device), first=first)
+    secs = time_median(run, repeat=repeat, warmup=STEP_WARMUP, sync=lambda: synchronize(device), first=first)
     return secs, float(losses[0]), first[0]
 
 
