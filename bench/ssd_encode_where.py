@@ -35,7 +35,7 @@ from accel import Precision  # noqa: E402
 from ssd import SSD300, Encoder, Loss, dboxes300_coco  # noqa: E402
 from ssd.data import (CocoDetection, EncodedTargets, EpochSampler, coco_paths, collate,  # noqa: E402
                       collate_encoded)
-from ssd.engine import TrainStep  # noqa: E402
+from ssd.engine import TrainStep, place_model  # noqa: E402
 
 PIPELINES = ("main", "workers")
 PREFETCH = 2    # DataLoader's default prefetch_factor: batches each worker may have ready
@@ -69,9 +69,9 @@ def run_pipeline(dataset, pipeline, state, args):
     dboxes = dboxes300_coco()
     model = SSD300(label_num=dataset.num_classes)
     model.load_state_dict(state)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
     cpu = torch.device("cpu")
+    place_model(model, cpu).train()
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
     step = TrainStep(model, Loss(dboxes), Encoder(dboxes), opt, Precision(cpu, mode="fp32"), cpu, 1)
     encoded = pipeline == "workers"
     it = iter(make_loader(dataset, pipeline, args.batch, args.workers))

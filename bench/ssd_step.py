@@ -21,7 +21,7 @@ from common import (REF_SSD_DIR, STEP_WARMUP, add_device_arg, emit, has_mlperf_s
 from accel import Precision, synchronize  # noqa: E402
 from accel.policy import compile_model  # noqa: E402
 from ssd import SSD300, Encoder, Loss, dboxes300_coco  # noqa: E402
-from ssd.engine import TrainStep  # noqa: E402
+from ssd.engine import TrainStep, place_model  # noqa: E402
 
 MOMENTUM = 0.9     # ssd/engine.py's SGD, the reference's too
 
@@ -48,7 +48,7 @@ def train_step(state, mode, args, device, compiled=False):
     dboxes = dboxes300_coco()
     model = SSD300(label_num=81)
     model.load_state_dict(state)
-    model.to(device).train()
+    place_model(model, device).train()   # the trainer's layout: channels_last on cpu/cuda
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
     step = TrainStep(compile_model(model, device) if compiled else model, Loss(dboxes).to(device),
                      Encoder(dboxes), opt, Precision(device, mode=mode), device, 1)

