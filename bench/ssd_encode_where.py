@@ -119,9 +119,12 @@ def main():
              loader_img_s=round(statistics.median(r[1] for r in runs[pipeline]), 2),
              first_loss=runs[pipeline][0][2])
     main_loss, worker_loss = runs["main"][0][2], runs["workers"][0][2]
+    ratio = summary["workers"] / summary["main"]
+    # a gap inside the rounds' own spread names no winner (then the default stays)
+    spread = max((max(r[0] for r in runs[p]) - min(r[0] for r in runs[p])) / summary[p] for p in PIPELINES)
     emit(bench="ssd_encode_where", summary=True, batch=args.batch, workers=args.workers,
-         workers_vs_main=round(summary["workers"] / summary["main"], 3),
-         faster=max(summary, key=summary.get),
+         workers_vs_main=round(ratio, 3), round_spread=round(spread, 3),
+         faster="tie" if abs(ratio - 1) <= spread else max(summary, key=summary.get),
          first_loss_rel_diff=abs(main_loss - worker_loss) / abs(main_loss))
 
 
