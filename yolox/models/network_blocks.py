@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolox.models.spp_pool import spp_pools
+from yolox.models.tracing import compiling
 
 
 def get_activation(name="silu", inplace=True):
@@ -27,12 +28,6 @@ def get_activation(name="silu", inplace=True):
     raise ValueError(f"unsupported activation {name!r} (expected silu, relu or lrelu)")
 
 
-def _compiling():
-    """True while torch.compile traces (``torch.compiler`` is absent before torch 2.1)."""
-    compiler = getattr(torch, "compiler", None)
-    return compiler is not None and compiler.is_compiling()
-
-
 class Upsample2x(nn.Module):
     """Nearest-neighbour 2x upsampling, as upstream's ``nn.Upsample(scale_factor=2, mode="nearest")``
     (same output, no parameters), whose backward reads a dense gradient.
@@ -47,7 +42,7 @@ class Upsample2x(nn.Module):
 
     def forward(self, x):
         y = F.interpolate(x, scale_factor=2, mode="nearest")
-        if y.requires_grad and not _compiling():
+        if y.requires_grad and not compiling():
             cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             fmt = torch.channels_last if cl else torch.contiguous_format
             y.register_hook(lambda grad: grad.contiguous(memory_format=fmt))

@@ -16,6 +16,8 @@ from typing import Tuple
 
 import torch
 
+from yolox.models.tracing import compiling
+
 custom_op = getattr(torch.library, "custom_op", None)
 
 
@@ -61,6 +63,6 @@ else:
 def spp_pools(x, pools):
     """``pools`` (stride-1 ``nn.MaxPool2d`` modules) applied to ``x``: through the opaque op while
     torch.compile traces, through the modules themselves otherwise."""
-    if same_max_pool is not None and torch.compiler.is_compiling():
+    if same_max_pool is not None and compiling():
         return [same_max_pool(x, pool.kernel_size)[0] for pool in pools]
     return [pool(x) for pool in pools]
