@@ -61,9 +61,7 @@ def ssd_run(shapes_coco, out, *flags):
 
 def yolox_batch(trainer):
     """The next training batch as Trainer.train_one_iter feeds it to train_step."""
-    inps, targets = next(trainer.train_iter)[:2]
-    inps = inps.to(trainer.device, non_blocking=True).float()   # uint8 from the loader
-    targets = targets.to(trainer.device, non_blocking=True)
+    inps, targets = trainer.next_batch()
     inps, targets = trainer.exp.preprocess(inps, targets, trainer.input_size)
     return inps.contiguous(memory_format=trainer.memory_format), targets
 

@@ -35,8 +35,7 @@ def test_yolox_compiled_loss_equals_eager_and_checkpoint_keys_are_bare(shapes_co
     eager = make_trainer([*common, "steps", "1"])
     eager.before_train()
     eager.model.load_state_dict(compiled.model.state_dict())
-    inps, targets = next(compiled.train_iter)[:2]
-    inps = inps.float()  # the loader yields uint8 images; train_one_iter converts them
+    inps, targets = compiled.next_batch()
     with torch.no_grad():
         a = compiled.forward_model(inps, targets)["total_loss"]
         b = eager.model(inps, targets)["total_loss"]

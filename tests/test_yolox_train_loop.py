@@ -20,8 +20,7 @@ def test_loss_decreases_on_a_fixed_batch(shapes_coco, tmp_path):
     trainer = make_trainer(["-f", SHAPES_EXP, "-b", "4", "--data_dir", str(shapes_coco), "--seed", "0",
                             *TINY, "output_dir", str(tmp_path)])
     trainer.before_train()
-    inps, targets = next(trainer.train_iter)[:2]
-    inps = inps.float()  # the loader yields uint8 images; train_one_iter converts them
+    inps, targets = trainer.next_batch()
     assert targets.abs().sum() > 0
     trainer.set_lr(0.01)
     losses = [float(trainer.train_step(inps, targets)["total_loss"]) for _ in range(10)]

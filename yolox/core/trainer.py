@@ -78,11 +78,15 @@ class Trainer:
                 self.after_iter()
             self.after_epoch()
 
+    def next_batch(self):
+        """The loader's next (images, targets) on the device, images as float32 (the loader's
+        are uint8, ``TrainTransform``), before the multi-scale resize of ``train_one_iter``."""
+        inps, targets = next(self.train_iter)[:2]
+        return inps.to(self.device, non_blocking=True).float(), targets.to(self.device, non_blocking=True)
+
     def train_one_iter(self):
         t0 = time.time()
-        inps, targets = next(self.train_iter)[:2]
-        inps = inps.to(self.device, non_blocking=True).float()  # the loader's images are uint8
-        targets = targets.to(self.device, non_blocking=True)
+        inps, targets = self.next_batch()
         t1 = time.time()
         inps, targets = self.exp.preprocess(inps, targets, self.input_size)
         inps = inps.contiguous(memory_format=self.memory_format)
