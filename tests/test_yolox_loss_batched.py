@@ -1,15 +1,13 @@
 """Batched SimOTA + loss: agreement with a plain per-image/per-GT loop written from the
 SimOTA definition, invariants, TorchScript, chunking, and the no-host-sync/no-image-loop
 speed contract."""
-from collections import Counter
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from yolox.models.simota import simota_assign
 from yolox.models.yolo_loss import assign_in_chunks, get_loss_fn, yolox_loss
+from yolox_tools import RecordOps
 
 NUM_CLASSES = 4
 SIZE = 128
@@ -207,25 +205,15 @@ def test_gradients_flow_and_are_finite():
     assert out.grad[1, :, :4].abs().sum() == 0  # GT-free image: no box gradient
 
 
-class _OpCounter(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_no_host_sync_and_no_per_image_loop():
     """Same op sequence for B=1 and B=4 (no loop over images or GTs), and no op that reads
     a value back to the host (item / nonzero / boolean indexing)."""
     counts = []
     for counts_per_image in ([3], [3, 0, 5, 1]):
         out, raw, grids, strides, t = make_batch(1, counts_per_image, max_gt=6)
-        with _OpCounter() as rec:
+        with RecordOps() as rec:
             yolox_loss(out, raw, grids, strides, t, NUM_CLASSES, True)
-        counts.append(rec.ops)
+        counts.append(rec.counts())
     assert counts[0] == counts[1]
     syncing = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.index", "aten.index_put_"}
     assert not syncing & set(counts[0])

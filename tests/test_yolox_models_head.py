@@ -6,6 +6,7 @@ import torch
 
 from yolox.exp import get_exp
 from yolox.models import YOLOXHead
+from yolox_tools import RecordOps
 
 LEVELS = [(4, 5), (2, 3), (1, 2)]  # feature-map (h, w) per stride 8, 16, 32
 
@@ -121,7 +122,6 @@ def test_matches_released_yolox_numbers():
 def test_training_backward_fills_no_full_size_zero_gradients():
     """Decode and loss split the head's [B, A, 5 + C] output once instead of slicing it: every
     slice's (or select's) backward would fill a zero tensor of that full size, to be summed."""
-    from torch.utils._python_dispatch import TorchDispatchMode
     torch.manual_seed(0)
     head = YOLOXHead(num_classes=2, width=0.25).train()
     feats = [f.requires_grad_() for f in features()]
@@ -129,16 +129,8 @@ def test_training_backward_fills_no_full_size_zero_gradients():
     targets[..., 0].clamp_(max=1)  # two classes here
     loss = head(feats, targets)["total_loss"]
     width = 5 + 2
-
-    class Record(TorchDispatchMode):
-        sizes = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func._overloadpacket.__name__ in ("slice_backward", "select_backward"):
-                self.sizes.append(tuple(args[1]))
-            return func(*args, **(kwargs or {}))
-
-    with Record():
+    with RecordOps() as ops:
         loss.backward()
     assert feats[0].grad.abs().sum() > 0
-    assert not [s for s in Record.sizes if s[-1] == width], Record.sizes
+    sizes = [tuple(args[1]) for args in ops.args_of("aten.slice_backward", "aten.select_backward")]
+    assert not [s for s in sizes if s[-1] == width], sizes

@@ -7,6 +7,7 @@ from accel.errors import UserError
 from yolox.exp import get_exp
 from yolox.utils import (bboxes_iou, cxcywh2xyxy, fuse_model, get_model_info, load_ckpt, postprocess,
                          xyxy2cxcywh, xyxy2xywh)
+from yolox_tools import RecordOps
 
 
 def test_box_conversions_by_hand():
@@ -121,18 +122,6 @@ def test_silu_trains_without_cloning_its_input():
         assert torch.equal(block(x), torch.nn.functional.silu(block.bn(block.conv(x)), inplace=True))
 
 
-class _RecordOps(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records (op name, args) of every ATen call, backward included."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls.append((func._overloadpacket.__name__, args))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
 def test_upsample2x_backward_reads_a_dense_gradient(fmt):
     """The necks concatenate each upsampled map, so its gradient arrives as a channel slice of the
@@ -147,12 +136,11 @@ def test_upsample2x_backward_reads_a_dense_gradient(fmt):
     weight = torch.randn(2, 5, 10, 8).contiguous(memory_format=fmt)
     y, y_ref = Upsample2x()(x), torch.nn.Upsample(scale_factor=2, mode="nearest")(x_ref)
     assert torch.equal(y, y_ref)
-    ops = _RecordOps()
-    with ops:
+    with RecordOps() as ops:
         (torch.cat([y, other], 1) * weight).sum().backward()
     (torch.cat([y_ref, other], 1) * weight).sum().backward()
     assert torch.equal(x.grad, x_ref.grad)
-    grads = [args[0] for name, args in ops.calls if name == "upsample_nearest2d_backward"]
+    grads = [args[0] for args in ops.args_of("aten.upsample_nearest2d_backward")]
     assert len(grads) == 1 and grads[0].is_contiguous(memory_format=fmt), [g.stride() for g in grads]
     with torch.no_grad():  # nothing hooked without autograd (inference, ONNX export)
         assert Upsample2x()(x)._backward_hooks is None

@@ -1,7 +1,10 @@
-"""Helpers for the YOLOX trainer/CLI tests: import tools/*.py (not a package) and tiny settings."""
+"""Helpers for the YOLOX tests: import tools/*.py (not a package), tiny settings, an ATen call recorder."""
 import importlib.util
 import sys
+from collections import Counter
 from pathlib import Path
+
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_EXP = str(ROOT / "exps" / "example" / "shapes" / "yolox_nano_shapes.py")
@@ -19,3 +22,23 @@ def load_tool(name):
         sys.modules[key] = module
         spec.loader.exec_module(module)
     return sys.modules[key]
+
+
+class RecordOps(TorchDispatchMode):
+    """Every ATen call made inside the ``with`` block, backward included: ``calls`` holds
+    (op, args) with op named as "aten.<name>"; ``counts()`` tallies the ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((str(func.overloadpacket), args))
+        return func(*args, **(kwargs or {}))
+
+    def counts(self):
+        return Counter(op for op, _ in self.calls)
+
+    def args_of(self, *ops):
+        """The argument tuples of every call to one of ``ops``."""
+        return [args for op, args in self.calls if op in ops]
