@@ -49,14 +49,9 @@ def yolox_trainer(shapes_coco, out, *flags, batch=2):
 
 def ssd_run(shapes_coco, out, *flags):
     """ssd/train.py's SSDRun at 300 px, batch 2, on the GPU (model, loss, pinned loaders, step)."""
-    from ssd import train as ssd_train
-    from ssd.engine import SSDRun
+    from yolox_tools import ssd_run as build
 
-    args = ssd_train.build_parser().parse_args(
-        ["-d", str(shapes_coco), "-b", "2", "--num-workers", "0", "--pretrained-backbone", "none",
-         "--device", DEVICE, "--output-dir", str(out), "-s", "0", "--no-save", *flags])
-    ssd_train.check_args(args)
-    return SSDRun(args)
+    return build(shapes_coco, out, "-b", "2", "--device", DEVICE, *flags)
 
 
 def yolox_batch(trainer):
@@ -174,17 +169,11 @@ def test_ssd_mixed_precision_training_step(mode, shapes_coco, tmp_path):
 
 
 # ----------------------------------------------------------------------------- layout, loaders
-def layout_bearing(model):
-    """Conv weights whose NCHW and NHWC layouts differ: more than one input channel per group and
-    a spatial kernel (depthwise [C, 1, k, k] and 1x1 weights count as contiguous in both)."""
-    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)
-            and m.weight.shape[1] > 1 and m.weight.shape[2] * m.weight.shape[3] > 1]
-
-
 def test_yolox_channels_last_equals_contiguous(shapes_coco, tmp_path, exact_fp32):
     """accel.policy puts YOLOX in channels_last on CUDA; the trainer's model really is NHWC and
     its detections on a real batch equal those of an NCHW copy of the same weights."""
     from accel.policy import memory_format
+    from yolox_tools import layout_bearing
 
     assert memory_format("cuda", True) == torch.channels_last
     trainer = yolox_trainer(shapes_coco, tmp_path)

@@ -98,21 +98,15 @@ def test_run_trains_channels_last_on_cpu_with_nchw_outputs(tiny_coco, tmp_path):
     Xeon, bench/ssd_step.py); its outputs equal an NCHW copy's (same weights, fp32 rounding)."""
     import copy
 
-    from ssd import train as ssd_train
-    from ssd.engine import SSDRun, to_model_input
+    from ssd.engine import to_model_input
+    from yolox_tools import layout_bearing, ssd_run
 
-    args = ssd_train.build_parser().parse_args(
-        ["-d", str(tiny_coco), "-b", "1", "--num-workers", "0", "--pretrained-backbone", "none",
-         "--output-dir", str(tmp_path), "-s", "0", "--no-save"])
-    ssd_train.check_args(args)
-    run = SSDRun(args)
+    run = ssd_run(tiny_coco, tmp_path, "-b", "1")
     try:
-        convs = [m.weight for m in run.net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
-        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+        assert layout_bearing(run.net) and all(w.is_contiguous(memory_format=torch.channels_last)
+                                               for w in layout_bearing(run.net))
         nchw = copy.deepcopy(run.net).to(memory_format=torch.contiguous_format).eval()
-        assert not any(w.is_contiguous(memory_format=torch.channels_last)
-                       for m in nchw.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1
-                       for w in [m.weight])
+        assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in layout_bearing(nchw))
         imgs = torch.rand(1, 3, 300, 300)
         batch = to_model_input(imgs, run.device)
         assert batch.is_contiguous(memory_format=torch.channels_last)

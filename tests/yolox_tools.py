@@ -1,9 +1,11 @@
-"""Helpers for the YOLOX tests: import tools/*.py (not a package), tiny settings, an ATen call recorder."""
+"""Helpers shared by the tests: import tools/*.py (not a package), tiny YOLOX settings, an SSDRun
+builder, an ATen call recorder, the conv weights that show a memory layout."""
 import importlib.util
 import sys
 from collections import Counter
 from pathlib import Path
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +44,23 @@ class RecordOps(TorchDispatchMode):
     def args_of(self, *ops):
         """The argument tuples of every call to one of ``ops``."""
         return [args for op, args in self.calls if op in ops]
+
+
+def ssd_run(data, out, *flags):
+    """ssd/train.py's SSDRun (model, loss, loaders, step) at 300 px from scratch, no workers, seed 0,
+    nothing saved; ``flags`` add to or override those (``-b``, ``--device``, ...)."""
+    from ssd import train as ssd_train
+    from ssd.engine import SSDRun
+
+    args = ssd_train.build_parser().parse_args(
+        ["-d", str(data), "--num-workers", "0", "--pretrained-backbone", "none", "--output-dir", str(out),
+         "-s", "0", "--no-save", *flags])
+    ssd_train.check_args(args)
+    return SSDRun(args)
+
+
+def layout_bearing(model):
+    """Conv weights whose NCHW and NHWC layouts differ: more than one input channel per group and
+    a spatial kernel (depthwise [C, 1, k, k] and 1x1 weights count as contiguous in both)."""
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+            and m.weight.shape[1] > 1 and m.weight.shape[2] * m.weight.shape[3] > 1]
