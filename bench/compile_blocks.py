@@ -14,7 +14,8 @@ import torch
 
 from common import emit, machine, time_median
 
-from yolox.models import spp_pool  # noqa: E402  (common.py put the repo on sys.path)
+from accel.policy import compile_model  # noqa: E402  (common.py put the repo on sys.path)
+from yolox.models import spp_pool  # noqa: E402
 from yolox.models.network_blocks import BaseConv, SPPBottleneck  # noqa: E402
 
 BLOCKS = {   # name: (module factory, input channels, input size)
@@ -35,7 +36,7 @@ def time_block(name, mode, repeat, compiled):
         # a channels_last output gradient, as the block's gradient arrives in the network; a loss
         # such as out.square().mean() hands back an NCHW one and measures layout conversions instead
         grad = torch.randn_like(block(x))
-    forward = torch.compile(block) if compiled else block
+    forward = compile_model(block, "cpu") if compiled else block  # the trainer's options
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
 
     def call():

@@ -1,7 +1,7 @@
 """torch.compile training for both models: same losses as eager, bare checkpoint keys, bounded
 recompiles under multi-scale. Dynamo runs with the aot_eager backend here (the graph capture
-and autograd are what these tests check; inductor's C++ build takes minutes on 2 cores and is
-timed in bench/, not tested)."""
+and autograd are what these tests check; inductor's C++ build of a whole model takes minutes on
+2 cores and is timed in bench/). One small block goes through inductor with the CPU options."""
 import pytest
 import torch
 import torch._dynamo
@@ -133,3 +133,43 @@ def test_spp_pool_op_routes_gradients_as_aten_does(fmt):
     torch._dynamo.reset()
     assert torch.equal(out, eager) and torch.equal(x_comp.grad, x_eager.grad)
     assert x_comp.grad.stride() == x_eager.grad.stride()
+
+
+def test_compile_model_gives_inductor_the_cpu_options_and_other_backends_none(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: calls.append(kwargs) or model)
+    policy.compile_model(torch.nn.Linear(2, 2), "cpu")
+    monkeypatch.setattr(policy, "compile_backend", lambda device: "aot_eager")
+    policy.compile_model(torch.nn.Linear(2, 2), "cpu")
+    assert calls == [{"backend": "inductor", "options": policy.inductor_options("cpu")},
+                     {"backend": "aot_eager"}]
+    assert policy.inductor_options("cpu") and policy.inductor_options("cuda") is None
+
+
+def test_cpu_inductor_options_are_all_known_to_current_torch():
+    """A misspelt key would be dropped as "unknown to this torch": on the torch CI installs every
+    one of them must be there (torch 2.0.1, the oldest supported, knows only the first)."""
+    if tuple(int(p) for p in torch.__version__.split(".")[:2]) < (2, 10):
+        assert set(policy.inductor_options("cpu")) <= set(policy.CPU_INDUCTOR_OPTIONS)
+    else:
+        assert policy.inductor_options("cpu") == policy.CPU_INDUCTOR_OPTIONS
+
+
+def test_inductor_with_the_cpu_options_trains_a_conv_bn_silu_block_as_eager():
+    """The real inductor build (one small block, seconds): torch accepts the options, and the
+    forward and input/weight gradients (two-pass BN variance, recomputed sigmoid) equal eager's."""
+    from yolox.models.network_blocks import BaseConv
+    torch.manual_seed(0)
+    block = BaseConv(4, 8, 3, 1).train().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 4, 12, 12).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 8, 12, 12)
+    results = []
+    for forward in (block, policy.compile_model(block, "cpu")):
+        block.zero_grad()
+        xi = x.clone().requires_grad_()
+        out = forward(xi)
+        out.backward(grad)
+        results.append((out.detach(), xi.grad, block.conv.weight.grad.clone()))
+    torch._dynamo.reset()
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
