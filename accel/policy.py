@@ -94,8 +94,8 @@ def require_lazy_or_compiled(device, compiled, recipe):
 # With the defaults, the backward of each Conv-BN-SiLU writes the recomputed BN output and sigmoid
 # to full-size float32 buffers and reads them back, and BN statistics use Welford (a division per
 # element): a YOLOX-S stem block ran at 0.62-0.65x eager in bf16. Inlining re-read pointwise values
-# instead of realizing them and two-pass variance took that block to 0.85-1.1x and the whole
-# YOLOX-S bf16 step from 0.99x to 1.14x eager (2-core AMX Xeon).
+# instead of realizing them and two-pass variance took that block to 0.84x and the whole YOLOX-S
+# bf16 step from 0.99x to 1.02-1.05x eager (2-core AMX Xeon; the convolutions are oneDNN's either way).
 CPU_INDUCTOR_OPTIONS = {
     "realize_reads_threshold": 100,
     "realize_opusers_threshold": 100,
