@@ -83,6 +83,17 @@ def test_zero_boxes_keep_defaults():
     torch.testing.assert_close(bxywh, DBOXES(order="xywh").expand(3, -1, -1))
 
 
+def test_outputs_never_alias_the_default_boxes():
+    """The outputs start as a copy of the default boxes; were a batch of one a view of the
+    encoder's cached anchors, writing its positives would change every later encoding."""
+    encoder = Encoder(DBOXES)
+    box = torch.tensor([[0.1, 0.1, 0.6, 0.5]])
+    first = encoder.encode(box, torch.tensor([3]))
+    assert torch.equal(encoder.encode(box, torch.tensor([3]))[0], first[0])
+    torch.testing.assert_close(encoder.encode(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))[0],
+                               DBOXES(order="xywh"))
+
+
 def test_bad_shapes_are_user_errors():
     with pytest.raises(UserError, match="encode"):
         ENCODER.encode(torch.zeros(2, 5), torch.zeros(2, dtype=torch.long))
