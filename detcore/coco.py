@@ -33,8 +33,6 @@ def _first_bad(entries, keys):
 
 def load_coco(ann_file):
     """Parse and sanity-check an instances json, then build a pycocotools COCO index (quietly)."""
-    from pycocotools.coco import COCO
-
     ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise UserError(f"annotation file {ann_file} not found (expected COCO instances json)")
@@ -44,6 +42,18 @@ def load_coco(ann_file):
         raise UserError(f"annotation file {ann_file} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"annotation file {ann_file} cannot be read ({exc})") from None
+    return coco_from_dict(data, ann_file)
+
+
+def coco_from_dict(data, ann_file):
+    """Sanity-check a COCO instances dict and index it with pycocotools (quietly).
+
+    Separate from ``load_coco`` so sources that are not a json file (Pascal VOC xmls) build the
+    same dict in memory and share the checks, the index and the cleaning below; ``ann_file`` is
+    what the error messages name.
+    """
+    from pycocotools.coco import COCO
+
     lists = ("images", "annotations", "categories")
     if not isinstance(data, dict) or not all(isinstance(data.get(k, []), list) for k in lists):
         raise UserError(f"annotation file {ann_file} is not COCO instances json (expected an object "
@@ -97,6 +107,17 @@ def clean_boxes(coco, img_ids, ann_file):
 
     Class indices follow the sorted category ids. See the module docstring for the policy.
     """
+    return {img_id: (boxes, cls) for img_id, (boxes, cls, _) in
+            clean_annotations(coco, img_ids, ann_file).items()}
+
+
+def clean_annotations(coco, img_ids, ann_file, keep_crowd=False):
+    """``clean_boxes`` plus a per-box crowd flag [N] bool: (boxes, class index, crowd) per image.
+
+    ``keep_crowd=True`` keeps crowd boxes (flagged) instead of ignoring them: Pascal VOC's
+    "difficult" boxes are indexed as crowd (so COCOeval ignores them, as the VOC devkit does) yet
+    are still trained on (upstream YOLOX's ``keep_difficult=True``). Every other rule is the same.
+    """
     class_ids = np.asarray(sorted(coco.getCatIds()))
     infos = coco.loadImgs(img_ids)
     try:
@@ -107,8 +128,10 @@ def clean_boxes(coco, img_ids, ann_file):
         bad = img_ids[int(np.argmin((hw > 0).all(axis=1)))]
         raise UserError(f"annotation file {ann_file}: image {bad} needs a positive width and height")
     row = {img_id: i for i, img_id in enumerate(img_ids)}
-    anns = [a for a in coco.dataset["annotations"] if not a.get("iscrowd", 0) and a["image_id"] in row]
+    anns = [a for a in coco.dataset["annotations"]
+            if (keep_crowd or not a.get("iscrowd", 0)) and a["image_id"] in row]
     pos = np.array([row[a["image_id"]] for a in anns], dtype=np.int64)
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     try:
         xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(len(anns), 4)
         cats = np.array([a["category_id"] for a in anns], dtype=np.int64).reshape(len(anns))
@@ -127,12 +150,13 @@ def clean_boxes(coco, img_ids, ann_file):
     if (~keep).any() or n_clipped:
         logger.warning(f"{Path(ann_file).name}: clipped {n_clipped} boxes to their image and dropped "
                        f"{int((~keep).sum())} with zero area after clipping (of {len(anns)})")
-    boxes, cls, pos = clipped[keep], cls[keep], pos[keep]
+    boxes, cls, pos, crowd = clipped[keep], cls[keep], pos[keep], crowd[keep]
     order = np.argsort(pos, kind="stable")
     splits = np.cumsum(np.bincount(pos, minlength=len(img_ids)))[:-1]
     per_boxes = np.split(boxes[order], splits)
     per_cls = np.split(cls[order].astype(np.int64), splits)
-    return {img_id: (per_boxes[i], per_cls[i]) for i, img_id in enumerate(img_ids)}
+    per_crowd = np.split(crowd[order], splits)
+    return {img_id: (per_boxes[i], per_cls[i], per_crowd[i]) for i, img_id in enumerate(img_ids)}
 
 
 class UnreadableImages:

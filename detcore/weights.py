@@ -3,6 +3,7 @@ belongs to instead of torch's multi-page RuntimeError."""
 from pathlib import Path
 
 import torch
+from loguru import logger
 
 from accel import checkpoint as ckpt_io
 from accel.errors import UserError
@@ -38,13 +39,8 @@ def strip_prefixes(state):
     return out
 
 
-def load_ckpt(model, ckpt):
-    """Load weights strictly from a path, a ``{"model": state_dict}`` dict or a bare state dict.
-
-    Paths go through ``accel.checkpoint.load`` (``weights_only=True``). Missing, unexpected or
-    mis-shaped keys raise a UserError instead of torch's multi-page RuntimeError.
-    """
-    source = "checkpoint"
+def _model_state(ckpt, source):
+    """(source text, bare state dict) of a path, a ``{"model": state_dict}`` dict or a state dict."""
     if isinstance(ckpt, (str, Path)):
         source = f"checkpoint {ckpt}"
         ckpt = ckpt_io.load(ckpt, map_location="cpu")
@@ -54,6 +50,16 @@ def load_ckpt(model, ckpt):
     state = strip_prefixes(ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt)
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{source} holds no model state dict (expected tensors under 'model')")
+    return source, state
+
+
+def load_ckpt(model, ckpt, source="checkpoint"):
+    """Load weights strictly from a path, a ``{"model": state_dict}`` dict or a bare state dict.
+
+    Paths go through ``accel.checkpoint.load`` (``weights_only=True``). Missing, unexpected or
+    mis-shaped keys raise a UserError instead of torch's multi-page RuntimeError.
+    """
+    source, state = _model_state(ckpt, source)
     own = model.state_dict()
     missing = own.keys() - state.keys()
     unexpected = state.keys() - own.keys()
@@ -72,3 +78,48 @@ def load_ckpt(model, ckpt):
                         "check that -n/-f matches the checkpoint")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _shape(t):
+    return "[" + ",".join(str(d) for d in t.shape) + "]"
+
+
+# Below this share of the model's tensors loaded, a checkpoint is another model, not a fine-tune.
+MIN_SHARED = 0.5
+
+
+def load_matching(model, ckpt, source="checkpoint", min_shared=MIN_SHARED,
+                  hint="check that -n/-f matches the checkpoint"):
+    """Fine-tuning load: every tensor whose name and shape fit the model is copied, the others
+    keep the model's own (fresh) initialisation, as upstream YOLOX's ``load_ckpt``. A released
+    80-class checkpoint thus starts a 4-class model with everything but the class predictions.
+
+    One warning line says what was skipped (shape mismatch, missing from the checkpoint, not in
+    the model) with up to three names; a checkpoint that fills fewer than ``min_shared`` of the
+    model's tensors is the wrong model and stops with one line ending in ``hint``. Returns the
+    loaded key names.
+    """
+    source, state = _model_state(ckpt, source)
+    own = model.state_dict()
+    shared = own.keys() & state.keys()
+    reshaped = sorted(k for k in shared if own[k].shape != state[k].shape)
+    loaded = sorted(shared.difference(reshaped))
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    if len(loaded) < min_shared * len(own):
+        raise UserError(f"{source} fits only {len(loaded)} of the model's {len(own)} tensors "
+                        f"(by name and shape): it belongs to another model, not a fine-tune of "
+                        f"this one; {hint}")
+    with torch.no_grad():
+        for key in loaded:
+            own[key].copy_(state[key])
+    if reshaped or missing or unexpected:
+        shown = ", ".join(f"{k} {_shape(state[k])} -> {_shape(own[k])}" for k in reshaped[:3])
+        parts = [f"{len(reshaped)} skipped for a shape mismatch" + (f" ({shown})" if shown else "")]
+        parts.append(f"{len(missing)} missing from the checkpoint"
+                     + (f" ({_few(missing)})" if missing else ""))
+        if unexpected:
+            parts.append(f"{len(unexpected)} not in the model ({_few(unexpected)})")
+        logger.warning(f"{source}: loaded {len(loaded)} of {len(own)} tensors; {'; '.join(parts)}; "
+                       "those keep their fresh initialisation")
+    return loaded

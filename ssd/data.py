@@ -1,4 +1,5 @@
-"""COCO data for SSD300: annotation loading, the spec's augmentation, padded batches.
+"""Detection data for SSD300: a COCO root or a Pascal VOC devkit (``open_sources``), the spec's
+augmentation, padded batches.
 
 Training targets stay as padded ltrb boxes (normalised to [0, 1]) plus labels (0 = padding) so
 the training loop can encode a whole batch at once with ``Encoder.encode_batch`` (the default,
@@ -8,6 +9,7 @@ Every random draw comes from a per-sample generator seeded by (seed, epoch, inde
 augmentation of a sample does not depend on worker count, rank count or resume point.
 """
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,24 +117,28 @@ def train_transform(rng, img, boxes, labels, crop_tries=1):
 
 
 class CocoDetection(Dataset):
-    """COCO json + image folder, read and cleaned by ``detcore.coco`` (the policy both models
-    share). Labels: sorted category ids -> 1..K (0 is background).
+    """One split of detection data for SSD: a COCO json + image folder (``img_dir``,
+    ``ann_file``), or any ``source`` with ``detcore.coco.CocoSource``'s interface (a VOC split
+    from ``detcore.voc.VocSource``), read and cleaned by the policy both models share. Labels:
+    the source's class order -> 1..K (0 is background); for COCO the sorted category ids.
 
     ``train=True`` uses only images with boxes (as the MLPerf reference) and applies the random
     augmentation; otherwise every image is kept and only resized + normalised. An image that
     fails to decode is replaced by the next readable one, with a warning naming it.
     """
 
-    def __init__(self, img_dir, ann_file, train, seed=0, crop_tries=1):
-        self.img_dir, self.train, self.seed, self.epoch = Path(img_dir), train, seed, 0
+    def __init__(self, img_dir=None, ann_file=None, train=False, seed=0, crop_tries=1, source=None):
+        if source is None:
+            source = CocoSource(ann_file, img_dir)
+        self.source, self.train, self.seed, self.epoch = source, train, seed, 0
         self.crop_tries = crop_tries
-        self.source = CocoSource(ann_file, img_dir)
         self.coco, self.cat_ids = self.source.coco, self.source.class_ids
         self.label_map = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
         self.targets = {i: self._normalised(i) for i in self.source.ids}
         self.ids = [i for i in self.source.ids if len(self.targets[i][1]) or not train]
         if not self.ids:
-            raise UserError(f"--data: {ann_file} has no images with usable boxes")
+            raise UserError(f"--data: {_describe(source)} has no images with usable boxes")
+        self.img_dir = Path(getattr(source, "img_dir", None) or source.path(self.ids[0]).parent)
         self.unreadable = UnreadableImages(self.img_dir, len(self.ids))
 
     @property
@@ -251,3 +257,86 @@ def coco_paths(root):
     ann = root / "annotations"
     return (root / "train2017", ann / "instances_train2017.json",
             root / "val2017", ann / "instances_val2017.json")
+
+
+def _describe(source):
+    """The file or folder a source was read from, for one-line errors."""
+    return getattr(source, "ann_file", None) or getattr(source, "data_dir", None) or type(source).__name__
+
+
+# Pascal VOC as the detection papers train and test it: 2007+2012 trainval, VOC2007 test.
+VOC_TRAIN = (("2007", "trainval"), ("2012", "trainval"))
+VOC_TEST = ("2007", "test")
+_VOC_YEAR = re.compile(r"VOC\d{4}")
+
+
+def _image_set(devkit, year, name):
+    return devkit / f"VOC{year}" / "ImageSets" / "Main" / f"{name}.txt"
+
+
+def voc_layout(root):
+    """(devkit folder, years to use) when ``root`` is a VOC devkit (a folder holding VOC2007/,
+    VOC2012/ ...; also a folder holding VOCdevkit/ as ``tools/make_shapes.py --format voc``
+    writes it) or one VOC<year>/ folder (then that year only); None for anything else."""
+    root = Path(root)
+    if _VOC_YEAR.fullmatch(root.name) and (root / "Annotations").is_dir():
+        return root.parent, (root.name[3:],)
+    for devkit in (root, root / "VOCdevkit"):
+        years = tuple(sorted(p.name[3:] for p in devkit.glob("VOC[0-9][0-9][0-9][0-9]")
+                             if (p / "Annotations").is_dir()))
+        if years:
+            return devkit, years
+    return None
+
+
+def voc_sources(devkit, years, train=True, class_names=None):
+    """(train source or None, val source) of a VOC devkit: train on the trainval lists of
+    2007 and 2012 (those of ``years`` that have one), evaluate on VOC2007 test (else the test
+    list of the one year given). The label count comes from the train split's class names
+    (sorted) unless ``class_names`` fixes them; the val split must use the same names (an xml
+    naming another class is one line naming it)."""
+    from detcore.voc import VocSource
+
+    sets = [(y, n) for y, n in VOC_TRAIN if y in years and _image_set(devkit, y, n).is_file()]
+    if not sets:
+        sets = [(y, "trainval") for y in years if _image_set(devkit, y, "trainval").is_file()]
+    test = VOC_TEST if VOC_TEST[0] in years else (years[0], "test")
+    if not _image_set(devkit, *test).is_file():
+        raise UserError(f"--data: VOC data {devkit} has no {_image_set(devkit, *test)} to evaluate on "
+                        "(SSD evaluates on VOC2007 test)")
+    if not sets and (train or class_names is None):
+        raise UserError(f"--data: VOC data {devkit} has no ImageSets/Main/trainval.txt in "
+                        f"{', '.join(f'VOC{y}' for y in years)} to train on")
+    train_src = None
+    if train or class_names is None:
+        train_src = VocSource(devkit, sets, class_names=class_names)
+        class_names = train_src.class_names
+    try:
+        val_src = VocSource(devkit, [test], class_names=class_names)
+    except UserError as exc:
+        if train_src is None:
+            raise
+        where = " + ".join(f"VOC{y} {n}" for y, n in sets)
+        raise UserError(f"--data: {exc} (the classes of the training split, {where}; the val split "
+                        "must use the same names)") from None
+    return (train_src if train else None), val_src
+
+
+def open_sources(root, train=True, class_names=None):
+    """(train source or None, val source) of the ``--data`` folder, labelled alike.
+
+    A VOC devkit (see ``voc_layout``; ``voc_sources`` picks the splits), else a COCO root
+    (train2017/, val2017/, annotations/) whose splits must list the same categories.
+    ``train=False`` (``--eval-only``) reads what the val split's labels need only.
+    ``class_names`` (a checkpoint's, for --eval-only) fixes the label order where the layout
+    infers it from the data (VOC); COCO's comes from its category ids.
+    """
+    voc = voc_layout(root) if Path(root).is_dir() else None
+    if voc is not None:
+        return voc_sources(*voc, train=train, class_names=class_names)
+    train_dir, train_ann, val_dir, val_ann = coco_paths(root)
+    train_src = CocoSource(train_ann, train_dir) if train else None
+    val_src = CocoSource(val_ann, val_dir)
+    if train_src is not None and val_src.class_ids != train_src.class_ids:
+        raise UserError(f"--data: {val_ann} and {train_ann} list different categories")
+    return train_src, val_src

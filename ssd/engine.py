@@ -1,6 +1,6 @@
 """The SSD run behind ``ssd/train.py``: data, model, the MLPerf schedule, the training loop,
 distributed COCO evaluation, checkpoints (this project's resume file and the reference's
-``iter_N.pt``) and the MLPerf log."""
+``iter_N.pt``: resume, fine-tune on other labels, evaluate alone) and the MLPerf log."""
 import contextlib
 import math
 import time
@@ -17,18 +17,18 @@ from accel import checkpoint
 from accel.errors import UserError, report_position
 from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
                           sgd_class)
+from detcore import voc_eval
 from detcore.coco_eval import gather_and_score
 from detcore.log import setup_logger
 from detcore.progress import Progress
 from detcore.report import RunReport
 from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
-from detcore.weights import strip_prefixes
+from detcore.weights import load_matching, strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
-from ssd.data import (CocoDetection, EncodedTargets, EpochSampler, coco_paths, collate,
-                      collate_encoded)
+from ssd.data import CocoDetection, EncodedTargets, EpochSampler, collate, collate_encoded, open_sources
 from ssd.mlperf_log import MLPerfLogger
-from ssd.model import imagenet_backbone_state, load_backbone_weights
+from ssd.model import NUM_DEFAULTS, imagenet_backbone_state, load_backbone_weights
 from ssd.reference_utils import ReferenceBatches, ReferenceLayout
 
 REFERENCE_BATCH = 32
@@ -144,8 +144,22 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
         progress.update(i + 1)
     local = np.concatenate(rows) if rows else np.zeros((0, 7))
     result = gather_and_score(dataset.coco, local, dataset.ids, seconds, images)
+    if hasattr(getattr(dataset, "source", None), "difficult"):
+        # a VOC split (detcore.voc): the COCO numbers above drive the loop (--threshold), the
+        # VOC devkit's table (AP per class at IoU 0.5, 11-point for VOC2007) is printed with them
+        voc = voc_eval.gather_and_score(dataset.source, voc_rows(local, dataset.cat_ids))
+        result.summary += "VOC devkit AP:\n" + voc.summary
     model.train(was_training)
     return result
+
+
+def voc_rows(coco_rows, cat_ids):
+    """COCO result rows (image_id, x, y, w, h, score, category_id) -> ``detcore.voc_eval`` rows
+    (image_id, x1, y1, x2, y2, score, class index in ``cat_ids``)."""
+    rows = np.array(coco_rows, dtype=np.float64).reshape(-1, 7)
+    rows[:, 3:5] += rows[:, 1:3]
+    rows[:, 6] = np.searchsorted(np.asarray(cat_ids), rows[:, 6])
+    return rows
 
 
 def read_checkpoint(path):
@@ -158,36 +172,112 @@ def read_checkpoint(path):
     return state
 
 
+def is_resume_file(state):
+    """This project's ``ssd300_latest.pth`` carries its position; the reference's (and our)
+    ``models/iter_N.pt`` holds weights and label names only."""
+    return "iteration" in state
+
+
+def label_count(state):
+    """Labels (background included) an SSD300 state dict predicts: its first class-confidence
+    conv has ``NUM_DEFAULTS[0]`` outputs per label. None when the state has no such conv."""
+    weight = state.get("conf.0.weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[0] % NUM_DEFAULTS[0]:
+        return None
+    return weight.shape[0] // NUM_DEFAULTS[0]
+
+
+def label_names(state):
+    """Label -> name from a checkpoint's ``label_map`` (the reference's ``label_info``: label ->
+    name, 0 = background); {} when it has none (a resume file written before it carried one)."""
+    label_map = state.get("label_map")
+    if not isinstance(label_map, dict):
+        return {}
+    return {int(k): str(v) for k, v in label_map.items() if str(k).lstrip("-").isdigit()}
+
+
+def _mismatch(own, state):
+    """What keeps ``state`` out of a model whose state dict is ``own``, in a few words; None if
+    it fits. A label-count difference is said as such: it is the usual reason."""
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if not (missing or unexpected or reshaped):
+        return None
+    theirs, mine = label_count(state), label_count(own)
+    if not missing and not unexpected and all(k.startswith("conf.") for k in reshaped) and theirs:
+        return f"it predicts {theirs} labels, --data has {mine} (background included)"
+    parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+             ((missing, "tensors missing"), (unexpected, "unexpected tensors"),
+              (reshaped, "tensors of another shape")) if keys]
+    return ", ".join(parts)
+
+
+def load_strict(model, state, path, hint):
+    """Every tensor of ``model`` from ``state["model"]`` (DDP / compile prefixes stripped), or
+    one line naming the file, what does not fit and ``hint`` (what to do instead)."""
+    weights = strip_prefixes(state["model"])
+    why = _mismatch(model.state_dict(), weights)
+    if why:
+        raise UserError(f"--checkpoint {path}: does not fit this model ({why}); {hint}")
+    model.load_state_dict(weights)
+
+
+RESUME_HINT = ("a resume file (ssd300_latest.pth) continues its own run on the same labels; to "
+               "fine-tune on other data start from a weights-only models/iter_N.pt of that run")
+EVAL_HINT = "--eval-only scores a checkpoint trained on the labels of --data"
+
+
 def load_checkpoint(path, model, optimizer, precision, start_iteration, state=None):
-    """``--checkpoint``: this project's resume file (model, optimizer, RNG, position) or the
-    MLPerf reference's ``iter_N.pt`` (``{"model", "label_map"}``: weights only, the run starts
-    at ``--iteration`` as in the reference). Returns (iteration, state)."""
+    """``--checkpoint``: this project's resume file (model, optimizer, RNG, position; strict:
+    resuming a run on other labels is a mistake) or a weights-only ``iter_N.pt`` (the MLPerf
+    reference's ``{"model", "label_map"}``, also ours), loaded as a fine-tuning start: every
+    tensor whose name and shape fit, the rest (an 81-label file's class-confidence convs in a
+    5-label model) keeps its fresh initialisation, said in one warning line; the run starts at
+    ``--iteration`` as in the reference. Returns (iteration, state)."""
     state = read_checkpoint(path) if state is None else state
-    try:
-        model.load_state_dict(strip_prefixes(state["model"]))
-    except RuntimeError as exc:
-        raise UserError(f"--checkpoint {path}: does not fit this model ({str(exc).splitlines()[0]})") from None
-    if "iteration" not in state:          # the reference's weights-only file
+    if not is_resume_file(state):
+        load_matching(model, state, source=f"--checkpoint {path}",
+                      hint="expected SSD300-ResNet34 weights (models/iter_N.pt)")
         return start_iteration, state
+    load_strict(model, state, path, RESUME_HINT)
     if "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     precision.load_state_dict(state.get("precision", {}))
     return int(state["iteration"]), state
 
 
+def check_label_names(state, dataset, path):
+    """--eval-only: a checkpoint whose ``label_map`` names other classes than the data (same
+    count, another order or set) would be scored against the wrong classes: one line instead."""
+    names = label_names(state)
+    if not names:
+        return
+    theirs = [names.get(i, str(i)) for i in range(1, dataset.num_classes)]
+    ours = [dataset.label_info[i] for i in range(1, dataset.num_classes)]
+    if theirs != ours:
+        raise UserError(f"--checkpoint {path}: trained on the classes {', '.join(theirs)}, but --data "
+                        f"has {', '.join(ours)}; {EVAL_HINT}")
+
+
 class SSDRun:
-    """Everything one ``ssd/train.py`` invocation builds, then ``fit()``."""
+    """Everything one ``ssd/train.py`` invocation builds, then ``fit()`` (or, with
+    ``--eval-only``, ``evaluate_only()``: the val split, the model and nothing else)."""
 
     def __init__(self, args):
         self.args = args
+        self.eval_only = bool(getattr(args, "eval_only", False))
         self.device = accel.resolve_device(args, dynamic_shapes=True)   # Habana's SSD 1.17
         self.info = accel.init_distributed(self.device, timeout_s=args.dist_timeout)
         accel.set_threads_per_process(self.device, self.info.world_size)
         self.rank0 = accel.is_main_process()
         self.out_dir = Path(args.output_dir)
-        self.lock = RunLock(self.out_dir, enabled=self.rank0)
-        setup_logger(self.out_dir, rank=self.info.rank)
-        self.mlog = MLPerfLogger(self.out_dir / MLPERF_LOG_NAME if self.rank0 else None, enabled=self.rank0)
+        # --eval-only writes no checkpoint, so it may score the file of a run still training there
+        self.lock = RunLock(self.out_dir, enabled=self.rank0 and not self.eval_only)
+        setup_logger(self.out_dir, rank=self.info.rank,
+                     filename="val_log.txt" if self.eval_only else "train_log.txt")
+        training_log = self.rank0 and not self.eval_only
+        self.mlog = MLPerfLogger(self.out_dir / MLPERF_LOG_NAME if training_log else None, enabled=training_log)
         self.mlog.event(C.CACHE_CLEAR, True)
         self.mlog.start(C.INIT_START)
         self.mlog.submission_info(platform=f"{self.info.world_size}x{self.device.type}")
@@ -198,16 +288,22 @@ class SSDRun:
         saved = read_checkpoint(args.checkpoint) if args.checkpoint else None
         # resuming without -s continues with the run's own (possibly drawn) seed
         self.seed = draw_seed(args.seed if args.seed is not None or saved is None else saved.get("seed"))
-        seed_everything(self.seed, args.deterministic)
-        train_dir, train_ann, val_dir, val_ann = coco_paths(args.data)
-        self.train_set = CocoDetection(train_dir, train_ann, train=True, seed=self.seed,
-                                       crop_tries=args.num_cropping_iterations)
-        self.val_set = CocoDetection(val_dir, val_ann, train=False)
-        if self.val_set.cat_ids != self.train_set.cat_ids:
-            raise UserError(f"--data: {val_ann} and {train_ann} list different categories")
+        self._make_datasets(saved)
         self.encoder = Encoder(dboxes300_coco())     # also the loader workers' with --encode-in workers
         self._make_loaders()
-        self.net = SSD300(label_num=self.train_set.num_classes)
+        self.precision = accel.Precision.from_args(args, device)
+        # Seeded right before the model is built, so the model's initialisation is the first thing
+        # drawn from the seed: the tensors a fine-tune does not load (another label count's
+        # class-confidence convs) are exactly those of SSD300(label_num=K) built after
+        # torch.manual_seed(seed), whatever the data code above draws or may draw one day.
+        seed_everything(self.seed, args.deterministic)
+        self.net = SSD300(label_num=self.val_set.num_classes)     # the train split's labels too
+        if self.eval_only:
+            load_strict(self.net, saved, args.checkpoint, EVAL_HINT)
+            check_label_names(saved, self.val_set, args.checkpoint)
+            place_model(self.net, device)
+            return
+        # the backbone choice first: a --checkpoint's backbone tensors then override it
         self._load_backbone(args.pretrained_backbone)
         self.net.freeze_backbone(args.trainable_backbone_layers)
         place_model(self.net, device)
@@ -215,15 +311,19 @@ class SSDRun:
         self.global_batch = args.batch_size * info.world_size
         self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
         self.optimizer = build_optimizer(args.opt, self.net.parameters(), self.base_lr, args.weight_decay, device)
-        self.precision = accel.Precision.from_args(args, device)
         self.iteration, self.resumed = args.iteration, None
-        if args.checkpoint and "iteration" in saved and saved.get("opt", "sgd") != args.opt:
+        if args.checkpoint and is_resume_file(saved) and saved.get("opt", "sgd") != args.opt:
             raise UserError(f"--checkpoint {args.checkpoint}: its run trained with --opt {saved.get('opt', 'sgd')}; "
                             f"resume it with the same --opt (got --opt {args.opt})")
         if args.checkpoint:
             self.iteration, self.resumed = load_checkpoint(args.checkpoint, self.net, self.optimizer,
                                                            self.precision, args.iteration, saved)
-            logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
+            if is_resume_file(saved):
+                logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
+            else:
+                logger.info(f"weights from {args.checkpoint} (weights only); starting at iteration "
+                            f"{self.iteration}")
+                self.resumed = None      # no RNG state or position to restore
         # DDP as Habana's SSD: 100 MB buckets, gradients as bucket views, buffers not broadcast
         model = accel.wrap_ddp(self.net, device, hpu_first_bucket_mb=100, bucket_cap_mb=100,
                                gradient_as_bucket_view=True)
@@ -232,6 +332,26 @@ class SSDRun:
         self.model = model   # self.net stays the bare module: checkpoints and eval use it
         self.step = TrainStep(model, self.loss_fn, self.encoder, self.optimizer, self.precision, device,
                               args.batch_splits, args.clip_grad_norm)
+
+    def _make_datasets(self, saved):
+        """The train split (not for --eval-only) and the val split of --data, labelled alike."""
+        args = self.args
+        train, val = open_sources(args.data, train=not self.eval_only,
+                                  class_names=self._checkpoint_classes(saved))
+        self.train_set = None if train is None else CocoDetection(
+            source=train, train=True, seed=self.seed, crop_tries=args.num_cropping_iterations)
+        self.val_set = CocoDetection(source=val, train=False)
+
+    def _checkpoint_classes(self, saved):
+        """--eval-only on a data layout whose labels are inferred (VOC): the checkpoint's class
+        names in label order, so labels mean what they meant in training; None otherwise."""
+        if not self.eval_only:
+            return None
+        names = label_names(saved)
+        count = label_count(strip_prefixes(saved["model"]))
+        if not names or count is None or any(i not in names for i in range(1, count)):
+            return None
+        return [names[i] for i in range(1, count)]
 
     def _load_backbone(self, choice):
         """As the reference: ImageNet weights unless told otherwise (``none`` = from scratch)."""
@@ -249,16 +369,29 @@ class SSDRun:
     def _make_loaders(self):
         args, info = self.args, self.info
         cls = loader_class(args.dl_worker_type, self.device)
-        self.sampler = EpochSampler(len(self.train_set), args.batch_size, info.rank, info.world_size, self.seed)
-        if self.sampler.batches_per_epoch == 0:
-            raise UserError(f"--batch-size {args.batch_size} x {info.world_size} process(es) is larger than "
-                            f"the {len(self.train_set)} training images")
+        common = dict(collate_fn=collate, num_workers=args.num_workers, **pin_memory_kwargs(self.device))
+        if self.train_set is not None:
+            self._make_train_loader(cls, common)
         if args.disable_distributed_validation:   # the reference: rank 0 scores every image
             shard = range(len(self.val_set)) if self.rank0 else range(0)
         else:
             shard = range(info.rank, len(self.val_set), info.world_size)
         val_batch = args.val_batch_size or args.batch_size
-        common = dict(collate_fn=collate, num_workers=args.num_workers, **pin_memory_kwargs(self.device))
+        if cls is DataLoader or (args.disable_distributed_validation and not self.rank0):
+            self.val_loader = DataLoader(self.val_set, batch_size=val_batch, sampler=list(shard), **common)
+            return
+        # any sampler makes the vendor pipeline shard by rank itself; rank 0 alone takes all (None)
+        val_sampler = None if args.disable_distributed_validation else list(shard)
+        layout = dict(num_workers=args.num_workers, shuffle=False, **pin_memory_kwargs(self.device))
+        self.val_loader = ReferenceBatches(
+            cls(ReferenceLayout(self.val_set), batch_size=val_batch, sampler=val_sampler, **layout))
+
+    def _make_train_loader(self, cls, common):
+        args, info = self.args, self.info
+        self.sampler = EpochSampler(len(self.train_set), args.batch_size, info.rank, info.world_size, self.seed)
+        if self.sampler.batches_per_epoch == 0:
+            raise UserError(f"--batch-size {args.batch_size} x {info.world_size} process(es) is larger than "
+                            f"the {len(self.train_set)} training images")
         self.targets_encoded = cls is not DataLoader or args.encode_in == "workers"
         if cls is DataLoader:
             train_set, train_common = self.train_set, common
@@ -267,7 +400,6 @@ class SSDRun:
                 train_common = dict(common, collate_fn=collate_encoded)
             self.train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=self.sampler,
                                            drop_last=True, **train_common)
-            self.val_loader = DataLoader(self.val_set, batch_size=val_batch, sampler=list(shard), **common)
             return
         # --dl-worker-type HABANA on HPU: the reference's data layout and call (no collate_fn, which
         # its SSD pipelines refuse); its training targets come encoded.
@@ -275,20 +407,15 @@ class SSDRun:
         self.train_loader = ReferenceBatches(
             cls(ReferenceLayout(self.train_set), batch_size=args.batch_size, sampler=self.sampler,
                 drop_last=True, **layout))
-        if args.disable_distributed_validation and not self.rank0:
-            self.val_loader = DataLoader(self.val_set, batch_size=val_batch, sampler=[], **common)
-            return
-        # any sampler makes the vendor pipeline shard by rank itself; rank 0 alone takes all (None)
-        val_sampler = None if args.disable_distributed_validation else list(shard)
-        self.val_loader = ReferenceBatches(
-            cls(ReferenceLayout(self.val_set), batch_size=val_batch, sampler=val_sampler, **layout))
 
     def save(self, epoch, iteration):
         if self.args.no_save:
             return
+        # label_map as in iter_N.pt, so every SSD checkpoint names its classes (ssd/demo.py)
         state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "precision": self.precision.state_dict(), "epoch": epoch, "iteration": iteration,
-                 "opt": self.args.opt, "seed": self.seed, "rng": rng_state()}
+                 "opt": self.args.opt, "seed": self.seed, "rng": rng_state(),
+                 "label_map": self.train_set.label_info}
         save_on_main(state, self.out_dir / CHECKPOINT_NAME)
 
     def save_reference(self, iteration):
@@ -297,6 +424,21 @@ class SSDRun:
             return
         path = self.out_dir / REFERENCE_CKPT_DIR / f"iter_{iteration}.pt"
         save_on_main({"model": self.net.state_dict(), "label_map": self.train_set.label_info}, path)
+
+    def evaluate_only(self):
+        """``--eval-only``: score the ``--checkpoint`` weights on the val split once; the COCO
+        summary goes to the log, ``AP50_95``/``AP50`` lines to stdout (as ``tools/eval.py``).
+        Nothing is trained and no checkpoint is written. Returns the ``CocoScore``."""
+        args = self.args
+        logger.info(f"--eval-only: {args.checkpoint} on {len(self.val_set)} val images, "
+                    f"{self.val_set.num_classes - 1} classes, device {self.device}")
+        result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
+                          args.nms_valid_thresh, self.precision)
+        if self.rank0:
+            logger.info(f"{args.checkpoint}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f}\n"
+                        f"{result.summary}")
+            print(f"AP50_95: {result.ap50_95:.4f}\nAP50: {result.ap50:.4f}", flush=True)
+        return result
 
     def fit(self):
         args, mlog = self.args, self.mlog

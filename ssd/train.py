@@ -1,6 +1,9 @@
 """Train SSD300-ResNet34 on COCO (MLPerf single_stage_detector recipe, flags as in the reference).
 
-Runs as ``python ssd/train.py --data COCO_ROOT``, under ``mpirun -n N`` and under torchrun.
+Runs as ``python ssd/train.py --data COCO_ROOT`` (or a Pascal VOC devkit), under ``mpirun -n N``
+and under torchrun.
+``--checkpoint iter_N.pt`` (weights only) fine-tunes, also on another label count;
+``--eval-only --checkpoint FILE`` scores a checkpoint on the val split and stops.
 """
 import sys
 from pathlib import Path
@@ -20,8 +23,11 @@ from ssd.engine import REFERENCE_BATCH, SSDRun  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Train SSD300-ResNet34 on a COCO-format data set.")
-    p.add_argument("--data", "-d", required=True, help="COCO root with train2017/, val2017/, annotations/")
+    p = argparse.ArgumentParser(description="Train SSD300-ResNet34 on a COCO or Pascal VOC data set.")
+    p.add_argument("--data", "-d", required=True,
+                   help="COCO root with train2017/, val2017/, annotations/; or a Pascal VOC devkit "
+                        "(VOC2007/, VOC2012/: trains on their trainval, evaluates on VOC2007 test) "
+                        "or one VOC<year>/ folder")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="per-process batch size")
     p.add_argument("--val-batch-size", type=int, default=None, help="per-process eval batch (default: --batch-size)")
     p.add_argument("--epochs", "-e", type=int, default=800, help="maximum number of epochs")
@@ -38,7 +44,12 @@ def build_parser():
     p.add_argument("--num-workers", type=int, default=4, help="data loader worker processes")
     p.add_argument("--threshold", "-t", type=float, default=0.23, help="stop once COCO mAP reaches this")
     p.add_argument("--checkpoint", default=None,
-                   help="resume from ssd300_latest.pth, or start from the reference's iter_N.pt weights")
+                   help="resume from ssd300_latest.pth (same labels), or start from the weights of an "
+                        "iter_N.pt (the reference's or ours; another label count fine-tunes: the "
+                        "tensors that do not fit keep their fresh initialisation)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="score --checkpoint on the val split (COCO summary), then stop: no training, "
+                        "no checkpoint written")
     p.add_argument("--no-save", action="store_true", help="do not write checkpoints")
     p.add_argument("--output-dir", "--save-dir", dest="output_dir", default="ssd_output",
                    help="checkpoints, models/iter_N.pt, train_log.txt and the MLPerf log go here")
@@ -115,6 +126,8 @@ def check_args(args):
         if args.device not in (None, "auto", "cpu") or args.use_hpu:
             raise UserError("--no-cuda conflicts with the device asked for (it means --device cpu)")
         args.device = "cpu"
+    if args.eval_only and not args.checkpoint:
+        raise UserError("--eval-only needs --checkpoint FILE (ssd300_latest.pth or models/iter_N.pt)")
     if args.dl_worker_type is None:
         args.dl_worker_type = default_worker_type()
 
@@ -123,7 +136,11 @@ def check_args(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_args(args)
-    SSDRun(args).fit()
+    run = SSDRun(args)
+    if args.eval_only:
+        run.evaluate_only()
+    else:
+        run.fit()
     # on success only: a failed collective leaves a group whose teardown can abort the process
     # before cli_entry has printed its one line; the exit releases everything anyway
     accel.destroy()

@@ -82,3 +82,84 @@ def test_cli_writes_set_and_rejects_bad_flags(tmp_path, capsys):
         sys.modules["make_shapes"].main(["--out", str(tmp_path / "e"), "--seed", "-1"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "error: --seed must be >= 0, got -1"
+
+
+def _tree_bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_all_classes_in_order_is_the_default_byte_for_byte(tmp_path):
+    make_shapes = load_make_shapes()
+    default = make_shapes(tmp_path / "a", 3, 2, seed=5)
+    named = make_shapes(tmp_path / "b", 3, 2, seed=5, classes="circle,rectangle,triangle,star")
+    assert _tree_bytes(default) == _tree_bytes(named)
+
+
+def test_class_subset_keeps_the_chosen_shapes_in_the_given_order(tmp_path):
+    make_shapes = load_make_shapes()
+    full = _load(make_shapes(tmp_path / "full", 12, 0, seed=0), "train2017")
+    sub = _load(make_shapes(tmp_path / "sub", 12, 0, seed=0, classes=["star", "circle"]), "train2017")
+    assert sub["categories"] == [{"id": 1, "name": "star", "supercategory": "shape"},
+                                 {"id": 2, "name": "circle", "supercategory": "shape"}]
+    assert {a["category_id"] for a in sub["annotations"]} == {1, 2}
+    assert sub["images"] == full["images"]
+    # the other shapes are not drawn, every random draw still happens: each star/circle of the
+    # full set is in the subset at the same place, its visible box only grows (fewer occluders)
+    remap = {4: 1, 1: 2}
+    for img in full["images"]:
+        kept = [a for a in full["annotations"] if a["image_id"] == img["id"] and a["category_id"] in remap]
+        mine = [a for a in sub["annotations"] if a["image_id"] == img["id"]]
+        assert len(mine) >= len(kept)
+        for a in kept:
+            x, y, w, h = a["bbox"]
+            assert any(b["category_id"] == remap[a["category_id"]] and b["bbox"][0] <= x and b["bbox"][1] <= y
+                       and b["bbox"][0] + b["bbox"][2] >= x + w and b["bbox"][1] + b["bbox"][3] >= y + h
+                       for b in mine), (img["id"], a["bbox"])
+
+
+def test_voc_export_is_the_coco_set_in_voc_layout(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    make_shapes = load_make_shapes()
+    coco_root = make_shapes(tmp_path / "coco", 5, 3, seed=0)
+    voc = make_shapes(tmp_path / "voc", 5, 3, seed=0, fmt="voc") / "VOCdevkit" / "VOC2007"
+    main = voc / "ImageSets" / "Main"
+    assert main.joinpath("trainval.txt").read_text().split() == ["000001", "000002", "000003", "000004", "000005"]
+    assert main.joinpath("test.txt").read_text().split() == ["000006", "000007", "000008"]
+    difficult = 0
+    for split, offset in (("train2017", 0), ("val2017", 5)):
+        data = _load(coco_root, split)
+        for im in data["images"]:
+            stem = f"{im['id'] + offset:06d}"
+            jpg = (coco_root / split / im["file_name"]).read_bytes()
+            assert (voc / "JPEGImages" / f"{stem}.jpg").read_bytes() == jpg
+            root = ET.parse(voc / "Annotations" / f"{stem}.xml").getroot()
+            assert (int(root.findtext("size/width")), int(root.findtext("size/height"))) == (im["width"], im["height"])
+            objs = root.findall("object")
+            anns = [a for a in data["annotations"] if a["image_id"] == im["id"]]
+            assert len(objs) == len(anns)
+            for obj, ann in zip(objs, anns):
+                x, y, w, h = (int(v) for v in ann["bbox"])
+                # VOC: 1-based inclusive pixels; COCO: x is the first pixel, x + w - 1 the last
+                box = [int(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+                assert box == [x + 1, y + 1, x + w, y + h]
+                assert obj.findtext("name") == ("circle", "rectangle", "triangle", "star")[ann["category_id"] - 1]
+                assert obj.findtext("difficult") == str(int(max(w, h) < 24))
+                difficult += int(obj.findtext("difficult"))
+    assert difficult > 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--classes", "star,hexagon"],
+     "error: --classes: unknown class 'hexagon' (choose from circle,rectangle,triangle,star)"),
+    (["--classes", "star,star"], "error: --classes: star,star names a class twice"),
+    (["--format", "yaml"], "error: argument --format: invalid choice: 'yaml' (choose from coco, voc)"),
+])
+def test_cli_rejects_bad_format_and_classes(tmp_path, capsys, flags, message):
+    load_make_shapes()
+    with pytest.raises(SystemExit) as exit_info:
+        sys.modules["make_shapes"].main(["--out", str(tmp_path / "x"), "--num-train", "1", "--num-val", "0", *flags])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err.replace("'coco', 'voc'", "coco, voc") == message
+    assert not (tmp_path / "x").exists()          # nothing written for a bad flag

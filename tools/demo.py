@@ -11,14 +11,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from accel import Precision, add_device_args, add_precision_args, resolve_device  # noqa: E402
-from accel.errors import UserError, cli_entry  # noqa: E402
+from accel.errors import cli_entry  # noqa: E402
+from detcore.draw import draw, image_files  # noqa: E402
 from yolox.core.cli import ArgParser, add_exp_args, build_exp, load_model  # noqa: E402
-
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def make_parser():
@@ -39,18 +37,6 @@ def make_parser():
     return parser
 
 
-def image_files(path):
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXT)
-        if files:
-            return files
-        raise UserError(f"--path {path} contains no images ({', '.join(IMAGE_EXT)})")
-    raise UserError(f"--path {path} does not exist (expected an image file or a folder)")
-
-
 def class_names(exp):
     """The exp's ``class_names``, else COCO's names for 80 classes, else class indices."""
     names = getattr(exp, "class_names", None)
@@ -63,27 +49,6 @@ def class_names(exp):
         except ImportError:
             pass
     return [str(i) for i in range(exp.num_classes)]
-
-
-def colour(cls):
-    """A stable, distinct BGR colour per class index."""
-    rng = np.random.default_rng(cls + 7)
-    return tuple(int(c) for c in rng.integers(60, 255, size=3))
-
-
-def draw(img, dets, names):
-    """Boxes with 'name score' labels; ``dets`` rows are (x1,y1,x2,y2,score,cls) in image pixels."""
-    for x1, y1, x2, y2, score, cls in dets.tolist():
-        c = colour(int(cls))
-        p1, p2 = (int(x1), int(y1)), (int(x2), int(y2))
-        cv2.rectangle(img, p1, p2, c, 2)
-        text = f"{names[int(cls)]} {score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        top = max(p1[1] - th - 4, 0)
-        cv2.rectangle(img, (p1[0], top), (p1[0] + tw + 2, top + th + 4), c, -1)
-        cv2.putText(img, text, (p1[0] + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    return img
 
 
 class Predictor:

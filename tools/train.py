@@ -31,6 +31,9 @@ def make_parser():
     parser.add_argument("-e", "--start_epoch", "--start-epoch", dest="start_epoch", type=int,
                         default=None, help="resume at this epoch (1-based)")
     parser.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
+    parser.add_argument("--freeze", action="store_true",
+                        help="freeze the backbone (weights and BN statistics) while fine-tuning; "
+                             "same as the exp's freeze_backbone True")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("-l", "--logger", choices=("loguru", "tensorboard", "wandb"), default="loguru",
                         help="also log scalars to tensorboard or wandb (trailing wandb-KEY VALUE "
@@ -98,6 +101,8 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     check_args(args)
     exp = build_exp(args)       # validates names, overrides and data dir before any relaunch
+    if args.freeze:
+        exp.freeze_backbone = True
     if args.dist_url not in (None, "auto"):
         set_rendezvous(args.dist_url)
     devices = args.devices or 1

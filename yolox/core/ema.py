@@ -5,6 +5,7 @@ from copy import deepcopy
 import torch
 
 from accel import unwrap
+from yolox.utils.model_utils import frozen_state_keys
 
 
 class ModelEMA:
@@ -18,9 +19,15 @@ class ModelEMA:
         self.ema = deepcopy(unwrap(model)).eval()
         self.updates = updates
         self.base_decay = decay
+        # frozen entries (freeze_module) never change: averaging a constant could still move it
+        # by a rounding step, so they are left out
+        frozen = frozen_state_keys(unwrap(model))
+        self._keys = [k for k, v in self.ema.state_dict().items()
+                      if v.dtype.is_floating_point and k not in frozen]
         for p in self.ema.parameters():
             p.requires_grad_(False)
-        self._ema_floats = [v for v in self.ema.state_dict().values() if v.dtype.is_floating_point]
+        ema_state = self.ema.state_dict()
+        self._ema_floats = [ema_state[k] for k in self._keys]
         self._src = None
 
     def decay(self, updates):
@@ -31,7 +38,7 @@ class ModelEMA:
         # state_dict tensors alias the live parameters, so the list is built once per model
         if self._src is None or self._src[0] is not model:
             sd = unwrap(model).state_dict()
-            self._src = (model, [v for v in sd.values() if v.dtype.is_floating_point])
+            self._src = (model, [sd[k] for k in self._keys])
         return self._src[1]
 
     @torch.no_grad()

@@ -310,13 +310,16 @@ class Trainer:
         logger.info(f"saved checkpoint {path}")
 
     def load_weights(self, model):
-        """``--resume`` (full state) or ``-c`` alone (weights for fine-tuning); returns the ckpt."""
+        """``--resume`` (full state, strict) or ``-c`` alone (weights for fine-tuning: every tensor
+        whose name and shape fit, the rest keep their fresh initialisation); returns the ckpt."""
+        from detcore.weights import load_matching
         from yolox.utils import load_ckpt
 
         args = self.args
         if not args.resume:
             if args.ckpt:
-                load_ckpt(model, load_checkpoint(args.ckpt))
+                # fine-tuning: another class count (or head) is expected, so shape-aware
+                load_matching(model, load_checkpoint(args.ckpt), source=f"checkpoint {args.ckpt}")
                 logger.info(f"loaded weights from {args.ckpt} for fine-tuning")
             return None
         path = Path(args.ckpt) if args.ckpt else self.file_name / "latest_ckpt.pth"

@@ -24,11 +24,16 @@ def _parse_number(text, like):
 
 
 def _parse_sequence(text, current):
-    """'(640,640)', '640,640' or '[0.5, 1.5]' -> same container type and length as ``current``."""
+    """'(640,640)', '640,640' or '[0.5, 1.5]' -> same container type and length as ``current``.
+    A sequence of names (``class_names star,circle``) takes any length: your data's class list."""
     body = text.strip()
     if body[:1] in "([" and body[-1:] in ")]":
         body = body[1:-1]
     parts = [p for p in body.replace(" ", ",").split(",") if p]
+    if current and all(isinstance(v, str) for v in current):
+        if not parts:
+            raise ValueError("expected comma-separated names")
+        return type(current)(parts)
     if len(parts) != len(current):
         raise ValueError(f"expected {len(current)} comma-separated values, got {len(parts)}")
     all_int = all(isinstance(v, int) and not isinstance(v, bool) for v in current)

@@ -59,6 +59,9 @@ class Exp(BaseExp):
         self.channels_last = True
         # train through torch.compile (same as the CLI's --use-torch-compile)
         self.torch_compile = False
+        # fine-tuning on small sets: freeze the (CSP)Darknet backbone, weights and BN statistics
+        # (same as tools/train.py --freeze; upstream HEAD's freeze_module(model.backbone.backbone))
+        self.freeze_backbone = False
         self.exp_name = "yolox_base"
         # test
         self.test_size = (640, 640)
@@ -75,13 +78,17 @@ class Exp(BaseExp):
         return YOLOX(backbone, head)
 
     def get_model(self):
-        """A fresh model initialised as released YOLOX: BN eps 1e-3 / momentum 0.03, prior 1e-2."""
+        """A fresh model initialised as released YOLOX: BN eps 1e-3 / momentum 0.03, prior 1e-2;
+        with ``freeze_backbone`` its (CSP)Darknet backbone is frozen (the neck and head train)."""
         model = self.build_model()
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eps = 1e-3
                 m.momentum = 0.03
         model.head.initialize_biases(1e-2)
+        if self.freeze_backbone:
+            from yolox.utils import freeze_module
+            freeze_module(model.backbone.backbone)
         return model
 
     # ------------------------------------------------------------------ data

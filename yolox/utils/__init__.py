@@ -1,9 +1,10 @@
 """YOLOX utilities: boxes and post-processing, checkpoint loading, inference helpers."""
 from .boxes import bboxes_iou, cxcywh2xyxy, postprocess, xyxy2cxcywh, xyxy2xywh
 from detcore.weights import load_ckpt
-from .model_utils import fuse_conv_and_bn, fuse_model, get_model_info
+from .model_utils import (adjust_status, freeze_module, frozen_state_keys, fuse_conv_and_bn, fuse_model,
+                          get_model_info, is_frozen)
 
 __all__ = [
-    "bboxes_iou", "cxcywh2xyxy", "fuse_conv_and_bn", "fuse_model", "get_model_info", "load_ckpt",
-    "postprocess", "xyxy2cxcywh", "xyxy2xywh",
+    "adjust_status", "bboxes_iou", "cxcywh2xyxy", "freeze_module", "frozen_state_keys", "fuse_conv_and_bn",
+    "fuse_model", "get_model_info", "is_frozen", "load_ckpt", "postprocess", "xyxy2cxcywh", "xyxy2xywh",
 ]

@@ -1,4 +1,8 @@
-"""Inference helpers: conv-BN fusion and model size / FLOPs summary."""
+"""Model helpers: conv-BN fusion, model size / FLOPs summary, and freezing for fine-tuning
+(upstream HEAD's ``freeze_module`` / ``adjust_status``)."""
+import contextlib
+import types
+
 import torch
 from torch import nn
 
@@ -46,3 +50,59 @@ def get_model_info(model, tsize):
         model.train(was_training)
     gflops = counter.get_total_flops() / 1e9 * tsize[0] * tsize[1] / stride / stride
     return f"Params: {params:.2f}M, Gflops: {gflops:.2f}"
+
+
+def _frozen_train(self, mode=True):
+    """``train`` of a frozen module: it and its children stay in eval mode (BatchNorm keeps its
+    running statistics, dropout stays off) whatever ``model.train()`` asks."""
+    return nn.Module.train(self, False)
+
+
+def freeze_module(module, name=None):
+    """Freeze ``module`` in place (upstream HEAD's semantics): its parameters get
+    ``requires_grad=False`` and its submodules go to eval mode; with ``name``, only the parameters
+    and submodules whose qualified name contains ``name`` (e.g. ``freeze_module(model, "backbone")``).
+
+    Unlike upstream, a frozen submodule also stays in eval mode through later ``model.train()``
+    calls (the trainer's included), so frozen BatchNorm statistics do not move either.
+    """
+    for param_name, param in module.named_parameters():
+        if name is None or name in param_name:
+            param.requires_grad_(False)
+    for module_name, sub in module.named_modules():
+        if name is None or name in module_name:
+            sub.train = types.MethodType(_frozen_train, sub)
+            sub.eval()
+    return module
+
+
+def is_frozen(module):
+    """Whether ``freeze_module`` froze this module (it stays in eval mode)."""
+    train = module.__dict__.get("train")
+    return getattr(train, "__func__", None) is _frozen_train
+
+
+def frozen_state_keys(model):
+    """State-dict keys that ``freeze_module`` froze: frozen parameters and the buffers of frozen
+    modules. They never change, so the EMA leaves them alone (averaging a constant can still
+    move it by a rounding step)."""
+    keys = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for mod_name, sub in model.named_modules():
+        if is_frozen(sub):
+            prefix = f"{mod_name}." if mod_name else ""
+            keys.update(prefix + b for b, _ in sub.named_buffers(recurse=False))
+    return keys
+
+
+@contextlib.contextmanager
+def adjust_status(module, training=False):
+    """Put ``module`` and all its submodules in training (``True``) or eval mode for the ``with``
+    block, then give every submodule its own mode back (upstream HEAD's ``adjust_status``)."""
+    saved = {m: m.training for m in module.modules()}
+    for m in saved:
+        m.training = training
+    try:
+        yield module
+    finally:
+        for m, mode in saved.items():
+            m.training = mode

@@ -1,7 +1,8 @@
-"""COCO-format detection dataset (json + image folder) for YOLOX.
+"""COCO-format detection dataset (json + image folder) for YOLOX, and the source-based dataset
+that ``VOCDetection`` shares with it.
 
-Reading and cleaning follow the one policy of ``detcore.coco`` (shared with SSD); this module
-only adds what YOLOX needs: labels scaled into the letterboxed ``img_size``, BGR images resized
+Reading and cleaning follow the one policy of ``detcore.coco`` (shared with SSD and with VOC);
+this module only adds what YOLOX needs: labels scaled into the letterboxed ``img_size``, BGR images resized
 with OpenCV, and an optional RAM cache.
 """
 import os
@@ -13,26 +14,21 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import CocoSource
+from detcore.coco import CocoSource, file_name
 from yolox.data.datasets.datasets_wrapper import Dataset
 
 
-class COCODataset(Dataset):
-    """COCO json + images; ``pull_item`` gives the letterbox-resized image and xyxy+cls labels."""
+class SourceDataset(Dataset):
+    """Letterboxed images and labels of any ``detcore`` source (``CocoSource``, ``VocSource``):
+    the one implementation behind ``COCODataset`` and ``VOCDetection``, so both feed
+    MosaicDetection, the trainer and the evaluators the same way."""
 
-    def __init__(self, data_dir, json_file="instances_train2017.json", name="train2017",
-                 img_size=(416, 416), preproc=None, cache=False):
+    def __init__(self, source, img_size=(416, 416), preproc=None, cache=False):
         super().__init__(img_size)
-        self.data_dir = Path(data_dir)
-        if not self.data_dir.is_dir():
-            raise UserError(f"data dir {self.data_dir} not found (expected annotations/{json_file} "
-                            f"and {name}/ inside it)")
-        self.json_file, self.name, self.img_size, self.preproc = json_file, name, tuple(img_size), preproc
-        self.ann_file = self.data_dir / "annotations" / json_file
-        self.img_dir = self.data_dir / name
-        self.source = CocoSource(self.ann_file, self.img_dir)
-        self.coco, self.class_ids, self.ids = self.source.coco, self.source.class_ids, self.source.ids
-        self._classes = self.source.class_names
+        self.source, self.img_size, self.preproc = source, tuple(img_size), preproc
+        self.img_dir = source.img_dir
+        self.coco, self.class_ids, self.ids = source.coco, source.class_ids, source.ids
+        self._classes = source.class_names
         self.annotations = self._letterboxed_annotations()
         self.imgs = self._cache_images() if cache else None
 
@@ -51,7 +47,8 @@ class COCODataset(Dataset):
             ratio = min(self.img_size[0] / h, self.img_size[1] / w)
             boxes, cls = self.source.boxes[img_id]
             labels = np.concatenate([boxes * ratio, cls[:, None].astype(np.float64)], axis=1)
-            out.append((labels, (h, w), (int(h * ratio), int(w * ratio)), self.source.path(img_id).name))
+            # the file relative to the source's image folder (a VOC file sits under VOC<year>/)
+            out.append((labels, (h, w), (int(h * ratio), int(w * ratio)), file_name(self.coco, img_id)))
         return out
 
     def _read_resized(self, index):
@@ -100,3 +97,18 @@ class COCODataset(Dataset):
         if self.preproc is not None:
             img, target = self.preproc(img, target, self.input_dim)
         return img, target, img_info, img_id
+
+
+class COCODataset(SourceDataset):
+    """COCO json + images; ``pull_item`` gives the letterbox-resized image and xyxy+cls labels."""
+
+    def __init__(self, data_dir, json_file="instances_train2017.json", name="train2017",
+                 img_size=(416, 416), preproc=None, cache=False):
+        self.data_dir = Path(data_dir)
+        if not self.data_dir.is_dir():
+            raise UserError(f"data dir {self.data_dir} not found (expected annotations/{json_file} "
+                            f"and {name}/ inside it)")
+        self.json_file, self.name = json_file, name
+        self.ann_file = self.data_dir / "annotations" / json_file
+        source = CocoSource(self.ann_file, self.data_dir / name)
+        super().__init__(source, img_size, preproc, cache)
