@@ -1,9 +1,11 @@
-"""Export a YOLOX model to ONNX: ``python tools/export_onnx.py -n yolox-s -c ckpt.pth --output-name out.onnx``.
+"""Export a YOLOX model to ONNX with upstream HEAD's flags:
+``python tools/export_onnx.py -n yolox-s -c yolox_s.pth --output-name yolox_s.onnx``.
 
-The graph contains box decoding (``head.decode_in_inference``) so its output equals
-``model.eval()(images)`` unless ``--no-decode`` asks for the raw per-anchor map.
+As upstream, the graph emits the raw per-anchor map ``[B, A, 5+C]`` (box offsets, objectness and
+class logits after sigmoid, before decoding) that its ONNXRuntime / OpenVINO / TensorRT demos
+decode themselves; ``--decode_in_inference`` puts the box decoding in the graph instead, so the
+output equals ``model.eval()(images)``. onnx-simplifier runs when installed, unless ``--no-onnxsim``.
 """
-import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -14,30 +16,20 @@ import torch  # noqa: E402
 from loguru import logger  # noqa: E402
 
 from accel.errors import UserError, cli_entry  # noqa: E402
-from yolox.exp import get_exp  # noqa: E402
-from yolox.utils import load_ckpt  # noqa: E402
+from yolox.core.cli import ArgParser, add_export_args, export_model  # noqa: E402
 
 
 def make_parser():
-    parser = argparse.ArgumentParser("YOLOX ONNX export")
-    parser.add_argument("-n", "--name", default=None, help="model name, e.g. yolox-s")
-    parser.add_argument("-f", "--exp_file", "--exp-file", dest="exp_file", default=None, help="experiment file")
-    parser.add_argument("-c", "--ckpt", default=None, help="checkpoint .pth (random weights when omitted)")
-    parser.add_argument("--output-name", "--output_name", dest="output_name", default="yolox.onnx")
+    parser = ArgParser("export_onnx.py", description="YOLOX ONNX export")
     parser.add_argument("--input", default="images", help="name of the ONNX input")
     parser.add_argument("--output", default="output", help="name of the ONNX output")
-    parser.add_argument("-o", "--opset", type=int, default=17)
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1)
+    parser.add_argument("-o", "--opset", type=int, default=11, help="ONNX opset (upstream's default 11)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
-    parser.add_argument("--no-decode", dest="decode", action="store_false",
-                        help="emit the raw head map instead of decoded boxes")
-    parser.add_argument("--no-onnxsim", action="store_true",
-                        help="accepted so upstream command lines work; onnx-simplifier is never run")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")
-    return parser
+    parser.add_argument("--no-onnxsim", action="store_true", help="do not run onnx-simplifier")
+    return add_export_args(parser, "yolox.onnx")
 
 
-def export(model, path, input_size, batch_size=1, opset=17, input_name="images", output_name="output",
+def export(model, path, input_size, batch_size=1, opset=11, input_name="images", output_name="output",
            dynamic=False):
     """Trace ``model`` (eval mode) on a zero image batch and write ``path``."""
     model.eval()
@@ -52,24 +44,33 @@ def export(model, path, input_size, batch_size=1, opset=17, input_name="images",
                           opset_version=opset, dynamic_axes=axes, dynamo=False)
 
 
+def simplify(path):
+    """onnx-simplifier over ``path`` in place, as upstream; a note when it is not installed."""
+    try:
+        import onnx
+        from onnxsim import simplify as onnxsim_simplify
+    except ImportError:
+        logger.info("onnx-simplifier not installed (pip install onnxsim): graph left as exported")
+        return
+    model, ok = onnxsim_simplify(onnx.load(str(path)))
+    if not ok:
+        raise UserError(f"onnx-simplifier could not validate the simplified {path}; export with --no-onnxsim")
+    onnx.save(model, str(path))
+    logger.info(f"simplified {path} with onnx-simplifier")
+
+
 @cli_entry
 def main(argv=None):
     args = make_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    exp = get_exp(args.exp_file, args.name)
-    exp.merge(args.opts)
-    model = exp.get_model()
-    if args.ckpt is not None:
-        load_ckpt(model, args.ckpt)
-        logger.info(f"loaded checkpoint {args.ckpt}")
-    else:
-        logger.warning("no checkpoint given (-c): exporting randomly initialised weights")
-    model.head.decode_in_inference = args.decode
+    exp, model = export_model(args)
     Path(args.output_name).parent.mkdir(parents=True, exist_ok=True)
-    export(model, args.output_name, exp.test_size, args.batch_size, args.opset, args.input, args.output, args.dynamic)
+    export(model, args.output_name, exp.test_size, args.batch_size, args.opset, args.input, args.output,
+           args.dynamic)
+    if not args.no_onnxsim:
+        simplify(args.output_name)
     h, w = exp.test_size
-    logger.info(f"wrote {args.output_name} (input {args.input}: {args.batch_size}x3x{h}x{w})")
+    kind = "decoded boxes" if args.decode_in_inference else "raw map"
+    logger.info(f"wrote {args.output_name} (input {args.input}: {args.batch_size}x3x{h}x{w}, output {kind})")
 
 
 if __name__ == "__main__":

@@ -78,3 +78,45 @@ def load_model(exp, args, device):
     if getattr(args, "fuse", False):
         model = fuse_model(model)
     return model
+
+
+def add_export_args(parser, default_output):
+    """The flags upstream HEAD's tools/export_onnx.py and export_torchscript.py share."""
+    add_exp_args(parser)
+    parser.add_argument("--output-name", "--output_name", dest="output_name", default=default_output,
+                        help="output file")
+    parser.add_argument("-c", "--ckpt", default=None, help="checkpoint .pth to export")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="export the exp's freshly initialised weights (no -c)")
+    parser.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=1)
+    parser.add_argument("--decode_in_inference", "--decode-in-inference", dest="decode_in_inference",
+                        action="store_true", help="decode boxes in the graph (default: the raw "
+                        "per-anchor map, what upstream's runtime demos expect)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")
+    return parser
+
+
+def export_model(args):
+    """(exp, eval-mode model) for an export: the exp with overrides, the ``-c`` weights loaded
+    strictly (an export of the wrong checkpoint is one line), ``decode_in_inference`` set. Without
+    ``-c`` only ``--random-weights`` exports untrained weights: silently shipping them is a trap."""
+    from loguru import logger
+
+    from yolox.utils import load_ckpt
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.ckpt is None and not args.random_weights:
+        raise UserError("no checkpoint: pass -c CKPT (or --random-weights to export untrained weights)")
+    if args.ckpt is not None and args.random_weights:
+        raise UserError("-c and --random-weights exclude each other")
+    exp = build_exp(args, need_data=False)
+    model = exp.get_model()
+    if args.ckpt is not None:
+        load_ckpt(model, args.ckpt)
+        logger.info(f"loaded checkpoint {args.ckpt}")
+    else:
+        logger.warning("--random-weights: exporting freshly initialised weights")
+    model.eval()
+    model.head.decode_in_inference = args.decode_in_inference
+    return exp, model
