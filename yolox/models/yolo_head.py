@@ -19,7 +19,7 @@ class YOLOXHead(nn.Module):
 
     Train mode returns the loss dict (the SimOTA loss lives in ``yolo_loss``); eval mode returns
     ``[B, A, 5 + C]`` = (cx, cy, w, h in pixels, sigmoid obj, sigmoid cls), or the raw undecoded
-    map when ``decode_in_inference`` is False (what ONNX export with ``--no-decode`` emits).
+    map when ``decode_in_inference`` is False (what the exports emit unless ``--decode_in_inference``).
     """
 
     def __init__(self, num_classes, width=1.0, strides=(8, 16, 32), in_channels=(256, 512, 1024),
