@@ -188,7 +188,22 @@ class UnreadableImages:
         raise UserError(f"no readable image under {self.folder}")
 
 
-class CocoSource:
+class IndexedSource:
+    """What both detectors read a data split through: ``coco`` (a pycocotools index, which the
+    COCO evaluation scores against), ``img_dir``, ``ann_file`` (what messages name),
+    ``class_ids`` / ``class_names``, the kept ``ids``, cleaned ``boxes`` per id, ``unreadable``.
+    ``CocoSource`` reads a json; ``detcore.voc.VocSource`` builds the same from VOC xmls."""
+
+    def path(self, img_id):
+        return self.img_dir / file_name(self.coco, img_id)
+
+    def size(self, img_id):
+        """(height, width) as listed in the index."""
+        info = self.coco.imgs[img_id]
+        return int(info["height"]), int(info["width"])
+
+
+class CocoSource(IndexedSource):
     """One split of a COCO-layout folder: the index, its kept image ids and cleaned boxes."""
 
     def __init__(self, ann_file, img_dir):
@@ -199,11 +214,3 @@ class CocoSource:
         self.ids = present_image_ids(self.coco, self.img_dir, self.ann_file)
         self.boxes = clean_boxes(self.coco, self.ids, self.ann_file)
         self.unreadable = UnreadableImages(self.img_dir, len(self.ids))
-
-    def path(self, img_id):
-        return self.img_dir / file_name(self.coco, img_id)
-
-    def size(self, img_id):
-        """(height, width) as listed in the json."""
-        info = self.coco.imgs[img_id]
-        return int(info["height"]), int(info["width"])

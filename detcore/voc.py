@@ -31,7 +31,8 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import UnreadableImages, clean_annotations, coco_from_dict, file_name, present_image_ids
+from detcore.coco import (IndexedSource, UnreadableImages, clean_annotations, coco_from_dict,
+                          present_image_ids)
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -88,7 +89,7 @@ def parse_xml(xml_path):
     return width, height, names, boxes, np.asarray(difficult, dtype=bool)
 
 
-class VocSource:
+class VocSource(IndexedSource):
     """Listed images of one or more VOC image sets: the same attributes as ``CocoSource``
     (``coco``, ``class_ids``, ``class_names``, ``ids``, ``boxes``, ``unreadable``, ``img_dir``,
     ``ann_file``, ``path()``, ``size()``) plus ``difficult`` aligned with ``boxes``.
@@ -202,15 +203,6 @@ class VocSource:
                              "iscrowd": int(diff), "ignore": int(diff)})
         categories = [{"id": i, "name": n, "supercategory": "voc"} for i, n in enumerate(self.class_names)]
         return {"images": images, "annotations": anns, "categories": categories}
-
-    # ------------------------------------------------------------------ CocoSource interface
-    def path(self, img_id):
-        return self.img_dir / file_name(self.coco, img_id)
-
-    def size(self, img_id):
-        """(height, width) from the xml's <size> (or the image header when it has none)."""
-        info = self.coco.imgs[img_id]
-        return int(info["height"]), int(info["width"])
 
     @property
     def use_07_metric(self):

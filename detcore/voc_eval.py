@@ -30,6 +30,16 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _RULE = "-" * 62
 
 
+def rows_from_coco(rows, class_ids):
+    """COCO result rows (image_id, x, y, w, h, score, category_id) -> the rows scored here
+    (image_id, x1, y1, x2, y2, score, class index in the sorted ``class_ids``): both detectors'
+    evaluation loops produce COCO rows, and a VOC source's category ids are its class indices."""
+    rows = np.array(rows, dtype=np.float64).reshape(-1, 7)
+    rows[:, 3:5] += rows[:, 1:3]
+    rows[:, 6] = np.searchsorted(np.asarray(class_ids, dtype=np.float64), rows[:, 6])
+    return rows
+
+
 def voc_ap(rec, prec, use_07_metric=False):
     """AP of one class from its recall/precision curve (arrays in detection order)."""
     rec, prec = np.asarray(rec, dtype=np.float64), np.asarray(prec, dtype=np.float64)

@@ -118,7 +118,7 @@ def train_transform(rng, img, boxes, labels, crop_tries=1):
 
 class CocoDetection(Dataset):
     """One split of detection data for SSD: a COCO json + image folder (``img_dir``,
-    ``ann_file``), or any ``source`` with ``detcore.coco.CocoSource``'s interface (a VOC split
+    ``ann_file``), or any ``detcore.coco.IndexedSource`` (a VOC split
     from ``detcore.voc.VocSource``), read and cleaned by the policy both models share. Labels:
     the source's class order -> 1..K (0 is background); for COCO the sorted category ids.
 
@@ -137,8 +137,8 @@ class CocoDetection(Dataset):
         self.targets = {i: self._normalised(i) for i in self.source.ids}
         self.ids = [i for i in self.source.ids if len(self.targets[i][1]) or not train]
         if not self.ids:
-            raise UserError(f"--data: {_describe(source)} has no images with usable boxes")
-        self.img_dir = Path(getattr(source, "img_dir", None) or source.path(self.ids[0]).parent)
+            raise UserError(f"--data: {source.ann_file} has no images with usable boxes")
+        self.img_dir = source.img_dir
         self.unreadable = UnreadableImages(self.img_dir, len(self.ids))
 
     @property
@@ -257,11 +257,6 @@ def coco_paths(root):
     ann = root / "annotations"
     return (root / "train2017", ann / "instances_train2017.json",
             root / "val2017", ann / "instances_val2017.json")
-
-
-def _describe(source):
-    """The file or folder a source was read from, for one-line errors."""
-    return getattr(source, "ann_file", None) or getattr(source, "data_dir", None) or type(source).__name__
 
 
 # Pascal VOC as the detection papers train and test it: 2007+2012 trainval, VOC2007 test.

@@ -147,19 +147,10 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
     if hasattr(getattr(dataset, "source", None), "difficult"):
         # a VOC split (detcore.voc): the COCO numbers above drive the loop (--threshold), the
         # VOC devkit's table (AP per class at IoU 0.5, 11-point for VOC2007) is printed with them
-        voc = voc_eval.gather_and_score(dataset.source, voc_rows(local, dataset.cat_ids))
+        voc = voc_eval.gather_and_score(dataset.source, voc_eval.rows_from_coco(local, dataset.cat_ids))
         result.summary += "VOC devkit AP:\n" + voc.summary
     model.train(was_training)
     return result
-
-
-def voc_rows(coco_rows, cat_ids):
-    """COCO result rows (image_id, x, y, w, h, score, category_id) -> ``detcore.voc_eval`` rows
-    (image_id, x1, y1, x2, y2, score, class index in ``cat_ids``)."""
-    rows = np.array(coco_rows, dtype=np.float64).reshape(-1, 7)
-    rows[:, 3:5] += rows[:, 1:3]
-    rows[:, 6] = np.searchsorted(np.asarray(cat_ids), rows[:, 6])
-    return rows
 
 
 def read_checkpoint(path):

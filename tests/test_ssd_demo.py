@@ -9,8 +9,8 @@ import torch
 
 from ssd import SSD300
 from ssd import demo as ssd_demo
+from yolox_tools import run_cli
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \| ")
 NAMES = {0: "background", 1: "circle", 2: "rectangle", 3: "triangle", 4: "star"}
 
 
@@ -45,13 +45,8 @@ def biased_checkpoint(path, winner, label_map=True):
 
 
 def run_demo(argv, capsys):
-    code = 0
-    try:
-        ssd_demo.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, [ln for ln in err.splitlines() if not LOG_LINE.match(ln)]
+    """(exit code, stdout, stderr lines that are not log lines) of ``ssd/demo.py argv``."""
+    return run_cli(ssd_demo.main, argv, capsys)[:3]
 
 
 def strong_changes(a, b):

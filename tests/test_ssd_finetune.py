@@ -8,9 +8,9 @@ import torch
 
 from ssd import SSD300, engine
 from ssd import train as ssd_train
+from yolox_tools import run_cli
 
 SHAPES = ("circle", "rectangle", "triangle", "star")        # tools/make_shapes.py's categories
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \| ")
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +30,7 @@ def ssd_weights(labels, seed, names=None):
 
 
 def run_main(argv, capsys):
-    """(exit code, stdout, stderr lines that are not log lines) of ``ssd/train.py argv``."""
-    code = 0
-    try:
-        ssd_train.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, [ln for ln in err.splitlines() if not LOG_LINE.match(ln)], err
+    return run_cli(ssd_train.main, argv, capsys)
 
 
 def test_81_label_weights_fine_tune_on_5_labels(shapes, tmp_path):

@@ -1,23 +1,13 @@
 """ssd/export_onnx.py: the exported SSD300 equals PyTorch under onnxruntime, raw maps and decoded,
 at a batch other than the traced one (dynamic batch)."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from ssd import SSD300, Encoder, dboxes300_coco
+from ssd.export_onnx import main as export_main
 
-ROOT = Path(__file__).resolve().parents[1]
 ort = pytest.importorskip("onnxruntime")
-
-
-def export_main():
-    spec = importlib.util.spec_from_file_location("ssd_export_onnx", ROOT / "ssd" / "export_onnx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +24,7 @@ def ssd5(tmp_path_factory):
 def test_export_matches_pytorch(ssd5, tmp_path, decode):
     net, ckpt = ssd5
     out = tmp_path / "ssd.onnx"
-    export_main()(["--checkpoint", str(ckpt), "--output-name", str(out)] + (["--decode"] if decode else []))
+    export_main(["--checkpoint", str(ckpt), "--output-name", str(out)] + (["--decode"] if decode else []))
     images = torch.randn(2, 3, 300, 300)
     with torch.no_grad():
         expected = net(images)
@@ -54,6 +44,6 @@ def test_export_of_a_non_ssd_checkpoint_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, bad)
     with pytest.raises(SystemExit) as info:
-        export_main()(["--checkpoint", str(bad), "--output-name", str(tmp_path / "x.onnx")])
+        export_main(["--checkpoint", str(bad), "--output-name", str(tmp_path / "x.onnx")])
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1 and str(bad) in err[0]

@@ -2,7 +2,6 @@
 import importlib.util
 import json
 import pickle
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,11 @@ import torchvision
 
 from ssd import train
 from ssd.engine import learning_rate
+from yolox_tools import LOG_LINE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \| ")
 
 
 def run_main(argv, capsys):

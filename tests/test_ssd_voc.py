@@ -10,8 +10,8 @@ import torch
 
 from ssd import train as ssd_train
 from ssd.data import open_sources, voc_layout
+from yolox_tools import run_cli
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \| ")
 
 
 def make_voc(root, num_train, num_val):
@@ -28,13 +28,7 @@ def voc_shapes(tmp_path_factory):
 
 
 def run_main(argv, capsys):
-    code = 0
-    try:
-        ssd_train.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, [ln for ln in err.splitlines() if not LOG_LINE.match(ln)], err
+    return run_cli(ssd_train.main, argv, capsys)
 
 
 def test_voc_layouts_are_found(voc_shapes, tmp_path):

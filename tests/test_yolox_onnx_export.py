@@ -1,22 +1,15 @@
 """tools/export_onnx.py and tools/export_torchscript.py: the exported model reproduces the
 PyTorch model (raw map by default as upstream, decoded with --decode_in_inference)."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from yolox.exp import get_exp
-
-ROOT = Path(__file__).resolve().parents[1]
+from yolox_tools import load_tool
 
 
 def _export_main(tool="export_onnx"):
-    spec = importlib.util.spec_from_file_location(tool, ROOT / "tools" / f"{tool}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool(tool).main
 
 
 @pytest.fixture(scope="module")

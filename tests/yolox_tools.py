@@ -1,6 +1,7 @@
 """Helpers shared by the tests: import tools/*.py (not a package), tiny YOLOX settings, an SSDRun
 builder, an ATen call recorder, the conv weights that show a memory layout."""
 import importlib.util
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -44,6 +45,22 @@ class RecordOps(TorchDispatchMode):
     def args_of(self, *ops):
         """The argument tuples of every call to one of ``ops``."""
         return [args for op, args in self.calls if op in ops]
+
+
+# a loguru console line (timestamp first); anything else on stderr is the CLI's own output
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \| ")
+
+
+def run_cli(main, argv, capsys):
+    """(exit code, stdout, stderr lines that are not log lines, whole stderr) of ``main(argv)``;
+    exit code 0 when it returns."""
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, [ln for ln in err.splitlines() if not LOG_LINE.match(ln)], err
 
 
 def ssd_run(data, out, *flags):

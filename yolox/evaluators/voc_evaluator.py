@@ -5,20 +5,8 @@ the rows' layout and the scoring differ. Returns what upstream HEAD returns, whi
 reads as COCOEvaluator's: (mAP over IoU 0.50:0.95, mAP at IoU 0.50, summary), the summary being
 upstream's VOC table. The metric (11-point for sets before 2010) follows the evaluated years.
 """
-import numpy as np
-
-from detcore.voc_eval import gather_and_score
+from detcore.voc_eval import gather_and_score, rows_from_coco
 from yolox.evaluators.coco_evaluator import COCOEvaluator
-
-
-def rows_to_voc(rows, class_ids):
-    """COCO rows (image_id, x, y, w, h, score, category_id) -> VOC rows (image_id, x1, y1, x2,
-    y2, score, class index); ``class_ids`` are the sorted category ids (a VOC source's are its
-    class indices 0..K-1, so there the last column is unchanged)."""
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 7).copy()
-    rows[:, 3:5] += rows[:, 1:3]
-    rows[:, 6] = np.searchsorted(np.asarray(class_ids, dtype=np.float64), rows[:, 6])
-    return rows
 
 
 class VOCEvaluator(COCOEvaluator):
@@ -34,7 +22,7 @@ class VOCEvaluator(COCOEvaluator):
         was_training = model.training
         rows, infer_s, n_img = self.predict(model, half)
         dataset = self.dataloader.dataset
-        rows = rows_to_voc(rows, dataset.class_ids)
+        rows = rows_from_coco(rows, dataset.class_ids)
         result = gather_and_score(dataset.source, rows, infer_s, n_img)
         model.train(was_training)
         out = (result.ap50_95, result.ap50, result.summary)
