@@ -4,66 +4,20 @@ Trailing ``key value`` pairs override exp attributes (e.g. ``max_epoch 2 steps 5
 ``--devices N`` on one node relaunches itself under torchrun with N processes (unless already
 started by torchrun or mpirun).
 """
-import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from accel import (add_device_args, add_precision_args, destroy, dist_env, launch_local,  # noqa: E402
-                   resolve_device)
-from accel.distributed import DEFAULT_TIMEOUT_S, set_rendezvous  # noqa: E402
+from accel import destroy, dist_env, launch_local, resolve_device  # noqa: E402
+from accel.distributed import set_rendezvous  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import reserve_device_memory  # noqa: E402
 from detcore.report import split_wandb_options  # noqa: E402
-from yolox.core.cli import ArgParser, add_exp_args, build_exp  # noqa: E402
+from yolox.core.cli import build_exp, train_parser  # noqa: E402
 
-
-def make_parser():
-    parser = ArgParser("train.py", description="YOLOX training")
-    add_exp_args(parser)
-    parser.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
-                        help="total batch size over all devices")
-    parser.add_argument("-d", "--devices", type=int, default=None, help="processes on this node")
-    parser.add_argument("--resume", action="store_true", help="resume from -c or latest_ckpt.pth")
-    parser.add_argument("-c", "--ckpt", default=None, help="checkpoint to resume or fine-tune from")
-    parser.add_argument("-e", "--start_epoch", "--start-epoch", dest="start_epoch", type=int,
-                        default=None, help="resume at this epoch (1-based)")
-    parser.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
-    parser.add_argument("--freeze", action="store_true",
-                        help="freeze the backbone (weights and BN statistics) while fine-tuning; "
-                             "same as the exp's freeze_backbone True")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("-l", "--logger", choices=("loguru", "tensorboard", "wandb"), default="loguru",
-                        help="also log scalars to tensorboard or wandb (trailing wandb-KEY VALUE "
-                             "options go to wandb.init, as upstream)")
-    parser.add_argument("-o", "--occupy", action="store_true",
-                        help="reserve most free CUDA memory up front (upstream's --occupy)")
-    parser.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default=None,
-                        choices=("nccl", "gloo", "hccl"),
-                        help="process-group backend (default: hccl on hpu, nccl on cuda, gloo on cpu)")
-    parser.add_argument("--dist-url", "--dist_url", dest="dist_url", default=None,
-                        help="tcp://HOST:PORT of rank 0 for multi-machine runs (default: auto)")
-    parser.add_argument("--num_machines", "--num-machines", dest="num_machines", type=int, default=1)
-    parser.add_argument("--machine_rank", "--machine-rank", dest="machine_rank", type=int, default=0)
-    parser.add_argument("--dist-timeout", dest="dist_timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds any collective may wait for a rank before the run stops")
-    parser.add_argument("--use_lazy_mode", "--use-lazy-mode", dest="use_lazy_mode", default=None,
-                        type=_true_false, help="HPU lazy mode True (default) or False (eager)")
-    parser.add_argument("--use-torch-compile", "--use_torch_compile", dest="use_torch_compile",
-                        action="store_true", help="train through torch.compile (inductor; "
-                        "hpu_backend on HPU, which needs PT_HPU_LAZY_MODE=0)")
-    add_device_args(parser)
-    add_precision_args(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")
-    return parser
-
-
-def _true_false(text):
-    if text.strip().lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-    return text.strip().lower() == "true"
+make_parser = train_parser
 
 
 def check_args(args):
@@ -101,8 +55,6 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     check_args(args)
     exp = build_exp(args)       # validates names, overrides and data dir before any relaunch
-    if args.freeze:
-        exp.freeze_backbone = True
     if args.dist_url not in (None, "auto"):
         set_rendezvous(args.dist_url)
     devices = args.devices or 1
@@ -119,7 +71,7 @@ def main(argv=None):
     if args.batch_size % dist_env().world_size:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by "
                         f"{dist_env().world_size} processes")
-    exp.get_trainer(args).train()
+    exp.get_trainer(args).train()   # upstream exp files override get_trainer(self, args)
     destroy()      # on success only, as ssd/train.py: a broken group's teardown can abort
 
 

@@ -1,9 +1,11 @@
 """Pieces shared by tools/train.py, eval.py and demo.py: argument parsing that reports mistakes
-as one-line UserErrors, exp selection + overrides, and the data-directory fallbacks."""
+as one-line UserErrors, the training flags (and so ``Trainer``'s keyword defaults), exp selection + overrides, and the data-directory fallbacks."""
 import argparse
 import os
 from pathlib import Path
 
+from accel import add_device_args, add_precision_args
+from accel.distributed import DEFAULT_TIMEOUT_S
 from accel.errors import UserError
 
 DEFAULT_DATA_DIR = Path("datasets") / "COCO"
@@ -25,6 +27,67 @@ def add_exp_args(parser):
     parser.add_argument("--data_dir", "--data-dir", dest="data_dir", default=None,
                         help="COCO-layout folder (default: exp.data_dir, $YOLOX_DATADIR, ./datasets/COCO)")
     return parser
+
+
+def train_parser():
+    """tools/train.py's flags; also the defaults of ``Trainer``'s keywords (``train_options``)."""
+    parser = ArgParser("train.py", description="YOLOX training")
+    add_exp_args(parser)
+    parser.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+                        help="total batch size over all devices")
+    parser.add_argument("-d", "--devices", type=int, default=None, help="processes on this node")
+    parser.add_argument("--resume", action="store_true", help="resume from -c or latest_ckpt.pth")
+    parser.add_argument("-c", "--ckpt", default=None, help="checkpoint to resume or fine-tune from")
+    parser.add_argument("-e", "--start_epoch", "--start-epoch", dest="start_epoch", type=int,
+                        default=None, help="resume at this epoch (1-based)")
+    parser.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
+    parser.add_argument("--freeze", action="store_true",
+                        help="freeze the backbone (weights and BN statistics) while fine-tuning; "
+                             "same as the exp's freeze_backbone True")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("-l", "--logger", choices=("loguru", "tensorboard", "wandb"), default="loguru",
+                        help="also log scalars to tensorboard or wandb (trailing wandb-KEY VALUE "
+                             "options go to wandb.init, as upstream)")
+    parser.add_argument("-o", "--occupy", action="store_true",
+                        help="reserve most free CUDA memory up front (upstream's --occupy)")
+    parser.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default=None,
+                        choices=("nccl", "gloo", "hccl"),
+                        help="process-group backend (default: hccl on hpu, nccl on cuda, gloo on cpu)")
+    parser.add_argument("--dist-url", "--dist_url", dest="dist_url", default=None,
+                        help="tcp://HOST:PORT of rank 0 for multi-machine runs (default: auto)")
+    parser.add_argument("--num_machines", "--num-machines", dest="num_machines", type=int, default=1)
+    parser.add_argument("--machine_rank", "--machine-rank", dest="machine_rank", type=int, default=0)
+    parser.add_argument("--dist-timeout", dest="dist_timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds any collective may wait for a rank before the run stops")
+    parser.add_argument("--use_lazy_mode", "--use-lazy-mode", dest="use_lazy_mode", default=None,
+                        type=true_false, help="HPU lazy mode True (default) or False (eager)")
+    parser.add_argument("--use-torch-compile", "--use_torch_compile", dest="use_torch_compile",
+                        action="store_true", help="train through torch.compile (inductor; "
+                        "hpu_backend on HPU, which needs PT_HPU_LAZY_MODE=0)")
+    add_device_args(parser)
+    add_precision_args(parser)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")
+    return parser
+
+
+def true_false(text):
+    if text.strip().lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return text.strip().lower() == "true"
+
+
+def train_options(args=None, **options):
+    """The namespace ``Trainer`` reads: tools/train.py's defaults, then ``args`` (a parsed
+    namespace), then plain keywords (``batch_size=8, device="cpu"``). An unknown keyword is a
+    TypeError naming it, as a mistyped Python argument should be."""
+    merged = vars(train_parser().parse_args([]))
+    unknown = sorted(set(options) - set(merged) - {"wandb_options"})
+    if unknown:
+        raise TypeError(f"Trainer got unknown option(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(sorted(merged))}")
+    merged.update(vars(args) if args is not None else {})
+    merged.update(options)
+    return argparse.Namespace(**merged)
 
 
 def resolve_data_dir(flag, exp_value, env=None):

@@ -23,13 +23,22 @@ LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_
 
 
 class Trainer:
-    """Trains ``exp``'s model as described by the parsed ``args`` of tools/train.py.
-
-    ``args`` needs: batch_size, experiment_name, resume, ckpt, start_epoch, cache, logger, plus the
-    accel device/precision flags. Everything else comes from the exp.
+    """Trains ``exp``'s model with tools/train.py's options as plain keywords
+    (``Trainer(exp, batch_size=8, device="cpu", ckpt="w.pth")``; defaults are the CLI's, see
+    ``yolox.core.cli.train_options``) or, as upstream's ``exp.get_trainer(args)``, a parsed namespace.
+    Everything else comes from the exp.
     """
 
-    def __init__(self, exp, args):
+    def __init__(self, exp, args=None, **options):
+        from yolox.core.cli import train_options
+
+        args = train_options(args, **options)
+        if not args.experiment_name:
+            args.experiment_name = exp.exp_name
+        if args.freeze:
+            exp.freeze_backbone = True
+        if args.seed is not None:
+            exp.seed = args.seed
         self.exp, self.args = exp, args
         self.device = resolve_device(args, dynamic_shapes=False)   # Habana's YOLOX 1.23
         info = init_distributed(self.device, timeout_s=getattr(args, "dist_timeout", 1800),

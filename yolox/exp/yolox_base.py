@@ -221,9 +221,11 @@ class Exp(BaseExp):
                              img_size=self.test_size, confthre=self.test_conf, nmsthre=self.nmsthre,
                              num_classes=self.num_classes, testdev=testdev)
 
-    def get_trainer(self, args):
+    def get_trainer(self, args=None, **options):
+        """The Trainer for this exp: tools/train.py passes its parsed flags, Python callers plain
+        keywords (``exp.get_trainer(batch_size=8, device="cpu")``)."""
         from yolox.core.trainer import Trainer
-        return Trainer(self, args)
+        return Trainer(self, args, **options)
 
     def eval(self, model, evaluator, is_distributed, half=False, return_outputs=False):
         return evaluator.evaluate(model, is_distributed, half, return_outputs=return_outputs)
