@@ -235,3 +235,55 @@ def launch_local(num_procs, script, argv, nnodes=1, node_rank=0):
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, cmd)
+
+
+_flag_group = None
+
+
+def any_rank(flag):
+    """True on every rank when ``flag`` is true on at least one (a preemption signal that reached
+    some ranks only). The vote is a one-integer all-reduce on CPU through gloo (a side group when
+    the training backend is nccl/hccl), so asking every step costs no device sync."""
+    global _flag_group
+    if not _active():
+        return bool(flag)
+    if _flag_group is None:
+        _flag_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    vote = torch.tensor([int(bool(flag))])
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=_flag_group)
+    return bool(vote.item())
+
+
+def restart_count(env=None):
+    """How often torchrun (``--max-restarts``) has restarted this worker group: 0 on the first
+    start and under any other launcher."""
+    env = os.environ if env is None else env
+    return _env_int("TORCHELASTIC_RESTART_COUNT", env) if "TORCHELASTIC_RESTART_COUNT" in env else 0
+
+
+def state_fingerprint(tensors):
+    """A short hash of named tensors (names, dtypes, shapes, bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in tensors:
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def log_rank_agreement(module, what="weights"):
+    """Log whether every rank holds bit-identical parameters of ``module`` (one all-gather of a
+    hash, at the end of a run), or name the ranks that drifted. Buffers (BN statistics) are not
+    broadcast by DDP here, so they differ per rank until an evaluation averages them; said apart."""
+    params = all_gather_object(state_fingerprint(module.named_parameters()))
+    buffers = all_gather_object(state_fingerprint(module.named_buffers()))
+    if len(set(params)) == 1:
+        logger.info(f"{what}: parameters identical on all {len(params)} rank(s) (sha256 {params[0]}); "
+                    f"buffers {'identical' if len(set(buffers)) == 1 else 'differ per rank'} "
+                    f"(sha256 {buffers[0]} on rank 0)")
+    else:
+        logger.warning(f"{what}: parameters differ between ranks: "
+                       + ", ".join(f"rank {r} {p}" for r, p in enumerate(params)))
+    return params, buffers

@@ -1,7 +1,7 @@
 """User-facing errors: one line naming the file or flag and what was expected, never a traceback.
 
 Also the one-line ends of a run the user did not ask for: Ctrl-C (exit 130, saying where the
-run stopped and which checkpoint holds it) and a failure inside a data-loader worker (the root
+run stopped and which checkpoint holds it), a preemption signal (exit 143, see accel.preemption) and a failure inside a data-loader worker (the root
 cause, not torch's re-raised worker traceback).
 """
 import functools
@@ -17,6 +17,14 @@ _PEER_GONE = re.compile(r"[Tt]imed out|Connection (closed|reset)|[Bb]roken pipe|
 
 class UserError(Exception):
     """A mistake in the user's input (flag, file, data). Its message is shown as-is, on one line."""
+
+
+PREEMPTED_EXIT_CODE = 143     # 128 + SIGTERM, what a scheduler expects of a job it stopped
+
+
+class Preempted(Exception):
+    """A run stopped on a preemption signal after writing its checkpoint (accel.preemption);
+    the message says where and how to continue."""
 
 
 def report_position(describe):
@@ -59,6 +67,11 @@ def cli_entry(main):
                 text = _root_cause(text).split(": ", 1)[-1]
             print(f"error: {one_line(text)}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except Preempted as exc:
+            from accel.distributed import destroy   # lazily: this module stays torch-free
+            print(f"preempted: {one_line(exc)}", file=sys.stderr, flush=True)
+            destroy()       # every rank got here after the same checkpoint barrier
+            sys.exit(PREEMPTED_EXIT_CODE)
         except KeyboardInterrupt:
             where = f" at {_where[0]()}" if _where else ""
             print(f"interrupted{where}", file=sys.stderr, flush=True)

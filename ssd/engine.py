@@ -14,10 +14,12 @@ from torch.utils.data import DataLoader
 
 import accel
 from accel import checkpoint
-from accel.errors import UserError, report_position
+from accel.errors import Preempted, UserError, report_position
+from accel.preemption import PreemptionGuard, shield_worker
 from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
                           sgd_class)
 from detcore import voc_eval
+from detcore.checkpoints import Checkpoints, rank_states, restore_rank_state
 from detcore.coco_eval import gather_and_score
 from detcore.log import setup_logger
 from detcore.progress import Progress
@@ -35,6 +37,13 @@ REFERENCE_BATCH = 32
 CHECKPOINT_NAME = "ssd300_latest.pth"
 MLPERF_LOG_NAME = "mlperf_ssd.log"
 REFERENCE_CKPT_DIR = "models"     # iter_N.pt, as the reference writes to ./models
+PERIODIC_PREFIX = "ssd300_iter_"  # + 8-digit iteration + .pth: --checkpoint-interval files
+# flags that do not change what a run computes: a resume by itself may differ in them
+RUN_VOLATILE = frozenset((
+    "checkpoint", "output_dir", "log_interval", "num_workers", "dist_timeout", "logger", "local_rank",
+    "no_save", "checkpoint_interval", "keep_checkpoints", "iteration", "eval_only", "val_batch_size",
+    "val_interval", "val_epochs", "threshold", "nms_valid_thresh", "disable_distributed_validation",
+    "dl_worker_type", "seed"))
 
 
 def learning_rate(iteration, base_lr, warmup_iters, warmup_factor, boundaries):
@@ -276,7 +285,7 @@ class SSDRun:
 
     def _build(self):
         args, info, device = self.args, self.info, self.device
-        saved = read_checkpoint(args.checkpoint) if args.checkpoint else None
+        saved = self._resume_source()
         # resuming without -s continues with the run's own (possibly drawn) seed
         self.seed = draw_seed(args.seed if args.seed is not None or saved is None else saved.get("seed"))
         self._make_datasets(saved)
@@ -324,6 +333,24 @@ class SSDRun:
         self.step = TrainStep(model, self.loss_fn, self.encoder, self.optimizer, self.precision, device,
                               args.batch_splits, args.clip_grad_norm)
 
+    def _resume_source(self):
+        """The checkpoint this run starts from: --checkpoint, or by itself the folder's newest
+        one after a torchrun restart or a preemption (detcore.checkpoints); None for a fresh run,
+        which clears the periodic files an earlier run left in the folder."""
+        args = self.args
+        self.checkpoints = Checkpoints(self.out_dir, CHECKPOINT_NAME, args.checkpoint_interval,
+                                       args.keep_checkpoints, prefix=PERIODIC_PREFIX, suffix=".pth")
+        if self.eval_only:
+            return read_checkpoint(args.checkpoint)
+        path, saved = self.checkpoints.auto_resume(self.run_config(), "pass --checkpoint FILE")
+        if path is not None:
+            args.checkpoint = str(path)
+            return saved
+        saved = read_checkpoint(args.checkpoint) if args.checkpoint else None
+        if not args.no_save and (saved is None or not is_resume_file(saved)):
+            self.checkpoints.clear()
+        return saved
+
     def _make_datasets(self, saved):
         """The train split (not for --eval-only) and the val split of --data, labelled alike."""
         args = self.args
@@ -360,7 +387,8 @@ class SSDRun:
     def _make_loaders(self):
         args, info = self.args, self.info
         cls = loader_class(args.dl_worker_type, self.device)
-        common = dict(collate_fn=collate, num_workers=args.num_workers, **pin_memory_kwargs(self.device))
+        common = dict(collate_fn=collate, num_workers=args.num_workers, worker_init_fn=shield_worker,
+                      **pin_memory_kwargs(self.device))
         if self.train_set is not None:
             self._make_train_loader(cls, common)
         if args.disable_distributed_validation:   # the reference: rank 0 scores every image
@@ -399,15 +427,28 @@ class SSDRun:
             cls(ReferenceLayout(self.train_set), batch_size=args.batch_size, sampler=self.sampler,
                 drop_last=True, **layout))
 
+    def run_config(self):
+        """The flags that decide what this run computes (all but RUN_VOLATILE); a checkpoint of
+        other flags is not resumed by itself (detcore.checkpoints). The seed counts only when given."""
+        config = {k: v for k, v in vars(self.args).items() if k not in RUN_VOLATILE}
+        config.update(world_size=self.info.world_size)
+        if self.args.seed is not None:
+            config["seed"] = self.args.seed
+        return config
+
+    def checkpoint_state(self, epoch, iteration, preempted=False):
+        # label_map as in iter_N.pt, so every SSD checkpoint names its classes (ssd/demo.py)
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "precision": self.precision.state_dict(), "epoch": epoch, "iteration": iteration,
+                "opt": self.args.opt, "seed": self.seed, "rng": rng_state(),
+                "label_map": self.train_set.label_info, "ranks": rank_states(self.net),
+                "run_config": {**self.run_config(), "seed": self.seed}, "preempted": preempted}
+
     def save(self, epoch, iteration):
         if self.args.no_save:
             return
-        # label_map as in iter_N.pt, so every SSD checkpoint names its classes (ssd/demo.py)
-        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "precision": self.precision.state_dict(), "epoch": epoch, "iteration": iteration,
-                 "opt": self.args.opt, "seed": self.seed, "rng": rng_state(),
-                 "label_map": self.train_set.label_info}
-        save_on_main(state, self.out_dir / CHECKPOINT_NAME)
+        save_on_main(self.checkpoint_state(epoch, iteration), self.out_dir / CHECKPOINT_NAME)
+        self.checkpoints.superseded(iteration)
 
     def save_reference(self, iteration):
         """The reference's ``models/iter_N.pt`` (weights + label map), written at each evaluation."""
@@ -432,21 +473,54 @@ class SSDRun:
         return result
 
     def fit(self):
+        """Train epoch by epoch until --epochs, --end-iteration or the --threshold mAP; returns
+        the MLPerf status. A preemption signal ends it with ``Preempted`` after a checkpoint."""
+        self.announce()
+        # each rank's own RNG and BN statistics (after DDP, which broadcasts rank 0's buffers)
+        if self.resumed is not None and not restore_rank_state(self.resumed.get("ranks"), self.net):
+            set_rng_state(self.resumed.get("rng"))
+        ipe = self.sampler.batches_per_epoch
+        self.report = RunReport(self.out_dir, enabled=self.rank0, kind=self.args.logger,
+                                config=vars(self.args), start_epoch=self.iteration // ipe)
+        report_position(lambda: f"epoch {self.iteration // ipe + 1}, iteration {self.iteration}; "
+                                f"newest checkpoint {self.checkpoints.newest()}")
+        self.guard = PreemptionGuard()
+        status, self.start_time, self.start_iter = C.ABORTED, time.time(), self.iteration
+        self.window = [time.time(), 0]          # (start, steps) of the img/s window
+        try:
+            for epoch in range(self.iteration // ipe, self.args.epochs):
+                if self.iteration >= self.end:
+                    break
+                result = self.train_epoch(epoch)
+                if result is not None and result.ap50_95 >= self.args.threshold:
+                    status = C.SUCCESS
+                    break
+        except Preempted:
+            self.report.close()
+            self.lock.release()
+            raise
+        finally:
+            self.guard.close()
+        return self.finish(status)
+
+    def announce(self):
+        """The schedule (MLPerf hyperparameters, log line) and why a log would not be compliant."""
         args, mlog = self.args, self.mlog
         ipe = self.sampler.batches_per_epoch
-        warmup_iters = int(args.warmup * ipe) if args.warmup else 0
-        boundaries = [e * ipe for e in args.lr_decay_schedule]
+        self.warmup_iters = int(args.warmup * ipe) if args.warmup else 0
+        self.boundaries = [e * ipe for e in args.lr_decay_schedule]
+        self.end = args.end_iteration or math.inf
         mlog.hyperparameters(
             seed=self.seed, global_batch_size=self.global_batch,
             local_bn_batch=args.batch_size // args.batch_splits, accumulation_steps=args.batch_splits,
             train_samples=len(self.train_set), eval_samples=len(self.val_set), base_lr=self.base_lr,
-            weight_decay=args.weight_decay, warmup_steps=warmup_iters, warmup_factor=args.warmup_factor,
+            weight_decay=args.weight_decay, warmup_steps=self.warmup_iters, warmup_factor=args.warmup_factor,
             decay_boundary_epochs=args.lr_decay_schedule, decay_factor=0.1,
             num_cropping_iterations=args.num_cropping_iterations, opt_name=args.opt)
         if args.opt != "sgd":
             logger.warning(f"--opt {args.opt}: the MLPerf log of this run will not be compliant (the "
                            "reference and the closed-division rules train SSD with SGD)")
-        if warmup_iters < 1:
+        if self.warmup_iters < 1:
             logger.warning("the MLPerf log of this run will not be compliant: the rules require at "
                            "least one warm-up step (pass --warmup, e.g. --warmup 2.619685 as the "
                            "Habana recipe's 8-card command)")
@@ -456,89 +530,110 @@ class SSDRun:
                     f"{self.train_set.num_classes - 1} classes, {self.info.world_size} process(es) x batch "
                     f"{args.batch_size}, {ipe} iterations/epoch, lr {self.base_lr:.4g}, device {self.device}, "
                     f"seed {self.seed}")
-        iteration = self.iteration
-        if self.resumed is not None:
-            set_rng_state(self.resumed.get("rng"))
-        report = RunReport(self.out_dir, enabled=self.rank0, kind=args.logger, config=vars(args),
-                           start_epoch=iteration // ipe)
-        where = {"epoch": iteration // ipe, "iteration": iteration}
-        report_position(lambda: f"epoch {where['epoch'] + 1}, iteration {where['iteration']}; "
-                                f"latest checkpoint {self.out_dir / CHECKPOINT_NAME}")
-        status, start_time, start_iter = C.ABORTED, time.time(), iteration
-        end = args.end_iteration or math.inf
-        total = min(args.epochs * ipe, end)
-        window_t, window_n = time.time(), 0
-        loss = None
-        for epoch in range(iteration // ipe, args.epochs):
-            if iteration >= end:
+
+    def train_epoch(self, epoch):
+        """One epoch (or its rest, after a mid-epoch resume); returns the evaluation, if any."""
+        ipe = self.sampler.batches_per_epoch
+        epoch_t0, epoch_start_iter, loss = time.time(), self.iteration, None
+        self.mlog.start(C.EPOCH_START, metadata={C.EPOCH_NUM: epoch + 1})
+        self.sampler.set_epoch(epoch, self.iteration - epoch * ipe)
+        self.train_set.epoch = epoch
+        self.model.train()
+        for imgs, boxes, labels, _, _ in self.train_loader:
+            lr = learning_rate(self.iteration, self.base_lr, self.warmup_iters, self.args.warmup_factor,
+                               self.boundaries)
+            loss = self.step(imgs, boxes, labels, lr, encoded=self.targets_encoded)
+            self.iteration += 1
+            self.after_step(epoch, loss, lr)
+            if self.iteration >= self.end:
                 break
-            epoch_t0, epoch_start_iter = time.time(), iteration
-            mlog.start(C.EPOCH_START, metadata={C.EPOCH_NUM: epoch + 1})
-            self.sampler.set_epoch(epoch, iteration - epoch * ipe)
-            self.train_set.epoch = epoch
-            self.model.train()
-            for imgs, boxes, labels, _, _ in self.train_loader:
-                lr = learning_rate(iteration, self.base_lr, warmup_iters, args.warmup_factor, boundaries)
-                loss = self.step(imgs, boxes, labels, lr, encoded=self.targets_encoded)
-                iteration += 1
-                window_n += 1
-                if args.use_torch_compile and iteration == start_iter + 1:
-                    # the first compiled step is mostly compilation: report it apart
-                    logger.info(f"torch.compile: first step (compile included) took "
-                                f"{time.time() - window_t:.1f} s")
-                    window_t, window_n = time.time(), 0
-                where.update(epoch=epoch, iteration=iteration)
-                if iteration % args.log_interval == 0:
-                    loss_value = loss.item()        # the only host sync of the loop
-                    if not math.isfinite(loss_value):
-                        raise UserError(f"non-finite loss ({loss_value}) at iteration {iteration}; "
-                                        f"last good checkpoint: {self.out_dir / CHECKPOINT_NAME}")
-                    secs = (time.time() - window_t) / max(window_n, 1)
-                    eta = time.strftime("%H:%M:%S", time.gmtime(secs * max(total - iteration, 0)))
-                    logger.info(f"iteration {iteration} epoch {epoch + 1} loss {loss_value:.4f} "
-                                f"lr {lr:.4g} iter_time {secs:.3f}s "
-                                f"img/s {self.global_batch / max(secs, 1e-9):.1f} ETA {eta}")
-                    report.scalars(iteration, {"train/loss": loss_value, "train/lr": lr})
-                    window_t, window_n = time.time(), 0
-                if iteration >= end:
-                    break
-            mlog.end(C.EPOCH_STOP, metadata={C.EPOCH_NUM: epoch + 1})
-            epoch_done = iteration == (epoch + 1) * ipe
-            epoch_loss = float(loss) if loss is not None else float("nan")
-            if iteration > epoch_start_iter and not math.isfinite(epoch_loss):
-                raise UserError(f"non-finite loss ({epoch_loss}) at iteration {iteration}; "
-                                f"last good checkpoint: {self.out_dir / CHECKPOINT_NAME}")
-            epoch_secs = time.time() - epoch_t0
-            self.save(epoch + 1 if epoch_done else epoch, iteration)
-            result = None
-            # as the reference: an epoch cut short by --end-iteration is still evaluated
-            if ((epoch_done or iteration >= end)
-                    and ((epoch + 1) % args.val_interval == 0 or epoch + 1 in args.val_epochs)):
-                mlog.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch + 1})
-                accel.all_reduce_norm(self.net)
-                self.save_reference(iteration)
-                result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
-                                  args.nms_valid_thresh, self.precision)
-                mlog.event(C.EVAL_ACCURACY, result.ap50_95, metadata={C.EPOCH_NUM: epoch + 1})
-                mlog.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch + 1})
-                logger.info(f"epoch {epoch + 1}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f} "
-                            f"(target {args.threshold})\n{result.summary}")
-                report.scalars(epoch + 1, {"val/COCOAP50": result.ap50, "val/COCOAP50_95": result.ap50_95})
-            report.epoch({"epoch": epoch + 1, "loss": epoch_loss, "lr": self.optimizer.param_groups[0]["lr"],
-                          "AP50": "" if result is None else result.ap50,
-                          "AP50_95": "" if result is None else result.ap50_95,
-                          "images_per_s": (iteration - epoch_start_iter) * self.global_batch / max(epoch_secs, 1e-9),
-                          "wall_time_s": time.time() - start_time})
-            if result is not None and result.ap50_95 >= args.threshold:
-                status = C.SUCCESS
-                break
-        mlog.end(C.RUN_STOP, metadata={C.STATUS: status})
+        self.mlog.end(C.EPOCH_STOP, metadata={C.EPOCH_NUM: epoch + 1})
+        epoch_loss = float(loss) if loss is not None else float("nan")
+        if self.iteration > epoch_start_iter and not math.isfinite(epoch_loss):
+            raise UserError(f"non-finite loss ({epoch_loss}) at iteration {self.iteration}; "
+                            f"last good checkpoint: {self.checkpoints.newest()}")
+        epoch_done = self.iteration == (epoch + 1) * ipe
+        self.save(epoch + 1 if epoch_done else epoch, self.iteration)
+        result = None
+        # as the reference: an epoch cut short by --end-iteration is still evaluated
+        if ((epoch_done or self.iteration >= self.end)
+                and ((epoch + 1) % self.args.val_interval == 0 or epoch + 1 in self.args.val_epochs)):
+            result = self.evaluate_epoch(epoch)
+        epoch_secs = time.time() - epoch_t0
+        self.report.epoch({"epoch": epoch + 1, "loss": epoch_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                           "AP50": "" if result is None else result.ap50,
+                           "AP50_95": "" if result is None else result.ap50_95,
+                           "images_per_s": (self.iteration - epoch_start_iter) * self.global_batch
+                           / max(epoch_secs, 1e-9),
+                           "wall_time_s": time.time() - self.start_time})
+        return result
+
+    def after_step(self, epoch, loss, lr):
+        """Per step: the compile note, the loss line every --log-interval, the checkpoint policy."""
+        self.window[1] += 1
+        if self.args.use_torch_compile and self.iteration == self.start_iter + 1:
+            # the first compiled step is mostly compilation: report it apart
+            logger.info(f"torch.compile: first step (compile included) took "
+                        f"{time.time() - self.window[0]:.1f} s")
+            self.window = [time.time(), 0]
+        if self.iteration % self.args.log_interval == 0:
+            self.log_step(epoch, loss, lr)
+        self.checkpoint_policy(epoch)
+
+    def log_step(self, epoch, loss, lr):
+        loss_value = loss.item()        # the only host sync of the loop
+        if not math.isfinite(loss_value):
+            raise UserError(f"non-finite loss ({loss_value}) at iteration {self.iteration}; "
+                            f"last good checkpoint: {self.checkpoints.newest()}")
+        secs = (time.time() - self.window[0]) / max(self.window[1], 1)
+        total = min(self.args.epochs * self.sampler.batches_per_epoch, self.end)
+        eta = time.strftime("%H:%M:%S", time.gmtime(secs * max(total - self.iteration, 0)))
+        logger.info(f"iteration {self.iteration} epoch {epoch + 1} loss {loss_value:.4f} "
+                    f"lr {lr:.4g} iter_time {secs:.3f}s "
+                    f"img/s {self.global_batch / max(secs, 1e-9):.1f} ETA {eta}")
+        self.report.scalars(self.iteration, {"train/loss": loss_value, "train/lr": lr})
+        self.window = [time.time(), 0]
+
+    def checkpoint_policy(self, epoch):
+        """After every step: a preemption signal on any rank writes a checkpoint at this
+        iteration and stops the run (``Preempted``, exit 143); otherwise every
+        ``--checkpoint-interval`` iterations a periodic checkpoint (epoch ends write
+        ssd300_latest.pth in ``train_epoch``). ``--no-save`` writes neither."""
+        if self.guard.requested():
+            where = f"epoch {epoch + 1}, iteration {self.iteration}"
+            if self.args.no_save:
+                raise Preempted(f"{self.guard.signal_name} at {where}; no checkpoint (--no-save)")
+            path = self.checkpoints.save_periodic(self.checkpoint_state(epoch, self.iteration, preempted=True),
+                                                  self.iteration)
+            raise Preempted(f"{self.guard.signal_name} at {where}; checkpoint {path}; run the same "
+                            "command again to continue from it")
+        at_epoch_end = self.iteration % self.sampler.batches_per_epoch == 0
+        if not self.args.no_save and self.checkpoints.due(self.iteration) and not at_epoch_end:
+            self.checkpoints.save_periodic(self.checkpoint_state(epoch, self.iteration), self.iteration)
+
+    def evaluate_epoch(self, epoch):
+        """BN statistics averaged over ranks, the reference's iter_N.pt, COCO mAP (MLPerf events)."""
+        self.mlog.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch + 1})
+        accel.all_reduce_norm(self.net)
+        self.save_reference(self.iteration)
+        result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
+                          self.args.nms_valid_thresh, self.precision)
+        self.mlog.event(C.EVAL_ACCURACY, result.ap50_95, metadata={C.EPOCH_NUM: epoch + 1})
+        self.mlog.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch + 1})
+        logger.info(f"epoch {epoch + 1}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f} "
+                    f"(target {self.args.threshold})\n{result.summary}")
+        self.report.scalars(epoch + 1, {"val/COCOAP50": result.ap50, "val/COCOAP50_95": result.ap50_95})
+        return result
+
+    def finish(self, status):
+        self.mlog.end(C.RUN_STOP, metadata={C.STATUS: status})
         accel.synchronize(self.device)
-        done, elapsed = iteration - start_iter, time.time() - start_time
-        logger.info(f"finished at iteration {iteration} ({status}): {done} iterations in {elapsed:.1f} s, "
+        accel.distributed.log_rank_agreement(self.net)
+        done, elapsed = self.iteration - self.start_iter, time.time() - self.start_time
+        logger.info(f"finished at iteration {self.iteration} ({status}): {done} iterations in {elapsed:.1f} s, "
                     f"{done * self.global_batch / max(elapsed, 1e-9):.2f} images/s")
-        if not args.no_save:
+        if not self.args.no_save:
             logger.info(f"checkpoint: {self.out_dir / CHECKPOINT_NAME}")
-        report.close()
+        self.report.close()
         self.lock.release()
         return status

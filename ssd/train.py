@@ -51,6 +51,11 @@ def build_parser():
                    help="score --checkpoint on the val split (COCO summary), then stop: no training, "
                         "no checkpoint written")
     p.add_argument("--no-save", action="store_true", help="do not write checkpoints")
+    p.add_argument("--checkpoint-interval", type=int, default=0, metavar="K",
+                   help="also write a checkpoint every K iterations inside an epoch "
+                        "(ssd300_iter_NNNNNNNN.pth; 0 = at epoch ends only)")
+    p.add_argument("--keep-checkpoints", type=int, default=2, metavar="M",
+                   help="keep the newest M of those periodic checkpoints")
     p.add_argument("--output-dir", "--save-dir", dest="output_dir", default="ssd_output",
                    help="checkpoints, models/iter_N.pt, train_log.txt and the MLPerf log go here")
     p.add_argument("--seed", "-s", type=int, default=None, help="random seed (default: drawn at random)")

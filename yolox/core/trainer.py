@@ -8,11 +8,14 @@ from pathlib import Path
 import torch
 from loguru import logger
 
-from accel import (Precision, all_reduce_norm, init_distributed, resolve_device,
+from accel import (Precision, all_reduce_norm, broadcast_object, init_distributed, resolve_device,
                    set_threads_per_process, unwrap, wrap_ddp)
 from accel.checkpoint import load as load_checkpoint
-from accel.errors import UserError, report_position
+from accel.distributed import log_rank_agreement
+from accel.errors import Preempted, UserError, report_position
+from accel.preemption import PreemptionGuard
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
+from detcore.checkpoints import Checkpoints, rank_states, restore_rank_state
 from detcore.log import setup_logger
 from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
@@ -20,6 +23,9 @@ from detcore.report import RunReport
 from yolox.core.ema import ModelEMA
 
 LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
+# exp settings that do not change what a run computes: a resume may differ in them
+RUN_VOLATILE = ("output_dir", "print_interval", "eval_interval", "save_history_ckpt", "ckpt_interval",
+                "ckpt_keep", "seed")
 
 
 class Trainer:
@@ -72,9 +78,13 @@ class Trainer:
         return self.epoch * self.max_iter + self.iter
 
     def train(self):
-        self.before_train()
+        self.guard = PreemptionGuard()
         try:
+            self.before_train()
             self.train_in_epoch()
+            log_rank_agreement(unwrap(self.model))
+            if self.ema is not None:
+                log_rank_agreement(self.ema.ema, "EMA weights")
         finally:
             self.after_train()
 
@@ -131,11 +141,12 @@ class Trainer:
         self.lock = RunLock(self.file_name, enabled=self.rank == 0)
         setup_logger(self.file_name, rank=self.rank)
         report_position(lambda: f"epoch {self.epoch + 1}, iteration {self.progress_in_iter + 1}; "
-                                f"latest checkpoint {self.file_name / 'latest_ckpt.pth'}")
+                                f"newest checkpoint {self.checkpoints.newest()}")
         logger.info(f"args: {vars(args)}")
         logger.info(f"exp value:\n{exp}")
         self._seed_given = exp.seed is not None
         exp.seed = draw_seed(exp.seed)   # a drawn seed is recorded in the checkpoints
+        self.checkpoints = Checkpoints(self.file_name, "latest_ckpt.pth", exp.ckpt_interval, exp.ckpt_keep)
         seed_everything(exp.seed)
         model = exp.get_model().to(self.device, memory_format=self.memory_format)
         model.train()
@@ -154,7 +165,6 @@ class Trainer:
         self.train_loader.batch_sampler.sampler.start = done * self.train_loader.batch_sampler.batch_size
         self.train_iter = iter(self.train_loader)
         if ckpt is not None:
-            set_rng_state(ckpt.get("rng"))        # after iter(): the loader draws its base seed
             self.input_size = tuple(ckpt.get("input_size", self.input_size))
         self.lr_scheduler = exp.get_lr_scheduler(exp.basic_lr_per_img * self.batch_size,
                                                  self.max_iter)
@@ -175,6 +185,11 @@ class Trainer:
         # DDP as Habana's YOLOX: buffers not re-broadcast (wrap_ddp's default), gradients as
         # views into the buckets (no copy)
         self.model = wrap_ddp(model, self.device, hpu_first_bucket_mb=200, gradient_as_bucket_view=True)
+        if ckpt is not None:
+            # after iter() (the loader draws its base seed) and after DDP (which broadcasts rank
+            # 0's buffers): each rank's own RNG and BN statistics, else rank 0's RNG
+            if not restore_rank_state(ckpt.get("ranks"), *self.stateful_modules()):
+                set_rng_state(ckpt.get("rng"))
         # training may run through torch.compile; self.model stays the module checkpoints,
         # EMA and eval use (its state-dict keys have no _orig_mod. prefix)
         self.compiled = bool(getattr(args, "use_torch_compile", False) or exp.torch_compile)
@@ -206,6 +221,21 @@ class Trainer:
         if self.exp.multiscale_range > 0 and (self.progress_in_iter + 1) % 10 == 0:
             self.input_size = self.exp.random_resize(self.train_loader, self.epoch, self.rank,
                                                      self.is_distributed)
+        self.checkpoint_policy()
+
+    def checkpoint_policy(self):
+        """After every step: a preemption signal on any rank writes a checkpoint at this
+        iteration and stops the run (``Preempted``, exit 143); otherwise every
+        ``exp.ckpt_interval`` iterations a periodic checkpoint (epoch ends write latest_ckpt.pth
+        in ``after_epoch`` instead)."""
+        done = self.progress_in_iter + 1
+        if self.guard.requested():
+            path = self.checkpoints.save_periodic(self.checkpoint_state(
+                self.epoch, self.iter + 1, preempted=True), done)
+            raise Preempted(f"{self.guard.signal_name} at epoch {self.epoch + 1}, iteration {done}; "
+                            f"checkpoint {path}; run the same command again to continue from it")
+        if self.checkpoints.due(done) and self.iter + 1 < self.max_iter:
+            self.checkpoints.save_periodic(self.checkpoint_state(self.epoch, self.iter + 1), done)
 
     def log_progress(self):
         """The only place losses leave the device (every ``print_interval`` iterations)."""
@@ -246,6 +276,7 @@ class Trainer:
         if (self.epoch + 1) % self.exp.eval_interval == 0 or last:
             ap = self.evaluate_and_save_model()
         self.save_ckpt("latest", next_epoch=self.epoch + 1, next_iter=0, ap=ap)
+        self.checkpoints.superseded((self.epoch + 1) * self.max_iter)
         self.report_epoch()
 
     def report_epoch(self):
@@ -262,9 +293,10 @@ class Trainer:
         self._epoch_t0, self._epoch_images = now, 0
 
     def after_train(self):
+        self.guard.close()
         if getattr(self, "lock", None) is not None:
             self.lock.release()
-        logger.info(f"training done, best AP50:95 {self.best_ap:.4f}")
+        logger.info(f"training {'stopped' if self.guard.signum else 'done'}, best AP50:95 {self.best_ap:.4f}")
         if self.report is not None:
             self.report.close()
 
@@ -279,7 +311,8 @@ class Trainer:
         if self.ema is not None:         # without EMA the evaluated model is the one just averaged
             all_reduce_norm(self.eval_model())
         ap50_95, ap50, summary = self.exp.eval(self.eval_model(), self.evaluator, self.is_distributed)
-        improved = ap50_95 > self.best_ap or not (self.file_name / "best_ckpt.pth").exists()
+        # decided on rank 0 (whose folder holds best_ckpt.pth): saving is a collective
+        improved = broadcast_object(ap50_95 > self.best_ap or not (self.file_name / "best_ckpt.pth").exists())
         self.best_ap = max(self.best_ap, ap50_95)
         logger.info(f"epoch {self.epoch + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}\n{summary}")
         self.report.scalars(self.epoch + 1, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95})
@@ -290,7 +323,20 @@ class Trainer:
             self.save_ckpt(f"epoch_{self.epoch + 1}", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
         return ap50_95
 
-    def checkpoint_state(self, next_epoch, next_iter, ap=None):
+    def stateful_modules(self):
+        """The modules whose buffers differ per rank: the trained model and its EMA."""
+        return [unwrap(self.model)] + ([self.ema.ema] if self.ema is not None else [])
+
+    def run_config(self):
+        """The settings that decide what this run computes; a checkpoint of other settings is
+        not resumed by itself (detcore.checkpoints). The seed counts only when given."""
+        config = {k: v for k, v in self.exp.settings().items() if k not in RUN_VOLATILE}
+        config.update(batch_size=self.batch_size, precision=self.precision.mode)
+        if self._seed_given:
+            config["seed"] = self.exp.seed
+        return config
+
+    def checkpoint_state(self, next_epoch, next_iter, ap=None, preempted=False):
         """Everything resume needs. ``model`` holds the EMA weights (what upstream saves and what
         eval/demo load); ``model_raw`` the weights the optimizer is updating."""
         raw = unwrap(self.model)
@@ -307,6 +353,9 @@ class Trainer:
             "seed": self.exp.seed,
             "rng": rng_state(),
             "input_size": tuple(self.input_size),
+            "ranks": rank_states(*self.stateful_modules()),
+            "run_config": {**self.run_config(), "seed": self.exp.seed},
+            "preempted": preempted,
         }
         if self.ema is not None:
             state["model_raw"] = raw.state_dict()
@@ -319,20 +368,32 @@ class Trainer:
         logger.info(f"saved checkpoint {path}")
 
     def load_weights(self, model):
-        """``--resume`` (full state, strict) or ``-c`` alone (weights for fine-tuning: every tensor
-        whose name and shape fit, the rest keep their fresh initialisation); returns the ckpt."""
+        """``--resume`` (the full state of ``-c``, else of the folder's newest checkpoint; strict),
+        a resume by itself after a torchrun restart or a preemption (``Checkpoints.auto_resume``),
+        or else ``-c`` alone (weights for fine-tuning: every tensor whose name and shape fit, the
+        rest keep their fresh initialisation). Returns the checkpoint resumed, or None."""
         from detcore.weights import load_matching
-        from yolox.utils import load_ckpt
 
         args = self.args
-        if not args.resume:
-            if args.ckpt:
-                # fine-tuning: another class count (or head) is expected, so shape-aware
-                load_matching(model, load_checkpoint(args.ckpt), source=f"checkpoint {args.ckpt}")
-                logger.info(f"loaded weights from {args.ckpt} for fine-tuning")
-            return None
-        path = Path(args.ckpt) if args.ckpt else self.file_name / "latest_ckpt.pth"
-        ckpt = load_checkpoint(path)
+        if args.resume:
+            path = Path(args.ckpt) if args.ckpt else self.checkpoints.newest()
+            if path is None:
+                raise UserError(f"--resume: {self.file_name} holds no checkpoint (pass -c CKPT)")
+            return self.resume(model, path, load_checkpoint(path))
+        path, ckpt = self.checkpoints.auto_resume(self.run_config(), "pass --resume -c FILE")
+        if path is not None:
+            return self.resume(model, path, ckpt)
+        self.checkpoints.clear()
+        if args.ckpt:
+            # fine-tuning: another class count (or head) is expected, so shape-aware
+            load_matching(model, load_checkpoint(args.ckpt), source=f"checkpoint {args.ckpt}")
+            logger.info(f"loaded weights from {args.ckpt} for fine-tuning")
+        return None
+
+    def resume(self, model, path, ckpt):
+        """Model, optimizer, precision, best AP, seed and position from a training checkpoint."""
+        from yolox.utils import load_ckpt
+
         if not isinstance(ckpt, dict) or "model" not in ckpt:
             raise UserError(f"checkpoint {path} has no 'model' entry (expected a YOLOX training checkpoint)")
         load_ckpt(model, ckpt.get("model_raw", ckpt["model"]))
@@ -347,8 +408,8 @@ class Trainer:
         if ckpt.get("seed") is not None and not self._seed_given:
             self.exp.seed = int(ckpt["seed"])     # the run's own seed, even when it was drawn
         # -e START_EPOCH (1-based, as upstream) overrides where the checkpoint stopped
-        if args.start_epoch is not None:
-            self.start_epoch, self.start_iter = args.start_epoch - 1, 0
+        if self.args.start_epoch is not None:
+            self.start_epoch, self.start_iter = self.args.start_epoch - 1, 0
         else:
             self.start_epoch = int(ckpt.get("start_epoch", 0))
             self.start_iter = int(ckpt.get("start_iter", 0))

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 
+from accel.preemption import shield_worker
 from yolox.data.samplers import YoloBatchSampler
 
 
@@ -25,6 +26,7 @@ def worker_init_reset_seed(worker_id):
     Forked workers would otherwise share the parent's ``random``/``np.random`` state and produce
     identical augmentations; torch's worker seed differs per worker and follows the trainer's seed.
     """
+    shield_worker(worker_id)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

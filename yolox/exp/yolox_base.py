@@ -53,6 +53,10 @@ class Exp(BaseExp):
         self.print_interval = 10
         self.eval_interval = 10
         self.save_history_ckpt = True
+        # also checkpoint every N iterations inside an epoch (0: epoch ends only), keeping the
+        # newest ckpt_keep of those iter_NNNNNNNN_ckpt.pth files (detcore.checkpoints)
+        self.ckpt_interval = 0
+        self.ckpt_keep = 2
         self.steps = 0  # stop after this many iterations; 0 = no limit
         # NHWC conv layout for training on cpu/cuda (not hpu): on the 2-core CPU it made the
         # YOLOX-S step 1.25x faster in fp32 and 1.4x in bf16 (bench/yolox_step.py)
@@ -106,7 +110,8 @@ class Exp(BaseExp):
     def _loader_kwargs(self):
         """Workers and pinning; ``self.device`` is set by the trainer (like ``self.model``)."""
         from accel.policy import pin_memory_kwargs
-        return {"num_workers": int(self.data_num_workers),
+        from accel.preemption import shield_worker
+        return {"num_workers": int(self.data_num_workers), "worker_init_fn": shield_worker,
                 **pin_memory_kwargs(getattr(self, "device", "cpu"))}
 
     def get_dataset(self, cache=False):
@@ -143,8 +148,8 @@ class Exp(BaseExp):
         kwargs = self._loader_kwargs()
         if kwargs["num_workers"] > 0:
             kwargs["persistent_workers"] = True   # no re-forking (and re-caching) every epoch
-        loader = DataLoader(dataset, batch_sampler=batch_sampler,
-                            worker_init_fn=worker_init_reset_seed, **kwargs)
+        kwargs["worker_init_fn"] = worker_init_reset_seed     # shields the worker too
+        loader = DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
         # an infinite sampler has no natural epoch: one epoch = one pass over the data set
         loader.iters_per_epoch = max(math.ceil(len(dataset) / max(batch_size, 1)), 1)
         return loader
