@@ -212,9 +212,29 @@ def destroy():
         dist.destroy_process_group()
 
 
+def entry_command(main):
+    """What torch.distributed.run must start to run the CLI whose entry function is ``main``
+    again: ``[file]`` or ``["-m", module]``.
+
+    Each rank repeats how this process was started, so it imports the same copy of the code: a
+    script (tools/train.py in a checkout, which puts the checkout on sys.path; a console script;
+    the module's own file) is rerun as that file, ``python -m pkg.mod`` as ``-m pkg.mod``.
+    Anything else (an in-process caller such as a test) gets ``-m`` of ``main``'s module.
+    """
+    top = sys.modules.get("__main__")
+    spec, path = getattr(top, "__spec__", None), getattr(top, "__file__", None)
+    if main.__module__ == "__main__":                       # the CLI module is the program itself
+        return ["-m", spec.name] if spec is not None else [os.path.abspath(path)]
+    if spec is None and path and getattr(top, "main", None) is main:   # a wrapper script
+        return [os.path.abspath(path)]
+    return ["-m", main.__module__]
+
+
 def launch_local(num_procs, script, argv, nnodes=1, node_rank=0):
     """Re-run ``script argv`` under torch.distributed.run with ``num_procs`` local processes
-    (on machine ``node_rank`` of ``nnodes``, meeting at MASTER_ADDR:MASTER_PORT).
+    (on machine ``node_rank`` of ``nnodes``, meeting at MASTER_ADDR:MASTER_PORT). ``script`` is a
+    file, or the CLI's entry function, which is rerun as this process was started
+    (``entry_command``), so it works from a checkout and from an installed copy alike.
 
     Returns (so the caller just carries on) when one process is asked for or when we already
     are one rank of a launch; otherwise this process is replaced and never returns.
@@ -229,8 +249,9 @@ def launch_local(num_procs, script, argv, nnodes=1, node_rank=0):
                  f"--master_port={os.environ.get('MASTER_PORT', DEFAULT_MASTER_PORT)}"]
     else:
         where = ["--standalone"]
+    target = entry_command(script) if callable(script) else [str(script)]
     cmd = [sys.executable, "-m", "torch.distributed.run", *where,
-           f"--nproc_per_node={num_procs}", str(script), *map(str, argv)]
+           f"--nproc_per_node={num_procs}", *target, *map(str, argv)]
     logger.info("relaunching: " + " ".join(cmd))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -14,8 +14,18 @@ from accel import hpu
 from accel.errors import UserError
 
 REPO_TOP = Path(__file__).resolve().parents[1]
-DEFAULT_BF16_OPS = REPO_TOP / "ops_bf16_yolox.txt"
-DEFAULT_FP32_OPS = REPO_TOP / "ops_fp32_yolox.txt"
+
+
+def _shipped_list(name):
+    """The default op list ``name``: in a checkout the repo-top file (the Habana recipe's
+    ``--hmp-bf16 ops_bf16_yolox.txt``); an installed copy has no repo top, so setup.py puts the
+    same file inside the installed accel package and that copy is used."""
+    packaged = Path(__file__).resolve().parent / name
+    return packaged if packaged.is_file() else REPO_TOP / name
+
+
+DEFAULT_BF16_OPS = _shipped_list("ops_bf16_yolox.txt")
+DEFAULT_FP32_OPS = _shipped_list("ops_fp32_yolox.txt")
 # Read by the Habana bridge once, at import of habana_frameworks.torch.core.
 AUTOCAST_ENV = {"bf16": "PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST",
                 "fp32": "PT_HPU_AUTOCAST_FP32_OPS_LIST"}

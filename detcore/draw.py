@@ -1,5 +1,10 @@
-"""Finding demo images and drawing detections on them, shared by both demos (``tools/demo.py``
-for YOLOX, ``ssd/demo.py`` for SSD), so a class has the same colour and label box in either."""
+"""Demo inputs and outputs shared by the demos (``tools/demo.py`` for YOLOX checkpoints and any
+exported .onnx, ``ssd/demo.py`` for SSD checkpoints): finding images, opening a video or a camera,
+writing an annotated video, and drawing detections, so a class has the same colour and label box
+in every demo. Torch-free: the onnxruntime demo uses it without PyTorch installed."""
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -42,3 +47,94 @@ def draw(img, dets, names):
         cv2.putText(img, text, (p1[0] + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return img
+
+
+VIDEO_FOURCC = "mp4v"        # upstream YOLOX's demo writes mp4v at the source's fps and frame size
+FALLBACK_FPS = 30.0          # what a camera that reports no rate is recorded at
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """OpenCV and FFmpeg print their own lines on fd 2 when a file or camera does not open ("moov
+    atom not found", "can't open camera by index"), whatever their log settings once FFmpeg is
+    initialised; the demo says what went wrong in one line instead, so fd 2 points at the null
+    device while a capture opens."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def open_video(path):
+    """``video --path FILE``: the opened ``cv2.VideoCapture``, or one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--path {path} does not exist (expected a video file)")
+    with _native_stderr_silenced():
+        cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise UserError(f"--path {path}: OpenCV cannot open it as a video (not a video file, or no "
+                        "decoder for its format)")
+    return cap
+
+
+def open_camera(camid):
+    """``webcam --camid N``: the opened camera, or one line saying there is none."""
+    with _native_stderr_silenced():
+        cap = cv2.VideoCapture(camid)
+    if not cap.isOpened():
+        raise UserError(f"--camid {camid}: no camera could be opened (no /dev/video{camid} on this "
+                        "machine, or it is in use)")
+    return cap
+
+
+def frame_rate(cap):
+    """The stream's frames per second, FALLBACK_FPS where it reports none (many cameras)."""
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return fps if fps and fps > 0 and fps == fps else FALLBACK_FPS
+
+
+def frames(cap):
+    """The stream's frames (BGR) until it ends; the capture is released afterwards."""
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        cap.release()
+
+
+class VideoSink:
+    """An annotated video at ``path``: mp4v at ``fps``, sized by the first frame written (the
+    source's size, as upstream's demo). ``close()`` finalises the file; use it as a context manager."""
+
+    def __init__(self, path, fps):
+        self.path, self.fps, self.writer, self.count = Path(path), fps, None, 0
+
+    def write(self, frame):
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise UserError(f"cannot write the video {self.path} (OpenCV has no {VIDEO_FOURCC} encoder here)")
+        self.writer.write(frame)
+        self.count += 1
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -8,10 +8,11 @@ Layout (as upstream YOLOX's ``VOCDetection``)::
 
 ``image_sets`` lists (year, name) pairs, e.g. ``[("2007", "trainval"), ("2012", "trainval")]``.
 
-The xmls are turned into a COCO instances dict built in memory and then go through
-``detcore.coco``'s checks and its ONE cleaning policy (clip to the image, drop zero-area boxes,
-skip missing or empty images with a warning, stop when most are missing). The resulting
-``pycocotools`` index (``.coco``) lets the COCO evaluation path score VOC data too.
+The xmls are turned into the columns of a COCO instances set and then go through
+``detcore.coco``'s ONE cleaning policy (clip to the image, drop zero-area boxes, skip missing or
+empty images with a warning, stop when most are missing) into the same flat arrays. A COCO
+instances dict of the same boxes, indexed by ``pycocotools`` (``.coco``, built on first use from
+the parsed arrays, which are kept), lets the COCO evaluation path score VOC data too.
 
 Conventions, as upstream YOLOX's ``AnnotationTransform`` (``int(float(text)) - 1`` for each of
 xmin, ymin, xmax, ymax): VOC's 1-based pixel coordinates become 0-based ones, so a box from
@@ -31,8 +32,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import (IndexedSource, UnreadableImages, clean_annotations, coco_from_dict,
-                          present_image_ids)
+from detcore.coco import BoxTable, Columns, IndexedSource, PerImage, coco_from_dict
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -91,8 +91,10 @@ def parse_xml(xml_path):
 
 class VocSource(IndexedSource):
     """Listed images of one or more VOC image sets: the same attributes as ``CocoSource``
-    (``coco``, ``class_ids``, ``class_names``, ``ids``, ``boxes``, ``unreadable``, ``img_dir``,
-    ``ann_file``, ``path()``, ``size()``) plus ``difficult`` aligned with ``boxes``.
+    (``coco``, ``class_ids``, ``class_names``, ``ids``, ``table``, ``boxes``, ``unreadable``,
+    ``img_dir``, ``ann_file``, ``path()``, ``size()``) plus ``difficult`` aligned with ``boxes``
+    (the table's crowd flags) and ``parsed``: the xmls as flat arrays (``_arrays``), which the
+    COCO index is built from when scoring first asks for it.
 
     ``class_names=None`` takes the sorted unique names of the listed xmls (how a model infers its
     label count from the data); given names fix the class order, and an xml naming another class
@@ -114,17 +116,22 @@ class VocSource(IndexedSource):
         # what the shared cleaning messages name: the list file, or the devkit for several
         self.ann_file = self.set_files[0] if len(self.set_files) == 1 else self.data_dir
         self.years = tuple(y for y, _ in self.image_sets)
-        stems = self._listed()
-        records = self._parse(stems)
-        self.class_names = self._class_names(records, class_names)
-        self.class_ids = list(range(len(self.class_names)))
-        self.coco = coco_from_dict(self._coco_dict(records), self.ann_file)
-        self.ids = present_image_ids(self.coco, self.img_dir, self.ann_file)
-        cleaned = clean_annotations(self.coco, self.ids, self.ann_file, keep_crowd=True)
-        self.boxes = {i: (b, c) for i, (b, c, _) in cleaned.items()}
-        self.difficult = {i: d for i, (_, _, d) in cleaned.items()}
-        self.names = {img_id: (year, stem) for img_id, (year, stem) in enumerate(stems)}
-        self.unreadable = UnreadableImages(self.img_dir, len(self.ids))
+        records = self._parse(self._listed())
+        class_names = self._class_names(records, class_names)
+        self.parsed = self._arrays(records, class_names)
+        del records
+        img, ann = self.parsed["images"], self.parsed["annotations"]
+        columns = Columns(img["id"], np.stack([img["height"], img["width"]], axis=1), img["file_name"],
+                          ann["image_id"], ann["class"],
+                          np.concatenate([ann["xyxy"][:, :2], ann["xyxy"][:, 2:] - ann["xyxy"][:, :2]], axis=1),
+                          ann["difficult"])
+        table = BoxTable.clean(columns, range(len(class_names)), self.img_dir, self.ann_file, keep_crowd=True)
+        self._hold(table, range(len(class_names)), class_names)
+
+    @property
+    def difficult(self):
+        """Image id -> the difficult flag [N] bool of each box of ``boxes[img_id]``."""
+        return PerImage(self.table, lambda r: self.table.at(r)[2])
 
     # ------------------------------------------------------------------ reading
     def _listed(self):
@@ -182,27 +189,53 @@ class VocSource(IndexedSource):
                                     f"class_names {list(class_names)}")
         return class_names
 
-    def _coco_dict(self, records):
-        """The COCO instances dict of the parsed xmls (images without an xml are left out)."""
-        index = {n: i for i, n in enumerate(self.class_names)}
-        images, anns = [], []
+    def _arrays(self, records, class_names):
+        """The parsed xmls as flat arrays (images without an xml are left out): ``images``
+        (id, height, width, file name) and ``annotations`` (image id, class index, xyxy as
+        parsed, difficult), what both the cleaning and the COCO index are built from."""
+        index = {n: i for i, n in enumerate(class_names)}
+        ids, heights, widths, names, boxes, classes, difficult, owner = [], [], [], [], [], [], [], []
         for img_id, (year, stem, rec) in enumerate(records):
             if rec is None:
                 continue
-            width, height, names, boxes, difficult = rec
+            width, height, objects, xyxy, diff = rec
             rel = f"VOC{year}/JPEGImages/{stem}.jpg"
             if width is None or height is None:
                 # no usable <size>: the image header, or 0 x 0 for a missing image (skipped later)
                 width, height = _image_size(self.img_dir / rel) or (0, 0)
-            images.append({"id": img_id, "file_name": rel, "width": width, "height": height})
-            wh = boxes[:, 2:] - boxes[:, :2]
-            for name, box, size, diff in zip(names, boxes.tolist(), wh.tolist(), difficult.tolist()):
-                anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": index[name],
-                             "bbox": [box[0], box[1], size[0], size[1]],
-                             "area": max(size[0], 0.0) * max(size[1], 0.0),
-                             "iscrowd": int(diff), "ignore": int(diff)})
+            ids.append(img_id)
+            heights.append(height)
+            widths.append(width)
+            names.append(rel)
+            boxes.append(xyxy)
+            classes += [index[n] for n in objects]
+            difficult.append(diff)
+            owner += [img_id] * len(objects)
+        as_int = lambda v: np.asarray(v, dtype=np.int64)   # noqa: E731
+        images = {"id": as_int(ids), "height": as_int(heights), "width": as_int(widths),
+                  "file_name": np.array(names, dtype=str)}
+        annotations = {"image_id": as_int(owner), "class": as_int(classes),
+                       "xyxy": np.concatenate(boxes).reshape(-1, 4) if boxes else np.zeros((0, 4)),
+                       "difficult": np.concatenate(difficult).astype(bool) if difficult else np.zeros(0, bool)}
+        return {"images": images, "annotations": annotations}
+
+    def _index(self):
+        """pycocotools index of the COCO instances dict of the parsed xmls: the boxes as parsed
+        (``w = xmax - xmin``), difficult ones as crowd/ignore annotations."""
+        img, ann = self.parsed["images"], self.parsed["annotations"]
+        images = [{"id": i, "file_name": n, "width": w, "height": h} for i, n, w, h in
+                  zip(img["id"].tolist(), img["file_name"].tolist(), img["width"].tolist(),
+                      img["height"].tolist())]
+        xyxy = ann["xyxy"]
+        wh = xyxy[:, 2:] - xyxy[:, :2]
+        area = np.maximum(wh[:, 0], 0.0) * np.maximum(wh[:, 1], 0.0)
+        anns = [{"id": k + 1, "image_id": i, "category_id": c, "bbox": [x, y, w, h], "area": a,
+                 "iscrowd": d, "ignore": d}
+                for k, (i, c, (x, y), (w, h), a, d) in enumerate(zip(
+                    ann["image_id"].tolist(), ann["class"].tolist(), xyxy[:, :2].tolist(), wh.tolist(),
+                    area.tolist(), ann["difficult"].astype(int).tolist()))]
         categories = [{"id": i, "name": n, "supercategory": "voc"} for i, n in enumerate(self.class_names)]
-        return {"images": images, "annotations": anns, "categories": categories}
+        return coco_from_dict({"images": images, "annotations": anns, "categories": categories}, self.ann_file)
 
     @property
     def use_07_metric(self):

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from accel.errors import UserError
-from detcore.coco import CocoSource, UnreadableImages
+from detcore.coco import CocoSource, PerImage, UnreadableImages
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -125,6 +125,9 @@ class CocoDetection(Dataset):
     ``train=True`` uses only images with boxes (as the MLPerf reference) and applies the random
     augmentation; otherwise every image is kept and only resized + normalised. An image that
     fails to decode is replaced by the next readable one, with a warning naming it.
+
+    Targets are computed per item from the source's flat ``BoxTable``, never stored per image:
+    forked loader workers then share the label memory instead of copying it page by page.
     """
 
     def __init__(self, img_dir=None, ann_file=None, train=False, seed=0, crop_tries=1, source=None):
@@ -132,14 +135,40 @@ class CocoDetection(Dataset):
             source = CocoSource(ann_file, img_dir)
         self.source, self.train, self.seed, self.epoch = source, train, seed, 0
         self.crop_tries = crop_tries
-        self.coco, self.cat_ids = self.source.coco, self.source.class_ids
+        self.cat_ids = self.source.class_ids
         self.label_map = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
-        self.targets = {i: self._normalised(i) for i in self.source.ids}
-        self.ids = [i for i in self.source.ids if len(self.targets[i][1]) or not train]
+        self._table = source.table
+        # the samples: images with boxes only when training
+        self.ids = self._table.ids[self._table.counts > 0 if train else slice(None)].tolist()
         if not self.ids:
             raise UserError(f"--data: {source.ann_file} has no images with usable boxes")
         self.img_dir = source.img_dir
         self.unreadable = UnreadableImages(self.img_dir, len(self.ids))
+
+    @property
+    def ids(self):
+        """Image id of each sample (a list). Assigning a subset of the source's ids makes the
+        samples that subset (tests pick a few images so)."""
+        return self._ids
+
+    @ids.setter
+    def ids(self, ids):
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        rows = np.minimum(np.searchsorted(self._table.ids, wanted), len(self._table) - 1)
+        missing = self._table.ids[rows] != wanted
+        if missing.any():
+            raise UserError(f"image id {int(wanted[missing][0])} is not in {self.source.ann_file}")
+        self._ids, self._rows = wanted.tolist(), rows       # the table row of each sample
+
+    @property
+    def coco(self):
+        """The source's pycocotools index (what COCO scoring reads), built on first use."""
+        return self.source.coco
+
+    @property
+    def targets(self):
+        """Image id (any of the source's) -> (ltrb boxes [N, 4] float32 in [0, 1], labels [N] int64)."""
+        return PerImage(self._table, self._normalised)
 
     @property
     def num_classes(self):
@@ -152,30 +181,34 @@ class CocoDetection(Dataset):
         ``label_map`` of its ``iter_N.pt`` checkpoints)."""
         return {0: "background", **{i + 1: name for i, name in enumerate(self.source.class_names)}}
 
-    def _normalised(self, img_id):
-        """ltrb boxes [N, 4] float32 in [0, 1] and labels [N] int64 in 1..K of one image."""
-        boxes, cls = self.source.boxes[img_id]
-        h, w = self.source.size(img_id)
+    def _normalised(self, row):
+        """ltrb boxes [N, 4] float32 in [0, 1] and labels [N] int64 in 1..K of table row ``row``."""
+        boxes, cls, _ = self._table.at(row)
+        h, w = self._table.size_at(row)
         return (boxes / [w, h, w, h]).astype(np.float32), cls + 1
+
+    def target(self, index):
+        """(ltrb boxes, labels) of sample ``index``, what ``__getitem__`` augments and returns."""
+        return self._normalised(self._rows[index])
 
     def __len__(self):
         return len(self.ids)
 
     def _read(self, index):
-        with Image.open(self.source.path(self.ids[index])) as img:
+        with Image.open(self.img_dir / self._table.file_name_at(self._rows[index])) as img:
             return img.convert("RGB")
 
     def __getitem__(self, index):
         index, img = self.unreadable.first_readable(index, self._read)
-        img_id = self.ids[index]
-        boxes, labels = self.targets[img_id]
+        row = self._rows[index]
+        boxes, labels = self._normalised(row)
         if self.train:
             rng = random.Random(hash((self.seed, self.epoch, index)))
             tensor, boxes, labels = train_transform(rng, img, boxes, labels, self.crop_tries)
         else:
             tensor = to_normalised_tensor(img)
         return tensor, torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)), \
-            torch.from_numpy(labels), img_id, self.source.size(img_id)
+            torch.from_numpy(labels), int(self._table.ids[row]), self._table.size_at(row)
 
 
 def collate(batch):

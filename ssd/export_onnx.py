@@ -5,7 +5,9 @@ By default the graph returns the network's two maps as the reference's model doe
 [N, 4, 8732] (box offsets) and ``confs`` [N, labels, 8732] (class logits, background first).
 ``--decode`` adds the box decoding (no NMS, which stays with the caller): ``boxes`` [N, 8732, 4]
 ltrb in [0, 1] image coordinates and ``scores`` [N, 8732, labels] softmax probabilities, what
-``Encoder.decode_batch`` feeds its per-class NMS. The batch dimension is dynamic.
+``Encoder.decode_batch`` feeds its per-class NMS. The batch dimension is dynamic. The file's
+metadata names the model, the output kind and the checkpoint's label names (``label_map``), for
+``tools/demo.py --onnx`` (``detcore/onnx_runtime.py``).
 """
 import sys
 import warnings
@@ -24,6 +26,7 @@ from loguru import logger  # noqa: E402
 from torch import nn  # noqa: E402
 
 from accel.errors import UserError, cli_entry  # noqa: E402
+from detcore.onnx_runtime import write_metadata  # noqa: E402
 from ssd import Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import INPUT_SIZE  # noqa: E402
 from ssd.demo import load_detector  # noqa: E402
@@ -74,6 +77,7 @@ def main(argv=None):
     outputs = ("boxes", "scores") if args.decode else ("locs", "confs")
     Path(args.output_name).parent.mkdir(parents=True, exist_ok=True)
     export(model, args.output_name, args.batch_size, args.opset, args.input, outputs)
+    write_metadata(args.output_name, "ssd", "decoded" if args.decode else "raw", names)
     logger.info(f"wrote {args.output_name} (input {args.input}: Nx3x{INPUT_SIZE}x{INPUT_SIZE}, outputs "
                 f"{', '.join(outputs)}; {len(names)} labels: {', '.join(names)})")
 

@@ -20,7 +20,6 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import Dataset
 
-from detcore.coco import file_name
 from ssd.anchors import dboxes300_coco
 from ssd.data import CROP_MIN_IOUS, FLIP_PROB, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, JITTER
 from ssd.encoder import Encoder
@@ -93,7 +92,7 @@ class ReferenceLayout(Dataset):
     def _entry(source, img_id):
         boxes, cls = source.boxes[img_id]
         xywh = [[float(l), float(t), float(r - l), float(b - t)] for l, t, r, b in boxes]
-        return file_name(source.coco, img_id), source.size(img_id), list(zip(xywh, (cls + 1).tolist()))
+        return source.file_name(img_id), source.size(img_id), list(zip(xywh, (cls + 1).tolist()))
 
     def __len__(self):
         return len(self.dataset)

@@ -1,79 +1,15 @@
-"""Evaluate a YOLOX checkpoint with pycocotools:
-python tools/eval.py -n yolox-s -c CKPT -b 8 --data_dir DIR [--conf 0.001 --nms 0.65 --tsize 640 --fuse]
+"""python tools/eval.py -n yolox-s -c CKPT -b 8 --data_dir DIR [flags] [key value ...]
 
-Prints the 12-line COCO summary, a per-class AP table and a final ``AP50: x`` line.
+The seed's command line for YOLOX evaluation, kept unchanged as a thin wrapper: the code is
+yolox.tools.eval (also ``python -m yolox.tools.eval`` and ``detkit-eval``, which work from an
+installed copy). The checkout goes first on sys.path so this file runs the code beside it.
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loguru import logger  # noqa: E402
-
-from accel import (Precision, add_device_args, add_precision_args, destroy,  # noqa: E402
-                   init_distributed, launch_local, resolve_device)
-from accel.errors import UserError, cli_entry  # noqa: E402
-from yolox.core.cli import ArgParser, add_exp_args, build_exp, load_model  # noqa: E402
-from detcore.log import setup_logger  # noqa: E402
-
-
-def make_parser():
-    parser = ArgParser("eval.py", description="YOLOX COCO evaluation")
-    add_exp_args(parser)
-    parser.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
-    parser.add_argument("-d", "--devices", type=int, default=None, help="processes on this node")
-    parser.add_argument("-c", "--ckpt", default=None,
-                        help="checkpoint (default: <output_dir>/<experiment>/best_ckpt.pth)")
-    parser.add_argument("--conf", type=float, default=None, help="confidence threshold")
-    parser.add_argument("--nms", type=float, default=None, help="NMS IoU threshold")
-    parser.add_argument("--tsize", type=int, default=None, help="square test size")
-    parser.add_argument("--fuse", action="store_true", help="fuse conv and BN before eval")
-    parser.add_argument("--legacy", action="store_true", help="legacy (RGB, ImageNet-normalised) input")
-    parser.add_argument("--test", action="store_true", help="evaluate on test-dev (test_ann)")
-    parser.add_argument("--seed", type=int, default=None)
-    add_device_args(parser)
-    add_precision_args(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")
-    return parser
-
-
-def apply_eval_flags(exp, args):
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1 (got {args.batch_size})")
-    if args.conf is not None:
-        exp.test_conf = args.conf
-    if args.nms is not None:
-        exp.nmsthre = args.nms
-    if args.tsize is not None:
-        if args.tsize < 32 or args.tsize % 32:
-            raise UserError(f"--tsize must be a positive multiple of 32 (got {args.tsize})")
-        exp.test_size = (args.tsize, args.tsize)
-
-
-@cli_entry
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = make_parser().parse_args(argv)
-    exp = build_exp(args)
-    apply_eval_flags(exp, args)
-    if args.devices and args.devices > 1:
-        launch_local(args.devices, Path(__file__).resolve(), argv)
-    device = resolve_device(args)
-    info = init_distributed(device)
-    setup_logger(Path(exp.output_dir) / args.experiment_name, rank=info.rank,
-                 filename="val_log.txt")
-    precision = Precision.from_args(args, device)
-    model = load_model(exp, args, device)
-    evaluator = exp.get_evaluator(args.batch_size, info.world_size > 1, testdev=args.test,
-                                  legacy=args.legacy)
-    with precision.autocast():
-        ap50_95, ap50, summary = exp.eval(model, evaluator, info.world_size > 1)
-    if info.rank == 0:
-        logger.info("\n" + summary)
-        print(f"AP50_95: {ap50_95:.4f}\nAP50: {ap50:.4f}", flush=True)
-    destroy()      # on success only, as train.py: a broken group's teardown can abort
-
+from yolox.tools.eval import apply_eval_flags, main, make_parser, run_eval  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -1,77 +1,16 @@
-"""Export a YOLOX model to ONNX with upstream HEAD's flags:
-``python tools/export_onnx.py -n yolox-s -c yolox_s.pth --output-name yolox_s.onnx``.
+"""python tools/export_onnx.py -n yolox-s -c CKPT --output-name FILE [flags] [key value ...]
 
-As upstream, the graph emits the raw per-anchor map ``[B, A, 5+C]`` (box offsets, objectness and
-class logits after sigmoid, before decoding) that its ONNXRuntime / OpenVINO / TensorRT demos
-decode themselves; ``--decode_in_inference`` puts the box decoding in the graph instead, so the
-output equals ``model.eval()(images)``. onnx-simplifier runs when installed, unless ``--no-onnxsim``.
+Upstream's command line for this export, kept as a thin wrapper: the code is
+yolox.tools.export_onnx (also ``python -m yolox.tools.export_onnx`` and
+``detkit-export-onnx``, which work from an installed copy). The checkout goes first
+on sys.path so this file runs the code beside it.
 """
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from loguru import logger  # noqa: E402
-
-from accel.errors import UserError, cli_entry  # noqa: E402
-from yolox.core.cli import ArgParser, add_export_args, export_model  # noqa: E402
-
-
-def make_parser():
-    parser = ArgParser("export_onnx.py", description="YOLOX ONNX export")
-    parser.add_argument("--input", default="images", help="name of the ONNX input")
-    parser.add_argument("--output", default="output", help="name of the ONNX output")
-    parser.add_argument("-o", "--opset", type=int, default=11, help="ONNX opset (upstream's default 11)")
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
-    parser.add_argument("--no-onnxsim", action="store_true", help="do not run onnx-simplifier")
-    return add_export_args(parser, "yolox.onnx")
-
-
-def export(model, path, input_size, batch_size=1, opset=11, input_name="images", output_name="output",
-           dynamic=False):
-    """Trace ``model`` (eval mode) on a zero image batch and write ``path``."""
-    model.eval()
-    dummy = torch.zeros(batch_size, 3, *input_size)
-    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic else None
-    with warnings.catch_warnings():
-        # Grid sizes become constants of the fixed input size; the tracer's warning about it is expected.
-        # The TorchScript exporter is used on purpose: the dynamo one needs onnxscript (not a dependency).
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(path), input_names=[input_name], output_names=[output_name],
-                          opset_version=opset, dynamic_axes=axes, dynamo=False)
-
-
-def simplify(path):
-    """onnx-simplifier over ``path`` in place, as upstream; a note when it is not installed."""
-    try:
-        import onnx
-        from onnxsim import simplify as onnxsim_simplify
-    except ImportError:
-        logger.info("onnx-simplifier not installed (pip install onnxsim): graph left as exported")
-        return
-    model, ok = onnxsim_simplify(onnx.load(str(path)))
-    if not ok:
-        raise UserError(f"onnx-simplifier could not validate the simplified {path}; export with --no-onnxsim")
-    onnx.save(model, str(path))
-    logger.info(f"simplified {path} with onnx-simplifier")
-
-
-@cli_entry
-def main(argv=None):
-    args = make_parser().parse_args(argv)
-    exp, model = export_model(args)
-    Path(args.output_name).parent.mkdir(parents=True, exist_ok=True)
-    export(model, args.output_name, exp.test_size, args.batch_size, args.opset, args.input, args.output,
-           args.dynamic)
-    if not args.no_onnxsim:
-        simplify(args.output_name)
-    h, w = exp.test_size
-    kind = "decoded boxes" if args.decode_in_inference else "raw map"
-    logger.info(f"wrote {args.output_name} (input {args.input}: {args.batch_size}x3x{h}x{w}, output {kind})")
-
+from yolox.tools.export_onnx import export, main, make_parser, save_onnx, simplify  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

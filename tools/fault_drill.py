@@ -35,19 +35,24 @@ PERIODIC = {"yolox": re.compile(r"iter_(\d{8})_ckpt\.pth$"), "ssd": re.compile(r
 ITERS_PER_EPOCH = {"yolox": re.compile(r"epochs x (\d+) iterations"), "ssd": re.compile(r"(\d+) iterations/epoch")}
 
 
-def train_command(model, data, out, nproc, epochs=2):
-    """The tiny training command: YOLOX-nano at 160 px with multi-scale, mosaic and a loader
-    worker; SSD300 at batch 1 per rank; a periodic checkpoint every 2 (YOLOX) / 1 (SSD) steps."""
+def script_args(model, data, out, world, epochs=2):
+    """The tiny training script and its flags for ``world`` processes: YOLOX-nano at 160 px with
+    multi-scale, mosaic and a loader worker; SSD300 at batch 1 per rank; a periodic checkpoint
+    every 2 (YOLOX) / 1 (SSD) steps."""
     if model == "yolox":
-        script = [str(ROOT / "tools" / "train.py"), "-f", str(SHAPES_EXP), "-b", str(2 * nproc),
-                  "--data_dir", str(data), "--seed", "3", "input_size", "160,160", "test_size", "160,160",
-                  "data_num_workers", "1", "print_interval", "1", "warmup_epochs", "1",
-                  "multiscale_range", "1", "max_epoch", str(epochs), "no_aug_epochs", "0",
-                  "eval_interval", "100", "ckpt_interval", "2", "output_dir", str(out)]
-    else:
-        script = [str(ROOT / "ssd" / "train.py"), "-d", str(data), "-b", "1", "-e", str(epochs),
-                  "--val-interval", "100", "--log-interval", "1", "--num-workers", "1", "-s", "5",
-                  "--pretrained-backbone", "none", "--checkpoint-interval", "1", "--output-dir", str(out)]
+        return [str(ROOT / "tools" / "train.py"), "-f", str(SHAPES_EXP), "-b", str(2 * world),
+                "--data_dir", str(data), "--seed", "3", "input_size", "160,160", "test_size", "160,160",
+                "data_num_workers", "1", "print_interval", "1", "warmup_epochs", "1",
+                "multiscale_range", "1", "max_epoch", str(epochs), "no_aug_epochs", "0",
+                "eval_interval", "100", "ckpt_interval", "2", "output_dir", str(out)]
+    return [str(ROOT / "ssd" / "train.py"), "-d", str(data), "-b", "1", "-e", str(epochs),
+            "--val-interval", "100", "--log-interval", "1", "--num-workers", "1", "-s", "5",
+            "--pretrained-backbone", "none", "--checkpoint-interval", "1", "--output-dir", str(out)]
+
+
+def train_command(model, data, out, nproc):
+    """``script_args`` as one process, or under ``torchrun --max-restarts 2`` for several."""
+    script = script_args(model, data, out, nproc)
     if nproc == 1:
         return [sys.executable, *script]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -64,7 +69,7 @@ def run(cmd, log, fault=None, model=None, out=None):
                                 start_new_session=True)
         if fault:
             inflict(proc, fault, model, Path(out), Path(log))
-        code = proc.wait(timeout=900)
+        code = proc.wait(timeout=300)
     return code, time.time() - t0
 
 

@@ -76,18 +76,26 @@ def true_false(text):
     return text.strip().lower() == "true"
 
 
-def train_options(args=None, **options):
-    """The namespace ``Trainer`` reads: tools/train.py's defaults, then ``args`` (a parsed
-    namespace), then plain keywords (``batch_size=8, device="cpu"``). An unknown keyword is a
-    TypeError naming it, as a mistyped Python argument should be."""
-    merged = vars(train_parser().parse_args([]))
-    unknown = sorted(set(options) - set(merged) - {"wandb_options"})
+def keyword_options(parser, caller, args=None, extra=(), **options):
+    """The namespace a CLI's code reads, for a Python caller: ``parser``'s defaults, then
+    ``args`` (a parsed namespace), then plain keywords (``batch_size=8, device="cpu"``), so the
+    keywords are exactly the CLI's flags (their ``dest`` names). An unknown keyword is a TypeError
+    naming ``caller`` and it, as a mistyped Python argument should be; ``extra`` names keywords a
+    caller may add that are not flags."""
+    merged = vars(parser.parse_args([]))
+    unknown = sorted(set(options) - set(merged) - set(extra))
     if unknown:
-        raise TypeError(f"Trainer got unknown option(s) {', '.join(unknown)}; known: "
+        raise TypeError(f"{caller} got unknown option(s) {', '.join(unknown)}; known: "
                         f"{', '.join(sorted(merged))}")
     merged.update(vars(args) if args is not None else {})
     merged.update(options)
     return argparse.Namespace(**merged)
+
+
+def train_options(args=None, **options):
+    """The namespace ``Trainer`` reads: tools/train.py's defaults, then ``args`` (a parsed
+    namespace), then plain keywords (``batch_size=8, device="cpu"``)."""
+    return keyword_options(train_parser(), "Trainer", args, extra=("wandb_options",), **options)
 
 
 def resolve_data_dir(flag, exp_value, env=None):
@@ -110,12 +118,7 @@ def build_exp(args, need_data=True):
     from yolox.exp import get_exp
 
     exp = get_exp(args.exp_file, args.name)
-    opts = list(getattr(args, "opts", None) or [])
-    exp.merge(opts)
-    keys = opts[0::2]
-    if "steps" in keys and "max_epoch" not in keys and exp.steps:
-        # Habana's recipe: ``steps N`` alone means one epoch of N iterations
-        exp.max_epoch = 1
+    apply_overrides(exp, list(getattr(args, "opts", None) or []))
     if need_data:
         exp.data_dir = resolve_data_dir(args.data_dir, exp.data_dir)
     if getattr(args, "seed", None) is not None:
@@ -125,20 +128,35 @@ def build_exp(args, need_data=True):
     return exp
 
 
+def apply_overrides(exp, opts):
+    """The trailing ``key value`` pairs onto ``exp`` (type-checked by ``exp.merge``), with
+    Habana's rule that ``steps N`` alone means one epoch of N iterations."""
+    exp.merge(opts)
+    keys = opts[0::2]
+    if "steps" in keys and "max_epoch" not in keys and exp.steps:
+        exp.max_epoch = 1
+
+
 def load_model(exp, args, device):
     """The exp's model with the checkpoint's weights (``-c``, else best_ckpt.pth), in eval mode,
     conv-BN fused when ``args.fuse``."""
+    ckpt = args.ckpt or str(Path(exp.output_dir) / args.experiment_name / "best_ckpt.pth")
+    return load_weights(exp, ckpt, device, fuse=getattr(args, "fuse", False))
+
+
+def load_weights(exp, ckpt, device, fuse=False):
+    """``load_model`` with plain arguments (yolox.api uses it): the exp's model with ``ckpt``'s
+    weights, on ``device``, in eval mode, conv-BN fused when ``fuse``."""
     from loguru import logger
 
     from accel.checkpoint import load as load_checkpoint
     from yolox.utils import fuse_model, load_ckpt
 
     model = exp.get_model()
-    ckpt = args.ckpt or str(Path(exp.output_dir) / args.experiment_name / "best_ckpt.pth")
     load_ckpt(model, load_checkpoint(ckpt))
     logger.info(f"loaded checkpoint {ckpt}")
     model = model.to(device).eval()
-    if getattr(args, "fuse", False):
+    if fuse:
         model = fuse_model(model)
     return model
 
@@ -163,23 +181,35 @@ def export_model(args):
     """(exp, eval-mode model) for an export: the exp with overrides, the ``-c`` weights loaded
     strictly (an export of the wrong checkpoint is one line), ``decode_in_inference`` set. Without
     ``-c`` only ``--random-weights`` exports untrained weights: silently shipping them is a trap."""
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_weights_choice(args.ckpt, args.random_weights)
+    exp = build_exp(args, need_data=False)
+    return exp, exportable_model(exp, args.ckpt, args.random_weights, args.decode_in_inference)
+
+
+def _check_weights_choice(ckpt, random_weights):
+    if ckpt is None and not random_weights:
+        raise UserError("no checkpoint: pass -c CKPT (or --random-weights to export untrained weights)")
+    if ckpt is not None and random_weights:
+        raise UserError("-c and --random-weights exclude each other")
+
+
+def exportable_model(exp, ckpt=None, random_weights=False, decode_in_inference=False):
+    """``export_model``'s model with plain arguments (yolox.api uses it): ``exp``'s model with
+    ``ckpt`` loaded strictly, or fresh weights when ``random_weights``, in eval mode, boxes
+    decoded in the graph when ``decode_in_inference``."""
     from loguru import logger
 
     from yolox.utils import load_ckpt
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.ckpt is None and not args.random_weights:
-        raise UserError("no checkpoint: pass -c CKPT (or --random-weights to export untrained weights)")
-    if args.ckpt is not None and args.random_weights:
-        raise UserError("-c and --random-weights exclude each other")
-    exp = build_exp(args, need_data=False)
+    _check_weights_choice(ckpt, random_weights)
     model = exp.get_model()
-    if args.ckpt is not None:
-        load_ckpt(model, args.ckpt)
-        logger.info(f"loaded checkpoint {args.ckpt}")
+    if ckpt is not None:
+        load_ckpt(model, ckpt)
+        logger.info(f"loaded checkpoint {ckpt}")
     else:
         logger.warning("--random-weights: exporting freshly initialised weights")
     model.eval()
-    model.head.decode_in_inference = args.decode_in_inference
-    return exp, model
+    model.head.decode_in_inference = decode_in_inference
+    return model

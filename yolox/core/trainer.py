@@ -70,6 +70,7 @@ class Trainer:
         self._epoch_images = 0
         self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
         self._last_outputs = None
+        self.guard = None          # PreemptionGuard, while train() runs
 
     # ----------------------------------------------------------------------- main loop
     @property
@@ -229,7 +230,7 @@ class Trainer:
         ``exp.ckpt_interval`` iterations a periodic checkpoint (epoch ends write latest_ckpt.pth
         in ``after_epoch`` instead)."""
         done = self.progress_in_iter + 1
-        if self.guard.requested():
+        if self.guard is not None and self.guard.requested():
             path = self.checkpoints.save_periodic(self.checkpoint_state(
                 self.epoch, self.iter + 1, preempted=True), done)
             raise Preempted(f"{self.guard.signal_name} at epoch {self.epoch + 1}, iteration {done}; "
@@ -293,10 +294,11 @@ class Trainer:
         self._epoch_t0, self._epoch_images = now, 0
 
     def after_train(self):
-        self.guard.close()
+        if self.guard is not None:
+            self.guard.close()
         if getattr(self, "lock", None) is not None:
             self.lock.release()
-        logger.info(f"training {'stopped' if self.guard.signum else 'done'}, best AP50:95 {self.best_ap:.4f}")
+        logger.info(f"training {'stopped' if self.guard is not None and self.guard.signum else 'done'}, best AP50:95 {self.best_ap:.4f}")
         if self.report is not None:
             self.report.close()
 

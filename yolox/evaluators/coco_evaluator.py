@@ -85,7 +85,8 @@ class COCOEvaluator:
         was_training = model.training
         rows, infer_s, n_img = self.predict(model, half)
         dataset = self.dataloader.dataset
-        result = gather_and_score(dataset.coco, rows, dataset.ids, infer_s, n_img)
+        # the index is built on the main process only, where it is scored (``lambda``: not here)
+        result = gather_and_score(lambda: dataset.coco, rows, dataset.ids, infer_s, n_img)
         model.train(was_training)
         out = (result.ap50_95, result.ap50, result.summary)
         return (out, rows) if return_outputs else out

@@ -4,6 +4,11 @@ that ``VOCDetection`` shares with it.
 Reading and cleaning follow the one policy of ``detcore.coco`` (shared with SSD and with VOC);
 this module only adds what YOLOX needs: labels scaled into the letterboxed ``img_size``, BGR images resized
 with OpenCV, and an optional RAM cache.
+
+Labels are computed per item from the source's flat ``BoxTable`` and a letterbox ratio per image,
+not stored as one array per image: loader workers forked from the main process then touch no
+per-image Python object, so they share the label memory instead of copying it page by page
+(upstream's ``annotations`` list of tuples is what they copied).
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +19,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import CocoSource, file_name
+from detcore.coco import CocoSource
 from yolox.data.datasets.datasets_wrapper import Dataset
 
 
@@ -27,10 +32,20 @@ class SourceDataset(Dataset):
         super().__init__(img_size)
         self.source, self.img_size, self.preproc = source, tuple(img_size), preproc
         self.img_dir = source.img_dir
-        self.coco, self.class_ids, self.ids = source.coco, source.class_ids, source.ids
+        self.class_ids, self.ids = source.class_ids, source.ids
         self._classes = source.class_names
-        self.annotations = self._letterboxed_annotations()
+        self._table = source.table
+        # per image: (h, w) as listed, the letterbox ratio and the resized (h, w), as upstream's
+        # min(H / h, W / w) and int(h * r) (float64, so the labels equal its bit for bit)
+        self._hw = self._table.hw.astype(np.int64)
+        self._ratio = np.minimum(self.img_size[0] / self._hw[:, 0], self.img_size[1] / self._hw[:, 1])
+        self._resized = (self._hw * self._ratio[:, None]).astype(np.int64)
         self.imgs = self._cache_images() if cache else None
+
+    @property
+    def coco(self):
+        """The source's pycocotools index (what COCO scoring reads), built on first use."""
+        return self.source.coco
 
     @property
     def unreadable(self):
@@ -39,21 +54,16 @@ class SourceDataset(Dataset):
     def __len__(self):
         return len(self.ids)
 
-    def _letterboxed_annotations(self):
-        """Per image: (labels [N,5] xyxy+cls scaled to img_size, (h, w), resized (h, w), file name)."""
-        out = []
-        for img_id in self.ids:
-            h, w = self.source.size(img_id)
-            ratio = min(self.img_size[0] / h, self.img_size[1] / w)
-            boxes, cls = self.source.boxes[img_id]
-            labels = np.concatenate([boxes * ratio, cls[:, None].astype(np.float64)], axis=1)
-            # the file relative to the source's image folder (a VOC file sits under VOC<year>/)
-            out.append((labels, (h, w), (int(h * ratio), int(w * ratio)), file_name(self.coco, img_id)))
-        return out
+    def box_counts(self):
+        """Boxes per image [N] (MosaicDetection's MixUp draws from images that have some)."""
+        return self._table.counts
+
+    def _path(self, index):
+        return self.img_dir / self._table.file_name_at(index)
 
     def _read_resized(self, index):
         """Letterbox-resized BGR image (no padding); OSError when the file cannot be decoded."""
-        path = self.img_dir / self.annotations[index][3]
+        path = self._path(index)
         img = cv2.imread(str(path))
         if img is None:
             raise OSError(0, "cannot be decoded", str(path))
@@ -69,17 +79,19 @@ class SourceDataset(Dataset):
 
     def _cache_images(self):
         """Read every image once into RAM (resized); decoding runs in threads (cv2 drops the GIL)."""
-        mb = sum(h * w * 3 for _, _, (h, w), _ in self.annotations) / 2**20
+        mb = float((self._resized.prod(axis=1) * 3).sum()) / 2**20
         logger.info(f"caching {len(self.ids)} images of {self.img_dir} in RAM (~{mb:.0f} MB)")
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             imgs = list(pool.map(self._try_read, range(len(self.ids))))
         for i in np.flatnonzero([img is None for img in imgs]):
-            self.source.unreadable.skip(int(i), self.img_dir / self.annotations[int(i)][3])
+            self.source.unreadable.skip(int(i), self._path(int(i)))
         return imgs
 
     def load_anno(self, index):
-        """Labels [N,5] (xyxy + class index) of image ``index``, in letterboxed coordinates."""
-        return self.annotations[index][0]
+        """Labels [N,5] (xyxy + class index) of image ``index``, in letterboxed coordinates (a new
+        array each call)."""
+        boxes, cls, _ = self._table.at(index)
+        return np.concatenate([boxes * self._ratio[index], cls[:, None].astype(np.float64)], axis=1)
 
     def pull_item(self, index):
         """(resized BGR uint8 image, labels [N,5] xyxy+cls, (h, w) original, np.array([img_id])).
@@ -88,8 +100,8 @@ class SourceDataset(Dataset):
         """
         read = (lambda i: self.imgs[i].copy()) if self.imgs is not None else self._read_resized
         i, img = self.source.unreadable.first_readable(index, read)
-        labels, img_info, _, _ = self.annotations[i]
-        return img, labels.copy(), img_info, np.array([self.ids[i]])
+        h, w = self._hw[i]
+        return img, self.load_anno(i), (int(h), int(w)), self._table.ids[i:i + 1].copy()
 
     def __getitem__(self, index):
         _, index = self.split_index(index)

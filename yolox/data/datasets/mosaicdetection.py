@@ -30,7 +30,9 @@ class MosaicDetection(Dataset):
         self.enable_mixup = enable_mixup
         self.mosaic_prob, self.mixup_prob = mosaic_prob, mixup_prob
         # MixUp pastes an image that has boxes; an all-negative data set simply skips MixUp.
-        self._with_boxes = np.flatnonzero([len(dataset.load_anno(i)) for i in range(len(dataset))])
+        counts = (dataset.box_counts() if hasattr(dataset, "box_counts")
+                  else [len(dataset.load_anno(i)) for i in range(len(dataset))])
+        self._with_boxes = np.flatnonzero(counts)
 
     def __len__(self):
         return len(self._dataset)
