@@ -5,7 +5,7 @@ the faulted run finished by itself (or with the same command re-run) bit for bit
     python tools/fault_drill.py --model ssd --fault sigterm --nproc 1 --data DIR --out DIR
 
 Faults:
-- ``sigkill``: the run goes under ``torchrun --max-restarts 2``; once it has written a periodic
+- ``sigkill``: the run goes under ``torchrun --max-restarts 3``; once it has written a periodic
   checkpoint inside its second epoch, the last rank's worker gets SIGKILL (a dead node); torchrun
   restarts the worker group, which resumes by itself from the newest complete checkpoint.
 - ``sigterm``: once that checkpoint exists, the whole process group gets SIGTERM (what a scheduler
@@ -51,12 +51,12 @@ def script_args(model, data, out, world, epochs=2):
 
 
 def train_command(model, data, out, nproc):
-    """``script_args`` as one process, or under ``torchrun --max-restarts 2`` for several."""
+    """``script_args`` as one process, or under ``torchrun --max-restarts 3`` for several."""
     script = script_args(model, data, out, nproc)
     if nproc == 1:
         return [sys.executable, *script]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "--max-restarts=2", "--monitor-interval=0.2", *script]
+            "--max-restarts=3", "--monitor-interval=0.2", *script]
 
 
 def run(cmd, log, fault=None, model=None, out=None):
