@@ -208,8 +208,13 @@ def set_threads_per_process(device, world_size):
 
 
 def destroy():
+    """Leave the process group together: a barrier first, so no rank tears its connections
+    down while a peer still talks to it (seen as an abort at exit, SIGABRT, on a loaded host)."""
+    global _flag_group
     if _active():
+        dist.barrier()
         dist.destroy_process_group()
+    _flag_group = None
 
 
 def entry_command(main):
