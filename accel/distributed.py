@@ -90,11 +90,25 @@ def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S, backend=None):
     backend = backend or backend_for(device)
     if backend == "hccl":
         hpu.register_hccl()
-    dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
-                            world_size=info.world_size, timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    dist.init_process_group(backend=backend, store=_attempt_store(info, timeout), rank=info.rank,
+                            world_size=info.world_size, timeout=timeout)
     logger.info(f"rank {info.rank}/{info.world_size} (local {info.local_rank}) joined via "
                 f"{backend} at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}")
     return info
+
+
+def _attempt_store(info, timeout):
+    """The launcher's key-value store (env://), with this attempt's keys under their own prefix.
+
+    torchrun keeps one store alive across ``--max-restarts``, and the previous worker group's
+    addresses stay in it: a restarted rank that read its peer's stale gloo address before the
+    peer wrote the new one failed with "connectFullMesh ... Connection refused" (reproduced by
+    tests/test_accel_distributed.py with a slow restarted rank 0). A prefix per restart makes
+    every attempt meet only its own group.
+    """
+    store, _, _ = next(dist.rendezvous("env://", info.rank, info.world_size, timeout=timeout))
+    return dist.PrefixStore(f"detkit/attempt_{restart_count()}", store)
 
 
 def _active():

@@ -114,6 +114,19 @@ def test_torchrun_two_process_gloo():
     _check_ok(proc)
 
 
+def test_torchrun_restarted_group_meets_its_own_store_keys():
+    """torchrun keeps one store across --max-restarts; a restarted rank 1 that arrives before
+    rank 0 must not read attempt 0's gloo addresses (that failed with "connectFullMesh ...
+    Connection refused" before accel.init_distributed gave each attempt its own key prefix)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--max-restarts", "1", "--monitor-interval", "0.2", str(SCRIPT), "restart", "60"],
+        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    joined = sorted(line for line in proc.stdout.splitlines() if line.startswith("JOINED"))
+    assert joined == ["JOINED attempt 0 rank 0", "JOINED attempt 1 rank 0", "JOINED attempt 1 rank 1"]
+
+
 def test_mpirun_two_process_gloo():
     if shutil.which("mpirun") is None:
         if os.environ.get("CI"):

@@ -1,10 +1,13 @@
 """Run by the distributed tests under torchrun / mpirun / plain env: checks real gloo collectives.
 
 Usage: ``dist_check.py MODE TIMEOUT_S [READY_DIR]``. Modes: ``collectives`` (all-reduce, gather,
-broadcast, one DDP step), ``stall`` (rank 1 never joins a collective; rank 0 must fail within
+broadcast, one DDP step), ``restart`` (under ``torchrun --max-restarts 1``: the collectives,
+then rank 1 dies by SIGKILL; in the restarted group rank 0 arrives 5 s late, as on a loaded host),
+``stall`` (rank 1 never joins a collective; rank 0 must fail within
 the process-group timeout instead of hanging) or ``stall_cli`` (the same through ``cli_entry``).
 """
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -43,6 +46,13 @@ def collectives(info):
     os.write(1, line.encode())  # one write(2) per line: ranks share the pipe and must not interleave
 
 
+def restart(info):
+    collectives(info)
+    if accel.restart_count() == 0 and info.rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.write(1, f"JOINED attempt {accel.restart_count()} rank {info.rank}\n".encode())
+
+
 def stall(info):
     if info.rank != 0:
         time.sleep(30)
@@ -77,9 +87,11 @@ def main():
     if len(sys.argv) > 3:
         env = accel.dist_env()
         wait_for_peers(sys.argv[3], env.rank, env.world_size)
+    if mode == "restart" and accel.restart_count() == 1 and accel.dist_env().rank == 0:
+        time.sleep(5)  # the peer reads the store first: stale keys of attempt 0 would misroute it
     info = accel.init_distributed(torch.device("cpu"), timeout_s=timeout_s)
     assert info.world_size == 2 and torch.distributed.get_backend() == "gloo"
-    {"collectives": collectives, "stall": stall, "stall_cli": stall_cli}[mode](info)
+    {"collectives": collectives, "restart": restart, "stall": stall, "stall_cli": stall_cli}[mode](info)
     accel.destroy()
 
 
