@@ -152,7 +152,8 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
         images += len(imgs)
         progress.update(i + 1)
     local = np.concatenate(rows) if rows else np.zeros((0, 7))
-    result = gather_and_score(dataset.coco, local, dataset.ids, seconds, images)
+    # the pycocotools index is built on the main process only (the other ranks never need it)
+    result = gather_and_score(lambda: dataset.coco, local, dataset.ids, seconds, images)
     if hasattr(getattr(dataset, "source", None), "difficult"):
         # a VOC split (detcore.voc): the COCO numbers above drive the loop (--threshold), the
         # VOC devkit's table (AP per class at IoU 0.5, 11-point for VOC2007) is printed with them

@@ -292,6 +292,7 @@ def test_hccl_backend_registered_before_init(fake, monkeypatch):
         calls.append((kwargs, "habana_frameworks.torch.distributed.hccl" in fake.imports))
 
     monkeypatch.setattr(distributed.dist, "init_process_group", record_init)
+    monkeypatch.setattr(distributed, "_attempt_store", lambda info, timeout: ("store", info.rank, timeout))
     os.environ.update(OMPI_COMM_WORLD_RANK="1", OMPI_COMM_WORLD_LOCAL_RANK="1",
                       OMPI_COMM_WORLD_SIZE="2")
     device = accel.resolve_device(parse(["--hpu"]))
@@ -300,8 +301,8 @@ def test_hccl_backend_registered_before_init(fake, monkeypatch):
     assert info == accel.DistInfo(rank=1, local_rank=1, world_size=2)
     (kwargs, hccl_imported), = calls
     assert hccl_imported
-    assert kwargs == {"backend": "hccl", "init_method": "env://", "rank": 1, "world_size": 2,
-                      "timeout": timedelta(seconds=42)}
+    assert kwargs == {"backend": "hccl", "store": ("store", 1, timedelta(seconds=42)), "rank": 1,
+                      "world_size": 2, "timeout": timedelta(seconds=42)}
     # single-node mpirun: the rendezvous defaults and torchrun-style variables are filled in
     assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("127.0.0.1", "29500")
     assert [os.environ[v] for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE")] == ["1", "1", "2"]

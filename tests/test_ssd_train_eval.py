@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from detcore import coco_eval
 from detcore.coco_eval import score
 from ssd import engine as ev
 from ssd.data import CocoDetection, collate
@@ -69,3 +70,14 @@ def test_evaluate_runs_the_whole_loader_and_restores_train_mode(val_set):
     model = TinyModel().train()
     mean_ap = ev.evaluate(model, loader, ReplayEncoder(val_set), val_set, torch.device("cpu")).ap50_95
     assert mean_ap == pytest.approx(1.0) and model.training
+
+
+def test_only_the_main_process_builds_the_pycocotools_index(shapes_coco, monkeypatch):
+    """At COCO size the index costs seconds and ~1 GB; ranks other than 0 never ask for it."""
+    fresh = CocoDetection(shapes_coco / "val2017", shapes_coco / "annotations" / "instances_val2017.json",
+                          train=False)
+    monkeypatch.setattr(coco_eval, "is_main_process", lambda: False)
+    monkeypatch.setattr(coco_eval, "broadcast_object", lambda result, src: "rank 0's result")
+    loader = DataLoader(fresh, batch_size=5, collate_fn=collate)
+    result = ev.evaluate(TinyModel(), loader, ReplayEncoder(fresh), fresh, torch.device("cpu"))
+    assert result == "rank 0's result" and "coco" not in vars(fresh.source)

@@ -154,9 +154,28 @@ class Trainer:
         exp.model = model          # upstream's get_optimizer reads exp.model
         self.optimizer = exp.get_optimizer(self.batch_size)
         ckpt = self.load_weights(model)
+        self.prepare_data(ckpt)
+        self.prepare_ema(model, ckpt)
+        if self.no_aug:
+            model.head.use_l1 = True
+        self.distribute(model, ckpt)
+        self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
+                                           is_distributed=self.is_distributed)
+        self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,
+                                wandb_options=getattr(args, "wandb_options", None),
+                                config=exp.settings(), start_epoch=self.start_epoch)
+        self._train_t0 = self._epoch_t0 = time.time()
+        logger.info(f"training {self.max_epoch} epochs x {self.max_iter} iterations, "
+                    f"batch {self.batch_size} over {self.world_size} process(es) on {self.device}, "
+                    f"precision {self.precision.mode}; output {self.file_name}")
+
+    def prepare_data(self, ckpt):
+        """The training loader, positioned where the checkpoint (if any) left the sample stream,
+        and the per-epoch iteration count and LR schedule that follow from it."""
+        exp = self.exp
         self.no_aug = self.start_epoch >= self.max_epoch - exp.no_aug_epochs
         self.train_loader = exp.get_data_loader(self.batch_size, self.is_distributed,
-                                                no_aug=self.no_aug, cache_img=args.cache)
+                                                no_aug=self.no_aug, cache_img=self.args.cache)
         self.max_iter = self.train_loader.iters_per_epoch
         if exp.steps:
             # Habana's recipe: ``steps N`` caps each epoch at N iterations (the schedule follows)
@@ -173,16 +192,21 @@ class Trainer:
         if ckpt is not None:
             logger.info(f"resumed from {self.resume_path} at epoch {self.start_epoch + 1}, "
                         f"iteration {self.start_epoch * self.max_iter + self.start_iter}")
+
+    def prepare_ema(self, model, ckpt):
+        """The EMA copy (exp.ema), counted on from the checkpoint's updates."""
         self.ema = None
-        if exp.ema:
-            self.ema = ema_class(self.device, ModelEMA)(model, 0.9998)
-            self.ema.updates = self.max_iter * self.start_epoch + self.start_iter
-            if ckpt is not None and "ema_updates" in ckpt:
-                # through .ema / .updates only: ModelEMA and Habana's FusedEMA both have them
-                self.ema.ema.load_state_dict(ckpt["model"])
-                self.ema.updates = int(ckpt["ema_updates"])
-        if self.no_aug:
-            model.head.use_l1 = True
+        if not self.exp.ema:
+            return
+        self.ema = ema_class(self.device, ModelEMA)(model, 0.9998)
+        self.ema.updates = self.max_iter * self.start_epoch + self.start_iter
+        if ckpt is not None and "ema_updates" in ckpt:
+            # through .ema / .updates only: ModelEMA and Habana's FusedEMA both have them
+            self.ema.ema.load_state_dict(ckpt["model"])
+            self.ema.updates = int(ckpt["ema_updates"])
+
+    def distribute(self, model, ckpt):
+        """DDP (and torch.compile) around the model, then each rank's own RNG and BN state."""
         # DDP as Habana's YOLOX: buffers not re-broadcast (wrap_ddp's default), gradients as
         # views into the buckets (no copy)
         self.model = wrap_ddp(model, self.device, hpu_first_bucket_mb=200, gradient_as_bucket_view=True)
@@ -193,18 +217,9 @@ class Trainer:
                 set_rng_state(ckpt.get("rng"))
         # training may run through torch.compile; self.model stays the module checkpoints,
         # EMA and eval use (its state-dict keys have no _orig_mod. prefix)
-        self.compiled = bool(getattr(args, "use_torch_compile", False) or exp.torch_compile)
+        self.compiled = bool(getattr(self.args, "use_torch_compile", False) or self.exp.torch_compile)
         require_lazy_or_compiled(self.device, self.compiled, "YOLOX training")
         self.forward_model = compile_model(self.model, self.device) if self.compiled else self.model
-        self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
-                                           is_distributed=self.is_distributed)
-        self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,
-                                wandb_options=getattr(args, "wandb_options", None),
-                                config=exp.settings(), start_epoch=self.start_epoch)
-        self._train_t0 = self._epoch_t0 = time.time()
-        logger.info(f"training {self.max_epoch} epochs x {self.max_iter} iterations, "
-                    f"batch {self.batch_size} over {self.world_size} process(es) on {self.device}, "
-                    f"precision {self.precision.mode}; output {self.file_name}")
 
     def before_epoch(self):
         logger.info(f"---> start train epoch {self.epoch + 1}")
