@@ -1,7 +1,7 @@
 """Run every benchmark, then print the Performance table (targets of issue 6: measured, met/missed).
 
 ``python bench/run_all.py [--quick] [--readme]``: JSON lines of each script go to
-``bench/results.jsonl``; ``--readme`` rewrites the README section between the perf markers.
+``bench/results.jsonl``; ``--readme`` rewrites the section of docs/performance.md between the perf markers.
 Comparisons with the released YOLOX need a virtualenv with ``yolox==0.3.0`` (REF_PYTHON,
 default /work/ref_compare/venv/bin/python); the SSD ones need the MLPerf reference extracted by
 bench/get_mlperf_ssd.sh (REF_SSD_DIR, default /work/ref_compare/mlperf_ssd). Without them those
@@ -166,7 +166,7 @@ def table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run of the suite)")
-    ap.add_argument("--readme", action="store_true", help="write the table into README.md")
+    ap.add_argument("--readme", action="store_true", help="write the table into docs/performance.md")
     ap.add_argument("--from-results", action="store_true",
                     help="run nothing: build the table from bench/results.jsonl as it is (e.g. after one "
                          "script was rerun and its lines replaced there)")
@@ -217,10 +217,10 @@ def main():
               f"{''.join(f'; skipped {what}' for what in skipped)}.")
     print("\n" + header + "\n\n" + text)
     if args.readme:
-        readme = ROOT / "README.md"
+        readme = ROOT / "docs" / "performance.md"
         body = readme.read_text()
         if START not in body or END not in body:
-            raise SystemExit(f"README.md has no {START} ... {END} section")
+            raise SystemExit(f"docs/performance.md has no {START} ... {END} section")
         pre, rest = body.split(START, 1)
         post = rest.split(END, 1)[1]
         readme.write_text(f"{pre}{START}\n{header}\n\n{text}\n{END}{post}")

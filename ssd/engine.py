@@ -58,7 +58,7 @@ def build_optimizer(name, params, lr, weight_decay, device):
     Habana's FusedSGD on HPU). "adamw" is torch's AdamW (decoupled ``weight_decay``, default
     betas/eps, the same class on every device): with a frozen backbone its per-parameter step
     sizes cope with the heads' badly scaled curvature (non-negative 3x3x256 inputs) that makes
-    SGD either diverge or, clipped, bounce at a loss of ~10 (see README, "Does SSD learn here?")."""
+    SGD either diverge or, clipped, bounce at a loss of ~10 (see docs/ssd_learning.md)."""
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     return sgd_class(device)(params, lr=lr, momentum=0.9, weight_decay=weight_decay)

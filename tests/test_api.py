@@ -1,4 +1,4 @@
-"""yolox.api.Detector: the README's Python API example runs as written, and the API computes what
+"""yolox.api.Detector: the Python API example of docs/api.md runs as written, and the API computes what
 the CLI computes (same evaluation numbers as tools/eval.py, same boxes as tools/demo.py), with
 keyword mistakes reported as TypeErrors and bad values as one-line UserErrors."""
 import os
@@ -18,9 +18,9 @@ MARKER = "<!-- tests/test_api.py runs the next python block verbatim -->"
 
 
 def readme_example():
-    """The ```python block right after MARKER in README.md, unchanged."""
-    text = (ROOT / "README.md").read_text()
-    assert MARKER in text, "README.md lost the Python API example marker"
+    """The ```python block right after MARKER in docs/api.md, unchanged."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    assert MARKER in text, "docs/api.md lost the Python API example marker"
     block = re.search(r"```python\n(.*?)```", text[text.index(MARKER):], re.S)
     assert block, "no ```python block after the marker"
     return block.group(1)
@@ -28,7 +28,7 @@ def readme_example():
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
-    """Run the README example in an empty folder with the checkout importable (as an installed
+    """Run the docs/api.md example in an empty folder with the checkout importable (as an installed
     copy would be); returns (folder, its output)."""
     cwd = tmp_path_factory.mktemp("api_example")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}

@@ -5,7 +5,7 @@ Xeon. Learning rate 0.005, not 0.01: from scratch on two images 0.01 sits at the
 divergence, where rounding decides (in the trainer's channels_last layout seed 0 blew up to NaN
 while seeds 1 and 2 learned; at 0.005 seeds 0-2 reach AP50 0.98-1.0 in channels_last and NCHW).
 (Generalising on the shapes set needs a pre-trained backbone and far more CPU time than a test
-has: see README, SSD.)"""
+has: see docs/ssd_learning.md.)"""
 import torch
 from torch.utils.data import DataLoader
 

@@ -4,7 +4,7 @@ Why: for training, inductor (torch 2.14, CPU) lowers a max-pool with indices int
 loops that track the argmax (169 reads per output at 13x13), fused with the BN + SiLU before it.
 The SPP block of YOLOX-S (20x20, bf16, forward + backward) measured 271 ms compiled that way
 against 24 ms eager on a Xeon, and the compiled bf16 step 0.77x eager (``bench/compile_blocks.py``,
-``spp_inductor``; README, Performance).
+``spp_inductor``; docs/performance.md).
 
 A ``torch.library`` custom op is a black box to the compiler: forward and backward call the same
 ATen kernels as eager mode (``max_pool2d_with_indices`` and its backward), so values and gradients
