@@ -1,6 +1,7 @@
 """Every command in README.md, docs/*.md and bench/README.md parses with the real parser of the
 program it calls (tests/docs_check.py says how each kind is checked), so the docs cannot rot."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -88,3 +89,22 @@ def test_every_relative_link_and_anchor_exists():
             elif anchor and anchor not in {slug(h) for h in re.findall(r"^#+ (.*)$", dest.read_text(), re.M)}:
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, broken
+
+
+def test_every_python_block_runs(tmp_path):
+    """Each ```python block of README and docs runs as written in an empty folder (the API
+    example, marked for tests/test_api.py, runs there instead)."""
+    marker = "<!-- tests/test_api.py runs the next python block verbatim -->"
+    blocks = [(page, m) for page in PAGES
+              for m in re.finditer(r"(<!--[^\n]*-->\n)?```python\n(.*?)```", page.read_text(), re.S)]
+    assert sum(1 for _, m in blocks if m.group(1) and marker in m.group(1)) == 1
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
+    ran = 0
+    for page, m in blocks:
+        if m.group(1) and marker in m.group(1):
+            continue
+        proc = subprocess.run([sys.executable, "-c", m.group(2)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{page.relative_to(ROOT)}: {proc.stderr[-2000:]}"
+        ran += 1
+    assert ran >= 1
