@@ -62,9 +62,10 @@ def commands(path):
                 found.append((start, line))
             joined, start = "", None
     prose = re.sub(r"```.*?```", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
-    for span in re.finditer(r"`([^`\n]+)`", prose):
-        if span.group(1).startswith(STARTS):
-            found.append((prose.count("\n", 0, span.start()) + 1, span.group(1)))
+    for span in re.finditer(r"`([^`]+)`", prose):       # a span may wrap onto the next line
+        command = " ".join(span.group(1).split())
+        if command.startswith(STARTS):
+            found.append((prose.count("\n", 0, span.start()) + 1, command))
     return found
 
 
@@ -239,9 +240,9 @@ def check(line, aliases):
     """How one documented line was checked ("parsed", "resolved", "ran", "pattern",
     "external"); ValueError (or the tool's UserError) when it would fail."""
     if line.rstrip().endswith("..."):
-        head = shlex.split(line.rstrip()[:-3])
-        if head[:1] == ["torchrun"]:
-            launcher(head, aliases)
+        for head in expand(line.rstrip()[:-3]):
+            if head[:1] == ["torchrun"]:
+                launcher(head, aliases)
         return "pattern"
     out = set()
     for tokens in expand(line):

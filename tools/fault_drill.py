@@ -139,6 +139,7 @@ def compare(model, reference_out, drill_out):
 def drill(model, fault, nproc, data, out):
     """Both runs and the verdict, as a list of dicts (also what the test suite checks)."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     ref_out, drill_out = out / "reference", out / "drill"
     records = []
     code, secs = run(train_command(model, data, ref_out, nproc), out / "reference.log")
@@ -170,7 +171,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.fault == "sigkill" and args.nproc < 2:
         ap.error("--fault sigkill kills one rank of several: --nproc 2 or more")
-    records = drill(args.model, args.fault, args.nproc, args.data, args.out)
+    try:
+        records = drill(args.model, args.fault, args.nproc, args.data, args.out)
+    except RuntimeError as exc:       # the run never reached the point of the fault
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for record in records:
         print(json.dumps(record), flush=True)
     return 0 if records[-1]["equal"] else 1
