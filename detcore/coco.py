@@ -200,14 +200,23 @@ class Columns:
                    ann_img, ann_cat, ann_xywh, crowd)
 
 
+def find_sorted(keys, values):
+    """Position of each of ``values`` in the sorted array ``keys``, -1 where it is not there: one
+    searchsorted for what a dict lookup per value would give."""
+    keys, values = np.asarray(keys), np.asarray(values)
+    if keys.size == 0:
+        return np.full(values.shape, -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return np.where(keys[at] == values, at, -1).astype(np.int64)
+
+
 def _rows_of(values, ids, ann_file):
     """Row in the sorted int64 ``ids`` of each annotation's image id, -1 where it is not there.
     Integer ids are matched with one searchsorted; any other listed values one by one (a float
     1.0 is image 1, as a dict lookup has it)."""
     vals = values if isinstance(values, np.ndarray) else np.asarray(values)
     if vals.ndim == 1 and vals.dtype.kind in "iu":
-        at = np.minimum(np.searchsorted(ids, vals), len(ids) - 1)
-        return np.where(ids[at] == vals, at, -1)
+        return find_sorted(ids, vals)
     row = dict(zip(ids.tolist(), range(len(ids))))
     try:
         return np.fromiter((row.get(v, -1) for v in values), dtype=np.int64, count=len(values))
@@ -284,8 +293,8 @@ class BoxTable:
             raise UserError(f"annotation file {ann_file}: every bbox must be 4 numbers [x, y, w, h] "
                             "and every category_id an integer") from None
         class_ids = np.asarray(class_ids, dtype=np.int64)
-        index = np.minimum(np.searchsorted(class_ids, cats), len(class_ids) - 1)
-        unknown = class_ids[index] != cats
+        index = find_sorted(class_ids, cats)
+        unknown = index < 0
         if unknown.any():
             raise UserError(f"annotation file {ann_file}: category_id {int(cats[unknown][0])} is not in its "
                             f"categories {class_ids.tolist()}")

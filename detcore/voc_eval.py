@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel import all_gather_object, broadcast_object, is_main_process
+from detcore.coco import find_sorted
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _RULE = "-" * 62
@@ -65,8 +66,8 @@ def _positions(img_ids, ids):
     if ids.size == 0:
         return np.full(len(img_ids), -1, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
-    at = np.clip(np.searchsorted(ids[order], img_ids), 0, len(ids) - 1)
-    return np.where(ids[order][at] == img_ids, order[at], -1).astype(np.int64)
+    at = find_sorted(ids[order], img_ids)
+    return np.where(at >= 0, order[at], -1).astype(np.int64)
 
 
 def _ground_truth(source):

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from accel.errors import UserError
-from detcore.coco import CocoSource, PerImage, UnreadableImages
+from detcore.coco import CocoSource, PerImage, UnreadableImages, find_sorted
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -154,8 +154,8 @@ class CocoDetection(Dataset):
     @ids.setter
     def ids(self, ids):
         wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
-        rows = np.minimum(np.searchsorted(self._table.ids, wanted), len(self._table) - 1)
-        missing = self._table.ids[rows] != wanted
+        rows = find_sorted(self._table.ids, wanted)
+        missing = rows < 0
         if missing.any():
             raise UserError(f"image id {int(wanted[missing][0])} is not in {self.source.ann_file}")
         self._ids, self._rows = wanted.tolist(), rows       # the table row of each sample
