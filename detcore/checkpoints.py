@@ -96,10 +96,12 @@ class Checkpoints:
         fresh start; see the module docstring for when. ``what`` names the flag that resumes
         explicitly, for the one-line refusal."""
         path = self.newest()
-        if path is None:
+        restarted = restart_count() > 0
+        # a preemption checkpoint is always a periodic file (save_periodic): a fresh start beside
+        # an epoch-end file alone needs no load (a whole checkpoint, on every rank) to know that
+        if path is None or (not restarted and path == self.latest):
             return None, None
         state = load_checkpoint(path)
-        restarted = restart_count() > 0
         if not (restarted or (isinstance(state, dict) and state.get("preempted"))):
             return None, None
         check_same_run(state, run_config, path, what)

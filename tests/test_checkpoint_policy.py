@@ -74,6 +74,20 @@ def test_resumes_by_itself_only_after_a_restart_or_a_preemption(tmp_path, monkey
     assert path == cps.periodic_path(5) and state["preempted"]
 
 
+def test_a_fresh_start_beside_an_epoch_end_file_does_not_load_it(tmp_path, monkeypatch):
+    """Preemption checkpoints are periodic files, so a fresh start next to a finished run's
+    latest file decides without loading it (a whole checkpoint, on every rank); after a torchrun
+    restart that file is loaded and resumed."""
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    cps = Checkpoints(tmp_path, "latest_ckpt.pth", every=1)
+    cps.latest.write_bytes(b"not a checkpoint: loading it would fail")
+    assert cps.auto_resume(CONFIG, "--resume") == (None, None)
+    save_atomic({"iteration": 8, "preempted": False, "run_config": dict(CONFIG)}, cps.latest)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    path, state = cps.auto_resume(CONFIG, "--resume")
+    assert path == cps.latest and state["iteration"] == 8
+
+
 def test_never_resumes_another_configuration(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
     cps = Checkpoints(tmp_path, "latest_ckpt.pth", every=1)
