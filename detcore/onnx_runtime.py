@@ -30,6 +30,7 @@ import numpy as np
 
 from accel.errors import UserError
 from detcore.draw import draw  # noqa: F401  (the drawing half of the runtime, shared with the PyTorch demos)
+from detcore.letterbox import letterbox  # YOLOX's input, the same function as training and the PyTorch demo
 
 __all__ = ["OnnxDetector", "draw", "letterbox", "ssd_input", "pil_bilinear_resize", "yolox_grids", "yolox_decode",
            "ssd_default_boxes", "ssd_scale_back", "nms", "yolox_postprocess", "ssd_postprocess", "write_metadata",
@@ -40,7 +41,6 @@ META_MODEL = "detkit_model"          # "yolox" | "ssd"
 META_OUTPUT = "detkit_output"        # "raw" | "decoded"
 META_NAMES = "class_names"           # JSON list: YOLOX class index -> name; SSD label -> name (0 background)
 
-PAD_VALUE = 114                      # YOLOX letterbox fill (upstream's preproc)
 YOLOX_STRIDES = (8, 16, 32)
 YOLOX_MAX_LOG_SIZE = 20.0            # yolox.models.yolo_head.MAX_LOG_SIZE: the decode caps log-sizes there
 SSD_SIZE = 300
@@ -87,18 +87,6 @@ def coco_class_names():
 
 
 # ---------------------------------------------------------------- preprocessing
-
-def letterbox(img, size):
-    """YOLOX's eval input: ``img`` (BGR uint8 HxWx3) resized keeping its aspect ratio into
-    ``size`` (h, w) with OpenCV's bilinear filter, padded bottom/right with 114; returns
-    (float32 CHW, ratio) so that a box in the input maps back as ``box / ratio``."""
-    h, w = img.shape[:2]
-    r = min(size[0] / h, size[1] / w)
-    nh, nw = int(h * r), int(w * r)
-    padded = np.full((size[0], size[1], 3), PAD_VALUE, dtype=np.uint8)
-    padded[:nh, :nw] = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32), r
-
 
 def _pillow():
     """PIL.Image when Pillow is installed, else None (the numpy filter below stands in)."""

@@ -11,7 +11,7 @@ import random
 import cv2
 import numpy as np
 
-PAD_VALUE = 114
+from detcore.letterbox import PAD_VALUE, letterbox  # noqa: F401  (re-exported: mosaic, tests)
 
 
 def xyxy2cxcywh(boxes):
@@ -20,27 +20,6 @@ def xyxy2cxcywh(boxes):
     out[:, 2:4] = boxes[:, 2:4] - boxes[:, 0:2]
     out[:, 0:2] = boxes[:, 0:2] + 0.5 * out[:, 2:4]
     return out
-
-
-def letterbox(img, input_size, swap=(2, 0, 1), dtype=np.float32):
-    """Resize keeping aspect ratio into ``input_size`` (h, w), pad bottom/right with 114.
-
-    Returns the padded image as a contiguous ``dtype`` array (CHW with the default ``swap``) and
-    the ratio r, so that a box in the source image maps to ``box * r``. Training asks for uint8:
-    the pixels are whole numbers either way, and a quarter of the bytes go through the collate,
-    the worker-to-trainer queue and the host-to-device copy (the trainer converts to float there).
-    """
-    h, w = img.shape[:2]
-    r = min(input_size[0] / h, input_size[1] / w)
-    nh, nw = int(h * r), int(w * r)
-    if (nh, nw) == (h, w) == tuple(input_size):    # already the input size (a mosaic): nothing to pad
-        padded = img
-    else:
-        padded = np.full((input_size[0], input_size[1], 3), PAD_VALUE, dtype=np.uint8)
-        padded[:nh, :nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nh, nw) != (h, w) else img
-    if swap is not None:
-        padded = padded.transpose(swap)
-    return np.ascontiguousarray(padded, dtype=dtype), r
 
 
 def augment_hsv(img, hgain=5, sgain=30, vgain=30):
