@@ -3,16 +3,18 @@ main process -> the same result broadcast to every rank.
 
 faster-coco-eval (a C++ port of COCOeval) gives the same numbers as pycocotools several times
 faster (bench/eval.py); it is used when installed, pycocotools otherwise. Either way the printed
-summary is the standard 12-line pycocotools text, formatted here from the stats.
+summary is the standard 12-line pycocotools text, formatted here from the stats, followed by
+the per-class table of ``detcore.class_stats`` computed from the same evaluation.
 """
 import contextlib
 import io
 from dataclasses import dataclass
 
 import numpy as np
-from tabulate import tabulate
+from loguru import logger
 
 from accel import all_gather_object, broadcast_object, is_main_process
+from detcore.class_stats import class_stats
 
 # (metric, IoU range, area, maxDets) of the 12 COCO stats, in pycocotools' order.
 _STATS = (
@@ -57,24 +59,13 @@ def evaluate_bbox(coco_gt, rows, img_ids=None):
     return coco_eval
 
 
-def per_class_ap_table(coco_eval, coco_gt, columns=6):
-    """AP (IoU .50:.95, all areas, maxDets 100) per category as a tabulate grid."""
-    precision = coco_eval.eval["precision"]          # [T, R, K, A, M]
-    cells = []
-    for k, cat_id in enumerate(coco_eval.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        ap = float(np.mean(p)) * 100 if p.size else float("nan")
-        cells += [coco_gt.cats[int(cat_id)].get("name", str(cat_id)), f"{ap:.3f}"]
-    rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
-    return tabulate(rows, headers=["class", "AP"] * (columns // 2), tablefmt="pipe", numalign="left")
-
-
 @dataclass
 class CocoScore:
-    """The 12 COCO stats (zeros without detections) and the printable summary."""
+    """The 12 COCO stats (zeros without detections), the printable summary and the per-class
+    report (``detcore.class_stats.ClassStats``; None when it could not be computed)."""
     stats: np.ndarray
     summary: str
+    classes: object = None
 
     @property
     def ap50_95(self):
@@ -86,13 +77,23 @@ class CocoScore:
 
 
 def score(coco_gt, rows, img_ids=None):
-    """Score rows ``[N, 7]`` in this process: stats, standard summary and per-class AP table."""
+    """Score rows ``[N, 7]`` in this process: the 12 stats, the standard summary, and from the
+    same evaluation the per-class table, curves and confusion matrix. A failure of the per-class
+    part (it is a report, not the metric) is one warning line; the stats stand."""
+    img_ids = sorted(coco_gt.getImgIds() if img_ids is None else img_ids)
     if len(rows) == 0:
-        return CocoScore(np.zeros(12), "no detections: AP and AR are 0\n")
-    coco_eval = evaluate_bbox(coco_gt, rows, img_ids)
-    summary = (format_summary(coco_eval.stats) + "per class AP:\n"
-               + per_class_ap_table(coco_eval, coco_gt) + "\n")
-    return CocoScore(coco_eval.stats, summary)
+        coco_eval, summary = None, "no detections: AP and AR are 0\n"
+    else:
+        coco_eval = evaluate_bbox(coco_gt, rows, img_ids)
+        summary = format_summary(coco_eval.stats)
+    classes = None
+    try:
+        classes = class_stats(coco_eval, coco_gt, rows, img_ids)
+        summary += classes.table() + "\n"
+    except Exception as exc:       # noqa: BLE001 -- a report must not end a training run
+        logger.warning(f"per-class statistics not computed ({type(exc).__name__}: {exc}); "
+                       "the COCO stats above are complete")
+    return CocoScore(np.zeros(12) if coco_eval is None else coco_eval.stats, summary, classes)
 
 
 def drop_non_finite(rows):

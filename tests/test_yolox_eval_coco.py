@@ -105,4 +105,4 @@ def test_evaluator_end_to_end_with_oracle(shapes_coco):
     assert ap50 == pytest.approx(1.0)
     assert ap > 0.9             # letterbox round trip keeps IoU near 1
     assert len(rows) == len(ds.coco.getAnnIds())
-    assert "per class AP" in summary
+    assert "per class at IoU 0.50, confidence" in summary
