@@ -66,6 +66,7 @@ class CocoScore:
     stats: np.ndarray
     summary: str
     classes: object = None
+    rows: np.ndarray = None
 
     @property
     def ap50_95(self):
@@ -102,18 +103,20 @@ def drop_non_finite(rows):
     return rows[np.isfinite(rows).all(axis=1)]
 
 
-def gather_and_score(coco_gt, local_rows, img_ids, seconds=0.0, images=0):
+def gather_and_score(coco_gt, local_rows, img_ids, seconds=0.0, images=0, keep_rows=False):
     """Every rank's detection rows -> COCOeval on the main process -> the same CocoScore on every
     rank. ``seconds``/``images`` (this rank's forward + NMS time) add a timing line.
 
     ``coco_gt``: the pycocotools index, or a function returning it, called on the main process
     only: a data set builds its index on first use, so the other ranks never build theirs.
+    ``keep_rows``: the result also carries every rank's rows (``.rows``), for ``--analyze``.
     """
     gathered = all_gather_object((drop_non_finite(local_rows), seconds, images))
     result = None
     if is_main_process():
         rows = np.concatenate([g[0] for g in gathered])
         result = score(coco_gt() if callable(coco_gt) else coco_gt, rows, img_ids)
+        result.rows = rows if keep_rows else None
         secs, n = max(g[1] for g in gathered), sum(g[2] for g in gathered)
         if n:
             result.summary = (f"Average forward + NMS time: {1000.0 * secs / n:.2f} ms per image "

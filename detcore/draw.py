@@ -49,6 +49,38 @@ def draw(img, dets, names):
     return img
 
 
+# error analysis colours (BGR): ground truth green (found) or yellow (missed), predictions blue
+# (true positive) or red (false positive)
+ERROR_COLOURS = {"GT": (60, 180, 60), "FN": (0, 215, 255), "TP": (220, 120, 20), "FP": (40, 40, 230)}
+
+
+def _labelled_box(img, box, text, c, thickness):
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    cv2.rectangle(img, (x1, y1), (x2, y2), c, thickness)
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    top = max(y1 - th - 4, 0)
+    cv2.rectangle(img, (x1, top), (x1 + tw + 2, top + th + 4), c, -1)
+    cv2.putText(img, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def draw_errors(img, gt_boxes, gt_cls, gt_found, det_boxes, det_cls, det_scores, det_tp, names):
+    """Ground truth and predictions of one image for error analysis (xyxy pixels): ground truth
+    labelled "GT" when a prediction found it, "FN" when missed; predictions "TP" / "FP" with
+    their score; a legend in the corner says which colour is which."""
+    for box, cls, found in zip(gt_boxes, gt_cls, gt_found):
+        kind = "GT" if found else "FN"
+        _labelled_box(img, box, f"{kind} {names[int(cls)]}", ERROR_COLOURS[kind], 1 if found else 2)
+    for box, cls, score, tp in zip(det_boxes, det_cls, det_scores, det_tp):
+        kind = "TP" if tp else "FP"
+        _labelled_box(img, box, f"{kind} {names[int(cls)]} {score:.2f}", ERROR_COLOURS[kind], 2 if not tp else 1)
+    bottom = img.shape[0] - 4 - 14 * len(ERROR_COLOURS)
+    for i, (kind, c) in enumerate(ERROR_COLOURS.items()):
+        y = bottom + 14 * i
+        cv2.rectangle(img, (4, y), (14, y + 10), c, -1)
+        cv2.putText(img, kind, (18, y + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1, cv2.LINE_AA)
+    return img
+
+
 VIDEO_FOURCC = "mp4v"        # upstream YOLOX's demo writes mp4v at the source's fps and frame size
 FALLBACK_FPS = 30.0          # what a camera that reports no rate is recorded at
 

@@ -1,7 +1,10 @@
 """Evaluate a YOLOX checkpoint with pycocotools:
 python -m yolox.tools.eval -n yolox-s -c CKPT -b 8 --data_dir DIR [--conf 0.001 --nms 0.65 --tsize 640 --fuse]
 
-Prints the 12-line COCO summary, a per-class AP table and a final ``AP50: x`` line.
+Prints the 12-line COCO summary, the per-class table (images, instances, P, R at the max-mean-F1
+confidence, AP50, AP50:95) and a final ``AP50: x`` line; writes results_per_class.csv,
+confusion_matrix.csv and the plots into <output_dir>/<experiment>/ (``--no-plots``: the csv
+only), and with ``--analyze K`` the K images with the most errors into its ``errors/`` folder.
 Also ``python tools/eval.py ...`` in a checkout and the ``detkit-eval`` console script.
 """
 import argparse
@@ -14,6 +17,7 @@ from accel import (Precision, add_device_args, add_precision_args, destroy,
                    init_distributed, is_main_process, launch_local, resolve_device)
 from accel.errors import UserError, cli_entry
 from yolox.core.cli import ArgParser, add_exp_args, build_exp, load_model
+from detcore import eval_report
 from detcore.log import setup_logger
 
 
@@ -31,6 +35,11 @@ def make_parser():
     parser.add_argument("--legacy", action="store_true", help="legacy (RGB, ImageNet-normalised) input")
     parser.add_argument("--test", action="store_true", help="evaluate on test-dev (test_ann)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--analyze", type=int, default=0, metavar="K",
+                        help="draw the K val images with the most errors (missed + false detections) "
+                             "into <output>/errors, with per-image counts in errors/per_image.json")
+    parser.add_argument("--no-plots", dest="plots", action="store_false",
+                        help="skip the confusion matrix / PR / F1 / P / R plots")
     add_device_args(parser)
     add_precision_args(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="exp overrides: key value ...")
@@ -40,6 +49,8 @@ def make_parser():
 def apply_eval_flags(exp, args):
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if args.analyze < 0:
+        raise UserError(f"--analyze must be >= 0 images (got {args.analyze})")
     if args.conf is not None:
         exp.test_conf = args.conf
     if args.nms is not None:
@@ -62,8 +73,26 @@ def run_eval(exp, args):
     model = load_model(exp, args, device)
     evaluator = exp.get_evaluator(args.batch_size, info.world_size > 1, testdev=args.test,
                                   legacy=args.legacy)
+    evaluator.keep_rows = bool(getattr(args, "analyze", 0))
     with precision.autocast():
-        return exp.eval(model, evaluator, info.world_size > 1)
+        out = exp.eval(model, evaluator, info.world_size > 1)
+    if is_main_process():
+        write_reports(evaluator, Path(exp.output_dir) / args.experiment_name, args)
+    return out
+
+
+def write_reports(evaluator, folder, args):
+    """The per-class csv, the confusion csv and plots, and ``--analyze``'s images (main process;
+    a failure here is one warning: the scores above stand)."""
+    result = getattr(evaluator, "last_result", None)
+    if result is None:          # an evaluator without per-class statistics (VOC's devkit table)
+        return
+    for path in eval_report.write_evaluation(result, folder, plots=getattr(args, "plots", True)):
+        logger.info(f"wrote {path}")
+    if getattr(args, "analyze", 0):
+        dataset = evaluator.dataloader.dataset
+        eval_report.analyze(result, dataset.coco, result.rows, dataset.ids, dataset.source,
+                            args.analyze, folder)
 
 
 @cli_entry

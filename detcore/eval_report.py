@@ -1,0 +1,139 @@
+"""What an evaluation leaves in the run's folder besides the log, for both detectors:
+
+- ``results_per_class.csv``: one row per class (and "all") per evaluation, beside results.csv;
+- ``confusion_matrix.csv`` and the plots of ``detcore.plots`` (at a final evaluation, or always
+  for ``tools/eval.py``);
+- with ``--analyze K``: ``errors/`` holding the K images with the most errors drawn (ground truth
+  and predictions, labelled TP / FP / FN) and ``errors/per_image.json`` with the counts of every
+  image.
+
+A report must never end a run or lose its checkpoint: every failure here is one warning line and
+whatever could be written stays written. Only the main process writes.
+"""
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from loguru import logger
+
+from accel.checkpoint import replace_atomic
+
+PER_CLASS_CSV = "results_per_class.csv"
+CONFUSION_CSV = "confusion_matrix.csv"
+ERRORS_DIR = "errors"
+
+
+def _warn(what, exc):
+    logger.warning(f"{what} not written ({type(exc).__name__}: {exc}); training and its checkpoints "
+                   "are not affected")
+
+
+def write_per_class_csv(classes, folder, epoch=None):
+    """Append this evaluation's per-class rows to ``results_per_class.csv``; rows of this epoch
+    or later from an earlier attempt (a resumed run) are replaced."""
+    path = Path(folder) / PER_CLASS_CSV
+    old = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            old = list(csv.DictReader(f))
+        if epoch is not None:
+            old = [r for r in old if r.get("epoch") in (None, "") or int(float(r["epoch"])) < epoch]
+    new = classes.csv_rows(**({} if epoch is None else {"epoch": epoch}))
+    new = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in new]
+    rows = old + new
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    replace_atomic(path, text.getvalue().encode())
+    return path
+
+
+def write_evaluation(result, folder, epoch=None, plots=True):
+    """The per-class csv (always) and, with ``plots``, the confusion csv and every plot of one
+    evaluation's ``CocoScore``; returns the paths written. Never raises."""
+    classes = getattr(result, "classes", None)
+    if classes is None:
+        return []
+    folder = Path(folder)
+    written = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written.append(write_per_class_csv(classes, folder, epoch))
+    except Exception as exc:      # noqa: BLE001 -- a report, see the module docstring
+        _warn(f"{folder / PER_CLASS_CSV}", exc)
+    if not plots:
+        return written
+    try:
+        replace_atomic(folder / CONFUSION_CSV, classes.confusion_csv().encode())
+        written.append(folder / CONFUSION_CSV)
+        from detcore.plots import plot_evaluation
+
+        written += plot_evaluation(classes, folder)
+    except ImportError:
+        logger.warning("matplotlib is not installed: evaluation plots not drawn (pip install matplotlib)")
+    except Exception as exc:      # noqa: BLE001
+        _warn(f"evaluation plots in {folder}", exc)
+    return written
+
+
+def analyze(result, coco_gt, rows, img_ids, source, k, folder):
+    """``--analyze K``: the K images with the most errors (missed objects + false detections at
+    the table's operating confidence) drawn into ``folder/errors``, and ``per_image.json`` with
+    (tp, fp, fn) of every image, most errors first. Returns the json's path (None on failure)."""
+    classes = getattr(result, "classes", None)
+    if classes is None:
+        logger.warning("--analyze: no per-class statistics to analyse")
+        return None
+    out = Path(folder) / ERRORS_DIR
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        ranked = sorted(classes.per_image.items(), key=lambda kv: (-(kv[1][1] + kv[1][2]), kv[0]))
+        listing = [{"image_id": i, "file": str(source.file_name(i)), "tp": tp, "fp": fp, "fn": fn,
+                    "errors": fp + fn} for i, (tp, fp, fn) in ranked]
+        for entry in listing[:k]:
+            if entry["errors"] == 0:
+                break
+            entry["drawn"] = str(_draw_image(entry["image_id"], classes, coco_gt, rows, img_ids, source, out))
+        payload = {"confidence": classes.conf, "iou": 0.5, "images": listing}
+        replace_atomic(out / "per_image.json", json.dumps(payload, indent=1).encode())
+        drawn = sum("drawn" in e for e in listing)
+        logger.info(f"--analyze: {drawn} image(s) with the most errors drawn into {out} "
+                    f"(confidence {classes.conf:.3f}); per-image counts in {out / 'per_image.json'}")
+        return out / "per_image.json"
+    except Exception as exc:      # noqa: BLE001
+        _warn(f"--analyze output in {out}", exc)
+        return None
+
+
+def _draw_image(img_id, classes, coco_gt, rows, img_ids, source, out):
+    """One image with its errors: the same matching as the table, restricted to this image
+    (matching is per image and class, so the restriction changes nothing)."""
+    import cv2
+
+    from detcore import class_stats as cs
+    from detcore.draw import draw_errors
+
+    cat_ids = sorted(coco_gt.getCatIds())
+    rows = np.asarray(rows, np.float64).reshape(-1, 7)
+    dets = cs.detections(rows[rows[:, 0] == img_id], img_ids, cat_ids)
+    gts = cs.ground_truth(coco_gt, img_ids, cat_ids)
+    gts = gts.subset(gts.img == np.searchsorted(np.asarray(sorted(img_ids)), img_id))
+    state, gt_score = cs.match(dets, gts, len(cat_ids))
+    shown = (dets.score >= classes.conf) & ((state == cs.TP) | (state == cs.FP))
+    img = cv2.imread(str(source.path(img_id)))
+    if img is None:
+        raise OSError(f"cannot read {source.path(img_id)}")
+    plain = ~gts.crowd
+    img = draw_errors(img, gts.xyxy[plain], gts.cls[plain], gt_score[plain] >= classes.conf,
+                      dets.xyxy[shown], dets.cls[shown], dets.score[shown], state[shown] == cs.TP,
+                      classes.names)
+    path = out / f"{int(img_id)}_{Path(str(source.file_name(img_id))).stem}.jpg"
+    ok, data = cv2.imencode(".jpg", img)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    replace_atomic(path, data.tobytes())
+    return path
