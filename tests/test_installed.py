@@ -4,17 +4,37 @@ the packaged exps, the packaged HPU op lists and a console script, all run from 
 the checkout by a venv holding the installed copy.
 
 How the installed copy is proven to be the one running: the checkout's files are copied to a
-temporary source folder, installed from there into a fresh venv (``--system-site-packages`` for
-torch and the other dependencies of the main environment, ``--no-deps`` so nothing is fetched),
-and the source copy is deleted before anything runs; no PYTHONPATH, cwd outside the checkout.
-The main environment's editable install (if any) cannot win: its finder is appended after the
-path finder, which finds the venv's site-packages first. test_imports_the_installed_copy checks
-each package's ``__file__`` anyway.
+temporary source folder, installed from there (``pip install --no-deps``, not editable) into a
+fresh venv, and the source copy is deleted before anything runs; no PYTHONPATH, cwd outside the
+checkout. test_imports_the_installed_copy checks each package's ``__file__`` and ``sys.path``.
+
+Why it builds the way it does (it must pass from the system interpreter and from a plain
+``python -m venv`` alike):
+- Dependencies: the fresh venv sees torch and the rest through a ``.pth`` file listing the site
+  folders of the interpreter running pytest (``site.getsitepackages()`` and the user site), after
+  its own site-packages. ``venv --system-site-packages`` is not used: it shows the *base*
+  interpreter's site-packages, which, run from a venv, is not where torch was installed (and holds
+  the base's own, often old, setuptools). Plain ``.pth`` lines add folders without running the
+  ``.pth`` files inside them, so the main environment's editable install of detkit is not even
+  loaded in the venv; nothing but the venv's copy can be imported.
+- The wheel: setuptools < 70.1 cannot build one without the ``wheel`` package (``error: invalid
+  command 'bdist_wheel'``; the setuptools 65.5 that ``python -m venv`` seeds on Python 3.11 is
+  such a one). When this environment's setuptools can (>= 70.1, or ``wheel`` is installed), the
+  wheel is built with it and ``--no-build-isolation --no-index``: offline, nothing downloaded.
+  Otherwise pip builds it as ``pip install .`` itself does on such a machine, in an isolated
+  build environment with setuptools and wheel fetched from the package index (PyPI); the project
+  has no pyproject.toml, so that is pip's default build requirement. Either way ``--no-deps``:
+  no runtime dependency is fetched. The venv has no pip of its own (``--without-pip``; ensurepip
+  would put a bundled, old setuptools first on its path): the main environment's pip runs it.
 """
+import importlib.util
 import os
+import re
 import shutil
+import site
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -54,6 +74,27 @@ class Venv:
         return proc.stdout + proc.stderr
 
 
+def _site_dirs():
+    """The site folders of the interpreter running pytest, in the order its ``site`` adds them:
+    user site (when enabled), then ``getsitepackages()`` (a venv's own, then its base's when it
+    was made with --system-site-packages; conda and system installs alike)."""
+    dirs = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    dirs += site.getsitepackages()
+    return [d for i, d in enumerate(dirs) if d not in dirs[:i] and os.path.isdir(d)]
+
+
+def _build_options():
+    """pip options for building the wheel (see the module docstring): offline with this
+    environment's setuptools when it can make a wheel, else pip's isolated build from the index."""
+    try:
+        setuptools = tuple(int(n) for n in re.findall(r"\d+", metadata.version("setuptools"))[:2])
+    except metadata.PackageNotFoundError:
+        setuptools = (0, 0)
+    if setuptools >= (70, 1) or importlib.util.find_spec("wheel") is not None:
+        return ["--no-build-isolation", "--no-index"]
+    return []
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     """The project installed non-editably into a fresh venv; its source copy already deleted."""
@@ -63,14 +104,20 @@ def venv(tmp_path_factory):
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, src / rel)
     root = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)],
-                   check=True, timeout=120)
-    # pip and setuptools come from the main environment (system site-packages); the wheel is built
-    # from the copy with them, nothing is downloaded
-    pip = subprocess.run([str(root / BIN / "python"), "-m", "pip", "install", "--no-deps", "--no-index",
-                          "--no-build-isolation", "--no-cache-dir", "--disable-pip-version-check",
-                          "-q", str(src)], capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    python = root / BIN / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    # torch, pip, setuptools, ... of the environment running pytest, after the venv's own folder
+    Path(purelib, "_detkit_test_main_env.pth").write_text("".join(f"{d}\n" for d in _site_dirs()))
+    options = _build_options()
+    pip = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", *options,
+                          "--disable-pip-version-check", "-q", str(src)],
+                         capture_output=True, text=True, timeout=300)
+    hint = ("" if options else "\n(built in an isolated environment with setuptools and wheel from the "
+            "package index, as this environment's setuptools < 70.1 without 'wheel' cannot build a "
+            "wheel; offline, 'pip install wheel' or 'pip install -U setuptools' here avoids the download)")
+    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:] + hint
     shutil.rmtree(src)
     work = base / "work"
     work.mkdir()
