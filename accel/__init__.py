@@ -13,7 +13,7 @@ _EXPORTS = {
     "accel.distributed": ("DistInfo", "all_gather_object", "any_rank", "all_reduce_mean", "all_reduce_norm",
                           "backend_for", "barrier", "broadcast_object", "destroy", "dist_env", "get_rank",
                           "get_world_size", "init_distributed", "is_main_process", "launch_local",
-                          "restart_count", "set_threads_per_process", "unwrap", "wrap_ddp"),
+                          "restart_count", "restart_reason", "set_threads_per_process", "unwrap", "wrap_ddp"),
     "accel.errors": ("UserError", "cli_entry"),
     "accel.hpu": ("is_hpu", "lazy_mode", "mark_step"),
     "accel.precision": ("Precision", "add_precision_args", "fp32_region"),
@@ -26,6 +26,7 @@ __all__ = [
     "DistInfo", "dist_env", "init_distributed", "backend_for", "wrap_ddp", "unwrap", "barrier",
     "all_reduce_mean", "all_reduce_norm", "all_gather_object", "broadcast_object", "is_main_process", "get_rank",
     "get_world_size", "destroy", "launch_local", "set_threads_per_process", "any_rank", "restart_count",
+    "restart_reason",
     "UserError", "cli_entry",
 ]
 

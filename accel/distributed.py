@@ -1,7 +1,9 @@
-"""Process groups for torchrun and mpirun alike; every helper is a no-op in a single process.
+"""Process groups for torchrun, mpirun and srun alike; every helper is a no-op in a single process.
 
-A process-group timeout bounds every collective, so a rank that dies makes the others fail
-with an error instead of waiting forever.
+Which launcher started us, and so the ranks and the rendezvous address, is ``accel.launch``'s
+business. The hang watchdog (``accel.watchdog``) names a rank that stops making progress within
+``--dist-timeout``; the process group's own timeout stays behind it as a backstop, so a rank that
+dies makes the others fail with an error instead of waiting forever.
 """
 import inspect
 import os
@@ -14,18 +16,10 @@ import torch
 import torch.distributed as dist
 from loguru import logger
 
-from accel import hpu
+from accel import errors, hpu, launch, watchdog
 from accel.errors import UserError
 
 DEFAULT_TIMEOUT_S = 1800
-DEFAULT_MASTER_ADDR = "127.0.0.1"
-DEFAULT_MASTER_PORT = "29500"
-# (rank, local rank, world size) variable names per launcher, in lookup order.
-_LAUNCHERS = (
-    ("torchrun", "RANK", "LOCAL_RANK", "WORLD_SIZE"),
-    ("Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_SIZE"),
-    ("PMI", "PMI_RANK", "MPI_LOCALRANKID", "PMI_SIZE"),
-)
 
 
 @dataclass
@@ -35,29 +29,11 @@ class DistInfo:
     world_size: int = 1
 
 
-def _env_int(name, env):
-    value = env[name]
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
-
-
 def dist_env(env=None):
-    """Rank / local rank / world size from whichever launcher started us (single process if none).
-
-    A missing local rank (PMI launchers) falls back to the global rank: right on one node.
-    """
-    env = os.environ if env is None else env
-    for launcher, rank_var, local_var, size_var in _LAUNCHERS:
-        if rank_var in env and size_var in env:
-            rank, size = _env_int(rank_var, env), _env_int(size_var, env)
-            local = _env_int(local_var, env) if local_var in env else rank
-            if size < 1 or not 0 <= rank < size:
-                raise UserError(f"{launcher} environment is inconsistent: "
-                                f"{rank_var}={rank} with {size_var}={size}")
-            return DistInfo(rank, local, size)
-    return DistInfo()
+    """Rank / local rank / world size from whichever launcher started us (single process if
+    none; ``accel.launch.detect`` says which launcher wins when several left variables)."""
+    found = launch.detect(env)
+    return DistInfo(found.rank, found.local_rank, found.world_size)
 
 
 def backend_for(device):
@@ -74,27 +50,30 @@ def set_rendezvous(url):
 
 
 def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S, backend=None):
-    """Join the process group described by the launcher's environment; no-op for one process.
+    """Join the process group described by the launcher (``accel.launch``); no-op for one
+    process. Starts the hang watchdog, which acts after ``timeout_s`` without progress.
 
-    mpirun sets no MASTER_ADDR/MASTER_PORT, so single-node defaults are filled in (multi-node
-    mpirun runs must export MASTER_ADDR themselves). RANK/LOCAL_RANK/WORLD_SIZE are exported
-    too, so code that only knows torchrun's variables sees the same ranks.
+    The rendezvous address (mpirun sets none: single-node defaults; srun: the step's first host
+    and a port from the job id) and RANK/LOCAL_RANK/WORLD_SIZE are exported, so torch's
+    ``env://`` rendezvous and code that only knows torchrun's variables see the same ranks.
     """
-    info = dist_env()
+    found = launch.detect()
+    info = DistInfo(found.rank, found.local_rank, found.world_size)
     if info.world_size == 1 or _active():
         return info
-    os.environ.setdefault("MASTER_ADDR", DEFAULT_MASTER_ADDR)
-    os.environ.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
-    os.environ.update(RANK=str(info.rank), LOCAL_RANK=str(info.local_rank),
-                      WORLD_SIZE=str(info.world_size))
+    os.environ.update(MASTER_ADDR=found.master_addr, MASTER_PORT=str(found.master_port),
+                      RANK=str(info.rank), LOCAL_RANK=str(info.local_rank), WORLD_SIZE=str(info.world_size))
     backend = backend or backend_for(device)
     if backend == "hccl":
         hpu.register_hccl()
-    timeout = timedelta(seconds=timeout_s)
+    timeout = timedelta(seconds=watchdog.process_group_timeout(timeout_s))
     dist.init_process_group(backend=backend, store=_attempt_store(info, timeout), rank=info.rank,
                             world_size=info.world_size, timeout=timeout)
-    logger.info(f"rank {info.rank}/{info.world_size} (local {info.local_rank}) joined via "
-                f"{backend} at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}")
+    watchdog.start(found, timeout_s, restart_count())
+    # a rank that fails ends the others with its cause; a failed collective names who is missing
+    errors.on_end(failed=watchdog.end_run, collective_failed=watchdog.collective_failed)
+    logger.info(f"rank {info.rank}/{info.world_size} (local {info.local_rank}) joined via {backend} at "
+                f"{found.master_addr}:{found.master_port} (launcher: {found.launcher})")
     return info
 
 
@@ -116,7 +95,7 @@ def _active():
 
 
 def get_rank():
-    return dist.get_rank() if _active() else dist_env().rank
+    return dist.get_rank() if _active() else launch.detect().rank
 
 
 def get_world_size():
@@ -208,8 +187,8 @@ def set_threads_per_process(device, world_size):
     OMP_NUM_THREADS wins."""
     if os.environ.get("OMP_NUM_THREADS"):
         return
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE")
-                           or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world_size)
+    found = launch.detect()
+    local_world_size = found.local_world_size if found.launcher else world_size
     kind = torch.device(device).type
     if kind == "hpu":
         threads = 4 if local_world_size == 8 else 12
@@ -225,6 +204,7 @@ def destroy():
     """Leave the process group together: a barrier first, so no rank tears its connections
     down while a peer still talks to it (seen as an abort at exit, SIGABRT, on a loaded host)."""
     global _flag_group
+    watchdog.stop()
     if _active():
         dist.barrier()
         dist.destroy_process_group()
@@ -260,12 +240,12 @@ def launch_local(num_procs, script, argv, nnodes=1, node_rank=0):
     """
     if num_procs < 1:
         raise UserError(f"number of processes must be >= 1 (got {num_procs})")
-    if num_procs * nnodes == 1 or any(rank_var in os.environ for _, rank_var, _, _ in _LAUNCHERS):
+    if num_procs * nnodes == 1 or launch.under_launcher():
         return
+    found = launch.detect()
     if nnodes > 1:
         where = [f"--nnodes={nnodes}", f"--node_rank={node_rank}",
-                 f"--master_addr={os.environ.get('MASTER_ADDR', DEFAULT_MASTER_ADDR)}",
-                 f"--master_port={os.environ.get('MASTER_PORT', DEFAULT_MASTER_PORT)}"]
+                 f"--master_addr={found.master_addr}", f"--master_port={found.master_port}"]
     else:
         where = ["--standalone"]
     target = entry_command(script) if callable(script) else [str(script)]
@@ -282,23 +262,39 @@ _flag_group = None
 
 def any_rank(flag):
     """True on every rank when ``flag`` is true on at least one (a preemption signal that reached
-    some ranks only). The vote is a one-integer all-reduce on CPU through gloo (a side group when
-    the training backend is nccl/hccl), so asking every step costs no device sync."""
+    some ranks only)."""
+    return bool(max_over_ranks(int(bool(flag))))
+
+
+def max_over_ranks(value):
+    """The largest of every rank's integer ``value``, on every rank. A one-integer all-reduce on
+    CPU through gloo (a side group when the training backend is nccl/hccl), so asking every step
+    costs no device sync."""
     global _flag_group
     if not _active():
-        return bool(flag)
+        return int(value)
     if _flag_group is None:
         _flag_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-    vote = torch.tensor([int(bool(flag))])
+    vote = torch.tensor([int(value)])
     dist.all_reduce(vote, op=dist.ReduceOp.MAX, group=_flag_group)
-    return bool(vote.item())
+    return int(vote.item())
 
 
 def restart_count(env=None):
     """How often torchrun (``--max-restarts``) has restarted this worker group: 0 on the first
     start and under any other launcher."""
-    env = os.environ if env is None else env
-    return _env_int("TORCHELASTIC_RESTART_COUNT", env) if "TORCHELASTIC_RESTART_COUNT" in env else 0
+    return launch.detect(env).restart_count
+
+
+def restart_reason(env=None):
+    """Why this run is a restart of an earlier one that must continue by itself: "torchrun
+    restart N", "Slurm requeue N", or None for a first start."""
+    found = launch.detect(env)
+    if found.restart_count:
+        return f"torchrun restart {found.restart_count}"
+    if found.slurm_restart_count:
+        return f"Slurm requeue {found.slurm_restart_count}"
+    return None
 
 
 def state_fingerprint(tensors):

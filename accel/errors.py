@@ -1,8 +1,14 @@
 """User-facing errors: one line naming the file or flag and what was expected, never a traceback.
 
 Also the one-line ends of a run the user did not ask for: Ctrl-C (exit 130, saying where the
-run stopped and which checkpoint holds it), a preemption signal (exit 143, see accel.preemption) and a failure inside a data-loader worker (the root
-cause, not torch's re-raised worker traceback).
+run stopped and which checkpoint holds it), a preemption signal (exit 143, see
+accel.preemption), a failure inside a data-loader worker (the root cause, not torch's re-raised
+worker traceback) and, in a multi-process run, a rank that failed, stopped or died: every rank
+ends with the same line naming it (accel.watchdog).
+
+This module imports nothing of torch (the onnxruntime demo uses it without torch). The code
+that knows process groups and signals registers how a run ends (``on_end``) when it starts, so
+the dependency points from accel.distributed and accel.preemption to here and never back.
 """
 import functools
 import os
@@ -11,6 +17,10 @@ import sys
 
 _hard_exit = os._exit   # module-level so a test can observe it without ending the test process
 _where = []   # callables a running trainer registers: "epoch E, iteration I; latest checkpoint P"
+# how a run ends, registered by the code that knows: "preempted" () -> text to add to the line
+# (accel.preemption), "failed" (line, code) and "collective_failed" (reason) -> (line, code) or
+# None (accel.distributed, for a multi-process run)
+_ends = {}
 # how gloo's plain RuntimeErrors say a peer timed out or went away
 _PEER_GONE = re.compile(r"[Tt]imed out|Connection (closed|reset)|[Bb]roken pipe|peer")
 
@@ -30,6 +40,11 @@ class Preempted(Exception):
 def report_position(describe):
     """Register ``describe()`` -> text saying where the run is; used when it is interrupted."""
     _where[:] = [describe]
+
+
+def on_end(**handlers):
+    """Register end-of-run handlers (see ``_ends``)."""
+    _ends.update(handlers)
 
 
 def _root_cause(text):
@@ -55,7 +70,9 @@ def one_line(text):
 
 def cli_entry(main):
     """Wrap a CLI ``main``: a UserError becomes ``error: <message>`` on stderr and exit code 2;
-    Ctrl-C and data-loader worker failures become one line too."""
+    Ctrl-C and data-loader worker failures become one line too. In a multi-process run a rank's
+    own failure is published for the others (they end with its cause), and a failed collective
+    ends with the watchdog's line naming the rank that stopped or died (accel.watchdog)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -65,12 +82,11 @@ def cli_entry(main):
             text = str(exc)
             if "Original Traceback" in text:            # raised inside a data-loader worker
                 text = _root_cause(text).split(": ", 1)[-1]
-            print(f"error: {one_line(text)}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            _fail(f"error: {one_line(text)}", 2)
         except Preempted as exc:
-            from accel.distributed import destroy   # lazily: this module stays torch-free
-            print(f"preempted: {one_line(exc)}", file=sys.stderr, flush=True)
-            destroy()       # every rank got here after the same checkpoint barrier
+            # every rank got here after the same checkpoint barrier
+            note = _ends["preempted"]() if "preempted" in _ends else ""
+            print(f"preempted: {one_line(exc)}{note}", file=sys.stderr, flush=True)
             sys.exit(PREEMPTED_EXIT_CODE)
         except KeyboardInterrupt:
             where = f" at {_where[0]()}" if _where else ""
@@ -78,17 +94,28 @@ def cli_entry(main):
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001  only the failures below are shortened
             if "DataLoader worker" in str(exc):
-                print(f"error: a data-loader worker failed: {one_line(_root_cause(str(exc)))}",
-                      file=sys.stderr, flush=True)
-                sys.exit(1)
+                _fail(f"error: a data-loader worker failed: {one_line(_root_cause(str(exc)))}", 1)
             if _is_collective_failure(exc):
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                print(f"error: a collective with the other ranks failed (a rank stopped, died or "
-                      f"exceeded --dist-timeout): {one_line(first)[:300]}", file=sys.stderr, flush=True)
+                first = one_line(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                ended = _ends["collective_failed"](first[:300]) if "collective_failed" in _ends else None
+                if ended is None:
+                    print(f"error: a collective with the other ranks failed (a rank stopped, died or "
+                          f"exceeded --dist-timeout): {first[:300]}", file=sys.stderr, flush=True)
                 sys.stdout.flush()
                 # a broken process group can abort the interpreter's teardown ("terminate called
                 # without an active exception", exit 134): leave without it
-                _hard_exit(1)
+                _hard_exit(ended[1] if ended else 1)
+            # a bug on this rank: the others end with its cause, this one with its traceback
+            if "failed" in _ends:
+                _ends["failed"](f"error: {type(exc).__name__}: {one_line(exc)[:300]}", 1)
             raise
 
     return wrapper
+
+
+def _fail(line, code):
+    """Print ``line`` and exit ``code``; the other ranks of the run end with the same cause."""
+    print(line, file=sys.stderr, flush=True)
+    if "failed" in _ends:
+        _ends["failed"](line, code)
+    sys.exit(code)

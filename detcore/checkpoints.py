@@ -7,7 +7,8 @@
   ones at or before its iteration, which are then deleted: any periodic file left is newer than it.
 - Resuming: the newest complete checkpoint of the folder is the newest periodic file if any, else
   the ``latest`` file.
-- Resuming by itself: when torchrun restarted the worker group (``--max-restarts``) or the
+- Resuming by itself: when torchrun restarted the worker group (``--max-restarts``), Slurm
+  requeued the job (``SLURM_RESTART_COUNT``: after a preemption or a node failure) or the
   folder's newest checkpoint was written at a preemption, a run started with the same command
   resumes without being told, provided the checkpoint belongs to the same configuration (the
   keys the trainer names in ``run_config``); otherwise it stops with one line saying which keys
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from accel import all_gather_object, barrier, get_rank, get_world_size, is_main_process, restart_count
+from accel import all_gather_object, barrier, get_rank, get_world_size, is_main_process
+from accel.distributed import restart_reason
 from accel.checkpoint import load as load_checkpoint
 from accel.errors import UserError
 from detcore.toolbox import rng_state, save_on_main, set_rng_state
@@ -96,7 +98,8 @@ class Checkpoints:
         fresh start; see the module docstring for when. ``what`` names the flag that resumes
         explicitly, for the one-line refusal."""
         path = self.newest()
-        restarted = restart_count() > 0
+        restart = restart_reason()
+        restarted = restart is not None
         # a preemption checkpoint is always a periodic file (save_periodic): a fresh start beside
         # an epoch-end file alone needs no load (a whole checkpoint, on every rank) to know that
         if path is None or (not restarted and path == self.latest):
@@ -105,7 +108,7 @@ class Checkpoints:
         if not (restarted or (isinstance(state, dict) and state.get("preempted"))):
             return None, None
         check_same_run(state, run_config, path, what)
-        why = f"torchrun restart {restart_count()}" if restarted else "it was preempted"
+        why = restart if restarted else "it was preempted"
         logger.info(f"resuming by itself from {path} ({why})")
         return path, state
 

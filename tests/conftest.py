@@ -69,3 +69,33 @@ def imagenet_cache(tmp_path_factory):
         os.environ.pop("TORCH_HOME", None)
     else:
         os.environ["TORCH_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def drill_data(tmp_path_factory):
+    """The fault drills' tiny COCO sets ({"yolox": 24 train / 4 val, seed 0; "ssd": 6 / 1,
+    seed 1}), shared by tests/test_fault_tolerance.py, test_slurm.py and test_watchdog.py."""
+    make = load_make_shapes()
+    return {"yolox": make(tmp_path_factory.mktemp("drill_yolox"), num_train=24, num_val=4, seed=0),
+            "ssd": make(tmp_path_factory.mktemp("drill_ssd"), num_train=6, num_val=1, seed=1)}
+
+
+@pytest.fixture(scope="session")
+def torchrun_reference(drill_data, tmp_path_factory):
+    """``torchrun_reference(model)`` -> the folder of the undisturbed 2-process torchrun run of
+    tools/fault_drill.py's tiny training (its log is ``reference.log`` there), run once per
+    session: the target that two-machine, srun and requeued runs must equal bit for bit."""
+    from yolox_tools import load_tool
+
+    drill, done = load_tool("fault_drill"), {}
+
+    def get(model):
+        if model not in done:
+            out = tmp_path_factory.mktemp(f"{model}_reference")
+            code, _ = drill.run(drill.train_command(model, drill_data[model], out / "reference", 2),
+                                out / "reference.log")
+            assert code == 0, (out / "reference.log").read_text(errors="replace")[-3000:]
+            done[model] = out
+        return done[model]
+
+    return get

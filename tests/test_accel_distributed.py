@@ -1,5 +1,6 @@
 """Launcher environment parsing, single-process no-ops, and real 2-process gloo runs."""
 import os
+import re
 import socket
 import shutil
 import subprocess
@@ -140,10 +141,10 @@ def test_mpirun_two_process_gloo():
     assert all(line.endswith(f"master=127.0.0.1:{port}") for line in ok)  # default MASTER_ADDR
 
 
-def _run_with_stalled_peer(mode, tmp_path):
+def _run_with_stalled_peer(mode, tmp_path, **extra):
     """dist_check.py MODE with a 3 s timeout: rank 1 joins and then never enters the collective.
     Returns rank 0's completed process and its wall time."""
-    base = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port(), WORLD_SIZE="2")
+    base = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port(), WORLD_SIZE="2", **extra)
     cmd = [sys.executable, str(SCRIPT), mode, "3", str(tmp_path)]
     peer = subprocess.Popen(cmd, env={**base, "RANK": "1", "LOCAL_RANK": "1"}, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -158,8 +159,9 @@ def _run_with_stalled_peer(mode, tmp_path):
 
 
 def test_stalled_rank_times_out_instead_of_hanging(tmp_path):
-    """Rank 0 must give up at ~3 s instead of waiting for the stalled rank forever."""
-    proc, elapsed = _run_with_stalled_peer("stall", tmp_path)
+    """Rank 0 must give up at ~3 s instead of waiting for the stalled rank forever: the process
+    group's own timeout, the backstop when the watchdog is off (or cannot act)."""
+    proc, elapsed = _run_with_stalled_peer("stall", tmp_path, DETKIT_WATCHDOG="0")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "TIMEOUT after" in proc.stdout
     waited = float(proc.stdout.split("TIMEOUT after ")[1].split("s")[0])
@@ -167,9 +169,26 @@ def test_stalled_rank_times_out_instead_of_hanging(tmp_path):
 
 
 def test_stalled_rank_ends_the_cli_with_one_line(tmp_path):
-    """What ``--dist-timeout`` gives a user: the live rank exits soon after the timeout, one line."""
+    """What ``--dist-timeout`` gives a user: the live rank exits within the watchdog's bound
+    (--dist-timeout + 5 s) with one line naming the rank that did not arrive, its host, pid,
+    last step and phase, and its stacks are in the log folder."""
     proc, elapsed = _run_with_stalled_peer("stall_cli", tmp_path)
     err = [ln for ln in proc.stderr.splitlines() if " | " not in ln and ln.strip()]
     assert proc.returncode == 1, proc.stderr
-    assert len(err) == 1 and err[0].startswith("error: a collective with the other ranks failed"), err
-    assert elapsed < 45
+    assert len(err) == 1, err
+    assert re.match(r"error: rank 1 \(host \S+, pid \d+\) did not arrive: alive, last completed step 4, "
+                    r"in data loading for \d+ s; no rank progressed for \d+ s \(--dist-timeout 3 s\)", err[0]), err
+    assert "Thread" in (tmp_path / "stacks_rank0.txt").read_text()
+    assert elapsed < 3 + 5 + 10        # + 10 s: both processes' imports and start
+
+
+def test_dead_rank_is_named_in_the_survivors_line(tmp_path):
+    """A rank that dies (SIGKILL, an OOM kill): the survivor's collective fails at once, and its
+    one line names the dead rank, its pid and what it was doing, not "a rank stopped or died"."""
+    proc, elapsed = _run_with_stalled_peer("die_cli", tmp_path)
+    err = [ln for ln in proc.stderr.splitlines() if " | " not in ln and ln.strip()]
+    assert proc.returncode == 1, proc.stderr
+    assert len(err) == 1, err
+    assert re.match(r"error: rank 1 \(host \S+, pid \d+\) did not arrive: died \(its process is gone\), "
+                    r"last completed step 6, in training step for \d+ s; a collective failed: ", err[0]), err
+    assert elapsed < 3 + 15

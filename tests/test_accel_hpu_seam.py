@@ -293,6 +293,8 @@ def test_hccl_backend_registered_before_init(fake, monkeypatch):
 
     monkeypatch.setattr(distributed.dist, "init_process_group", record_init)
     monkeypatch.setattr(distributed, "_attempt_store", lambda info, timeout: ("store", info.rank, timeout))
+    watched = []
+    monkeypatch.setattr(distributed.watchdog, "start", lambda found, after, attempt: watched.append(after))
     os.environ.update(OMPI_COMM_WORLD_RANK="1", OMPI_COMM_WORLD_LOCAL_RANK="1",
                       OMPI_COMM_WORLD_SIZE="2")
     device = accel.resolve_device(parse(["--hpu"]))
@@ -301,8 +303,11 @@ def test_hccl_backend_registered_before_init(fake, monkeypatch):
     assert info == accel.DistInfo(rank=1, local_rank=1, world_size=2)
     (kwargs, hccl_imported), = calls
     assert hccl_imported
-    assert kwargs == {"backend": "hccl", "store": ("store", 1, timedelta(seconds=42)), "rank": 1,
-                      "world_size": 2, "timeout": timedelta(seconds=42)}
+    # the hang watchdog acts after --dist-timeout; the group's own timeout is its backstop
+    backstop = timedelta(seconds=42 + distributed.watchdog.GRACE_S)
+    assert watched == [42]
+    assert kwargs == {"backend": "hccl", "store": ("store", 1, backstop), "rank": 1,
+                      "world_size": 2, "timeout": backstop}
     # single-node mpirun: the rendezvous defaults and torchrun-style variables are filled in
     assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("127.0.0.1", "29500")
     assert [os.environ[v] for v in ("RANK", "LOCAL_RANK", "WORLD_SIZE")] == ["1", "1", "2"]
@@ -497,8 +502,9 @@ def test_threads_per_process(monkeypatch, clean_env):
     monkeypatch.setattr(distributed.os, "cpu_count", lambda: 16)
     distributed.set_threads_per_process("hpu", 8)
     distributed.set_threads_per_process("hpu", 1)
-    os.environ["LOCAL_WORLD_SIZE"] = "4"
-    distributed.set_threads_per_process("cpu", 8)       # 4 of the 8 ranks on this machine
+    # torchrun with 4 of the 8 ranks on this machine (accel.launch reads its variables)
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="8", LOCAL_WORLD_SIZE="4")
+    distributed.set_threads_per_process("cpu", 8)
     distributed.set_threads_per_process("cuda", 8)      # torch's default
     os.environ["OMP_NUM_THREADS"] = "3"
     distributed.set_threads_per_process("cpu", 8)       # the user's setting wins

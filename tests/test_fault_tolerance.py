@@ -17,7 +17,6 @@ import sys
 
 import pytest
 
-from conftest import load_make_shapes
 from yolox_tools import ROOT, load_tool
 
 drill = load_tool("fault_drill")
@@ -25,13 +24,13 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
-def yolox_data(tmp_path_factory):
-    return load_make_shapes()(tmp_path_factory.mktemp("drill_yolox"), num_train=24, num_val=4, seed=0)
+def yolox_data(drill_data):
+    return drill_data["yolox"]
 
 
 @pytest.fixture(scope="module")
-def ssd_data(tmp_path_factory):
-    return load_make_shapes()(tmp_path_factory.mktemp("drill_ssd"), num_train=6, num_val=1, seed=1)
+def ssd_data(drill_data):
+    return drill_data["ssd"]
 
 
 def run_drill(model, fault, nproc, data, out):
@@ -58,21 +57,15 @@ def ssd_killed(ssd_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def yolox_reference(yolox_data, tmp_path_factory):
-    return reference_run("yolox", yolox_data, tmp_path_factory)
+def yolox_reference(torchrun_reference):
+    """The undisturbed 2-process run (torchrun on one machine): the two-machine runs' target
+    (conftest.py: shared with the srun tests)."""
+    return torchrun_reference("yolox")
 
 
 @pytest.fixture(scope="module")
-def ssd_reference(ssd_data, tmp_path_factory):
-    return reference_run("ssd", ssd_data, tmp_path_factory)
-
-
-def reference_run(model, data, tmp_path_factory):
-    """The undisturbed 2-process run (torchrun on one machine): the two-machine runs' target."""
-    out = tmp_path_factory.mktemp(f"{model}_reference")
-    code, _ = drill.run(drill.train_command(model, data, out / "reference", 2), out / "reference.log")
-    assert code == 0, (out / "reference.log").read_text(errors="replace")[-3000:]
-    return out
+def ssd_reference(torchrun_reference):
+    return torchrun_reference("ssd")
 
 
 def check_killed_run(faulted, verdict, out):

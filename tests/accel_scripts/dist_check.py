@@ -4,7 +4,11 @@ Usage: ``dist_check.py MODE TIMEOUT_S [READY_DIR]``. Modes: ``collectives`` (all
 broadcast, one DDP step), ``restart`` (under ``torchrun --max-restarts 1``: the collectives,
 then rank 1 dies by SIGKILL; in the restarted group rank 0 arrives 5 s late, as on a loaded host),
 ``stall`` (rank 1 never joins a collective; rank 0 must fail within
-the process-group timeout instead of hanging) or ``stall_cli`` (the same through ``cli_entry``).
+the process-group timeout instead of hanging; run with the watchdog off) or ``stall_cli`` (the
+same through ``cli_entry``, watchdog on: rank 1 is stuck "loading data" while rank 0 waits in the
+step's all-reduce, and the watchdog names rank 1; stacks go to READY_DIR) or ``die_cli`` (rank 1
+is SIGKILLed in its training step, as by the OOM killer; rank 0's all-reduce fails at once and
+its one line must name rank 1 as dead).
 """
 import os
 import signal
@@ -17,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 import accel  # noqa: E402
+from accel import watchdog  # noqa: E402
 
 
 def collectives(info):
@@ -68,10 +73,22 @@ def stall(info):
 
 @accel.cli_entry
 def stall_cli(info):
-    """As ``stall``, but the failure reaches the CLI wrapper every entry point uses."""
+    """As ``stall``, but the failure reaches the CLI wrapper every entry point uses, with the
+    phases a trainer marks: rank 1 never gets its batch, rank 0 waits in the step's all-reduce."""
+    watchdog.beat("data loading", step=4)
     if info.rank != 0:
         time.sleep(30)
         return
+    watchdog.beat("training step")
+    accel.all_reduce_mean(torch.ones(1))
+
+
+@accel.cli_entry
+def die_cli(info):
+    watchdog.beat("training step", step=6)
+    if info.rank != 0:
+        time.sleep(2)              # a heartbeat (every 1 s) has published the phase; rank 0 waits
+        os.kill(os.getpid(), signal.SIGKILL)
     accel.all_reduce_mean(torch.ones(1))
 
 
@@ -87,11 +104,13 @@ def main():
     if len(sys.argv) > 3:
         env = accel.dist_env()
         wait_for_peers(sys.argv[3], env.rank, env.world_size)
+        watchdog.log_to(sys.argv[3])
     if mode == "restart" and accel.restart_count() == 1 and accel.dist_env().rank == 0:
         time.sleep(5)  # the peer reads the store first: stale keys of attempt 0 would misroute it
     info = accel.init_distributed(torch.device("cpu"), timeout_s=timeout_s)
     assert info.world_size == 2 and torch.distributed.get_backend() == "gloo"
-    {"collectives": collectives, "restart": restart, "stall": stall, "stall_cli": stall_cli}[mode](info)
+    {"collectives": collectives, "restart": restart, "stall": stall, "stall_cli": stall_cli,
+     "die_cli": die_cli}[mode](info)
     accel.destroy()
 
 
