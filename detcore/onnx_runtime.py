@@ -1,4 +1,8 @@
-"""Running an exported detector with onnxruntime: numpy + onnxruntime (+ OpenCV for images), no torch.
+"""Running an exported detector without torch: numpy + onnxruntime or OpenVINO (+ OpenCV for images).
+
+One detector class (``Detector``) over pluggable backends (``detcore.backends``: onnxruntime,
+OpenVINO; ``runtime="auto"`` picks OpenVINO for an IR ``.xml``): the pre- and post-processing
+below exist once, whatever runs the graph.
 
 A deployment that has only the ``.onnx`` file should not need PyTorch to draw boxes, and its boxes
 should be the ones the PyTorch demo draws. This module does what the two demos do around the
@@ -15,6 +19,10 @@ detections after NMS: boxes within 1e-3 of the image size, scores within 1e-3):
   ``Encoder.decode_batch``'s selection: per class the 200 best scores above ``conf``, NMS per class,
   the 200 best survivors; boxes scaled to the image and clipped as ``ssd/demo.py`` does.
 
+- End-to-end exports (``--nms`` on either exporter; ``detcore/export_graph.py``): the graph has
+  decoded and run NMS; its outputs ``num_dets``, ``boxes`` (input pixels), ``scores``, ``classes``
+  only need mapping back to the image (YOLOX / letterbox ratio; SSD x image / 300, clipped).
+
 The kind of model is read off the graph's input and output shapes (and, for a YOLOX map, the
 ``detkit_output`` metadata the exporters write: raw and decoded maps have the same shape). A file
 that is neither is one line (``UserError``). ``accel`` is imported lazily by its package, so
@@ -29,10 +37,11 @@ import cv2
 import numpy as np
 
 from accel.errors import UserError
+from detcore.backends import RUNTIMES, open_backend  # noqa: F401  (RUNTIMES: the --runtime choices)
 from detcore.draw import draw  # noqa: F401  (the drawing half of the runtime, shared with the PyTorch demos)
 from detcore.letterbox import letterbox  # YOLOX's input, the same function as training and the PyTorch demo
 
-__all__ = ["OnnxDetector", "draw", "letterbox", "ssd_input", "pil_bilinear_resize", "yolox_grids", "yolox_decode",
+__all__ = ["Detector", "OnnxDetector", "draw", "letterbox", "ssd_input", "pil_bilinear_resize", "yolox_grids", "yolox_decode",
            "ssd_default_boxes", "ssd_scale_back", "nms", "yolox_postprocess", "ssd_postprocess", "write_metadata",
            "coco_class_names"]
 
@@ -40,6 +49,8 @@ __all__ = ["OnnxDetector", "draw", "letterbox", "ssd_input", "pil_bilinear_resiz
 META_MODEL = "detkit_model"          # "yolox" | "ssd"
 META_OUTPUT = "detkit_output"        # "raw" | "decoded"
 META_NAMES = "class_names"           # JSON list: YOLOX class index -> name; SSD label -> name (0 background)
+META_NMS = "detkit_nms"              # JSON: conf, iou, max_det, agnostic, num_classes of an end-to-end graph
+NMS_OUTPUTS = ("num_dets", "boxes", "scores", "classes")   # an end-to-end graph's outputs, in this order
 
 YOLOX_STRIDES = (8, 16, 32)
 YOLOX_MAX_LOG_SIZE = 20.0            # yolox.models.yolo_head.MAX_LOG_SIZE: the decode caps log-sizes there
@@ -242,35 +253,42 @@ def nms(boxes, scores, iou_threshold, classes=None):
 
 # ---------------------------------------------------------------- postprocessing
 
-def yolox_postprocess(pred, conf, nms_threshold, ratio):
+def yolox_postprocess(pred, conf, nms_threshold, ratio, classes=None, agnostic=False):
     """One image's decoded map ``[A, 5+C]`` -> rows (x1, y1, x2, y2, score, class) in source image
-    pixels, best first: ``yolox.utils.postprocess`` (class-aware NMS) + ``tools/demo.py``'s
-    scaling and its drop of non-finite rows (an undertrained model may decode nan boxes)."""
+    pixels, best first: ``yolox.utils.postprocess`` (class-aware NMS, or across classes when
+    ``agnostic``) + ``tools/demo.py``'s scaling and its drop of non-finite rows (an undertrained
+    model may decode nan boxes). ``classes``: keep only anchors whose best class is one of these,
+    before NMS (as Ultralytics' ``--classes``)."""
     cls_scores = pred[:, 5:]
     cls = cls_scores.argmax(axis=1)
     score = pred[:, 4] * cls_scores[np.arange(len(pred)), cls]
     sel = score >= conf
+    if classes is not None:
+        sel &= np.isin(cls, classes)
     c, wh = pred[sel, :2], pred[sel, 2:4]
     boxes = np.concatenate((c - wh * 0.5, c + wh * 0.5), axis=1)
-    keep = nms(boxes, score[sel], nms_threshold, classes=cls[sel])
+    keep = nms(boxes, score[sel], nms_threshold, classes=None if agnostic else cls[sel])
     rows = np.concatenate((boxes[keep] / ratio, score[sel][keep, None], cls[sel][keep, None].astype(np.float32)),
                           axis=1).astype(np.float32)
     return rows[np.isfinite(rows).all(axis=1)]
 
 
-def ssd_postprocess(boxes, probs, conf, nms_threshold, width, height):
+def ssd_postprocess(boxes, probs, conf, nms_threshold, width, height, classes=None, agnostic=False):
     """One image's ltrb boxes [A, 4] (image units) and probabilities [A, C] -> rows (x1, y1, x2, y2,
     score, label) in pixels, best first: per class (background 0 skipped) the 200 best scores above
-    ``conf``, NMS per class, the 200 best survivors (``Encoder.decode_batch``); then clipped to the
-    image, non-finite and empty boxes dropped (``ssd/demo.py``)."""
+    ``conf``, NMS per class (across classes when ``agnostic``), the 200 best survivors
+    (``Encoder.decode_batch``); then clipped to the image, non-finite and empty boxes dropped
+    (``ssd/demo.py``). ``classes``: the labels whose candidates are kept (before NMS)."""
     cls_scores = probs[:, 1:].T                                    # [C-1, A]
+    if classes is not None:
+        cls_scores = cls_scores * np.isin(np.arange(1, probs.shape[1]), classes)[:, None]
     k = min(SSD_MAX_CANDIDATES, cls_scores.shape[1])
     top = np.argpartition(-cls_scores, k - 1, axis=1)[:, :k]       # each class's k best anchors
     top_scores = np.take_along_axis(cls_scores, top, axis=1)
     cls_idx, slot = np.nonzero(top_scores > conf)
     anchor, scores = top[cls_idx, slot], top_scores[cls_idx, slot]
     cand = boxes[anchor]
-    keep = nms(cand, scores, nms_threshold, classes=cls_idx)[:SSD_MAX_OUTPUT]
+    keep = nms(cand, scores, nms_threshold, classes=None if agnostic else cls_idx)[:SSD_MAX_OUTPUT]
     size = np.array([width, height, width, height], dtype=np.float32)
     pixels = np.minimum(np.maximum(cand[keep] * size, 0), size)
     rows = np.concatenate((pixels, scores[keep, None], (cls_idx[keep] + 1)[:, None].astype(np.float32)), axis=1)
@@ -285,88 +303,112 @@ def _is_dim(value):
     return isinstance(value, int) and value > 0
 
 
-class OnnxDetector:
-    """An exported YOLOX or SSD300 under onnxruntime: ``detector(bgr_image)`` -> float32 rows
-    (x1, y1, x2, y2, score, class) in image pixels, best first; ``names[class]`` labels them.
+class Detector:
+    """An exported YOLOX or SSD300 under a pluggable backend (``detcore.backends``: onnxruntime or
+    OpenVINO, the same pre- and post-processing for both): ``detector(bgr_image)`` -> float32 rows
+    (x1, y1, x2, y2, score, class) in image pixels, best first; ``detect_batch(images)`` runs
+    them through the network as one batch (split, and the last piece zero-padded, when the file
+    has a fixed batch); ``names[class]`` labels the rows.
 
-    ``conf`` / ``nms`` default to the PyTorch demo's of the kind (YOLOX 0.3 / 0.3, SSD 0.3 / 0.5);
-    ``class_names`` overrides the names stored in the model (else COCO's for 80 YOLOX classes or
-    81 SSD labels, else the numbers); ``legacy`` is YOLOX's old RGB-normalised input.
+    ``conf`` / ``nms`` default to the PyTorch demo's of the kind (YOLOX 0.3 / 0.3, SSD 0.3 / 0.5),
+    for an end-to-end (``--nms``) export to the thresholds baked into it: the graph has already
+    applied them, so only a higher ``conf`` can be honoured (it filters the graph's output) and a
+    lower one, another IoU or another NMS mode is one line asking for a re-export.
+    ``classes`` keeps the given class indices (YOLOX) / labels (SSD, 1 = the first class) before
+    NMS; on an end-to-end graph it filters its output (the same for per-class NMS; with an
+    agnostic graph, a box of a dropped class may already have suppressed one of a kept class).
+    ``agnostic``: one NMS across classes. ``class_names`` overrides the names stored in the model
+    (else COCO's for 80 YOLOX classes or 81 SSD labels, else the numbers); ``legacy`` is YOLOX's
+    old RGB-normalised input; ``runtime`` 'auto' | 'onnxruntime' | 'openvino'; ``threads`` the
+    backend's intra-op threads; ``precision`` OpenVINO's inference precision ('f32' unless asked).
     """
 
-    def __init__(self, path, conf=None, nms=None, class_names=None, legacy=False, threads=None):
-        self.path = Path(path)
-        self.session = self._load(threads)
-        self.input = self.session.get_inputs()[0].name
+    def __init__(self, path, conf=None, nms=None, class_names=None, legacy=False, threads=None,
+                 runtime="auto", classes=None, agnostic=None, flag="--onnx", precision="f32"):
+        self.path, self.flag = Path(path), flag
+        self.backend = open_backend(path, runtime, threads, flag=flag, precision=precision)
+        self.runtime = self.backend.name
+        self.input = self.backend.inputs[0][0] if self.backend.inputs else None
         self.kind, self.output, self.input_size, self.num_classes = self._recognise()
-        defaults = DEFAULTS[self.kind]
+        self.batch = self.backend.inputs[0][1][0]            # None: any batch
+        self.baked = json.loads(self.backend.metadata[META_NMS]) if self.output == "nms" else None
+        defaults = ({"conf": self.baked["conf"], "nms": self.baked["iou"]} if self.baked else DEFAULTS[self.kind])
         self.conf = defaults["conf"] if conf is None else conf
         self.nms = defaults["nms"] if nms is None else nms
+        self.agnostic = bool(self.baked["agnostic"] if (self.baked and agnostic is None) else agnostic)
         if not 0 <= self.conf <= 1:
             raise UserError(f"--conf must be in [0, 1] (got {self.conf})")
         if not 0 < self.nms <= 1:
             raise UserError(f"--nms must be in (0, 1] (got {self.nms})")
+        if self.baked:
+            self._check_baked()
         if legacy and self.kind != "yolox":
             raise UserError(f"--legacy is YOLOX's old input normalisation; {self.path} is an SSD300")
         self.legacy = legacy
         self.names = self._names(class_names)
+        self.classes = self._classes(classes)
         if self.kind == "yolox":
             self.grids, self.strides = yolox_grids(*self.input_size)
         else:
             self.anchors = ssd_default_boxes()
 
     # -- loading and recognising
-    def _load(self, threads):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise UserError(f"--onnx needs onnxruntime: pip install onnxruntime ({exc})") from None
-        if not self.path.is_file():
-            raise UserError(f"--onnx {self.path} does not exist")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3               # errors only: no per-node notices on stderr
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001  onnxruntime raises its own classes for bad files
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"--onnx {self.path}: onnxruntime cannot load it ({first[:200]})") from None
-
     def _bad(self, why):
-        return UserError(f"--onnx {self.path}: not a YOLOX or SSD300 export (tools/export_onnx.py, "
+        return UserError(f"{self.flag} {self.path}: not a YOLOX or SSD300 export (tools/export_onnx.py, "
                          f"ssd/export_onnx.py or upstream YOLOX's): {why}")
+
+    def _check_baked(self):
+        """An end-to-end graph has already applied its NMS: settings it cannot honour are one line."""
+        baked, why = self.baked, None
+        if self.conf < baked["conf"] - 1e-9:
+            why = f"--conf {self.conf} is below the score threshold {baked['conf']} baked into it"
+        elif abs(self.nms - baked["iou"]) > 1e-9:
+            why = f"--nms {self.nms} differs from the IoU threshold {baked['iou']} baked into it"
+        elif self.agnostic != bool(baked["agnostic"]):
+            why = (f"its NMS is {'class-agnostic' if baked['agnostic'] else 'per class'}, "
+                   f"{'--agnostic-nms' if self.agnostic else 'per-class NMS'} was asked for")
+        if why:
+            raise UserError(f"{self.flag} {self.path}: an end-to-end (--nms) export; {why}: re-export with "
+                            "--conf / --iou / --agnostic-nms, or run the export without --nms")
 
     def _output_shapes(self):
         """Declared output shapes, or (when the graph leaves a dimension symbolic) the shapes of
         one run on a zero image."""
-        shapes = [list(o.shape) for o in self.session.get_outputs()]
+        shapes = [list(s) for _, s in self.backend.outputs]
         if all(_is_dim(d) for s in shapes for d in s[1:]):
             return shapes
-        shape = self.session.get_inputs()[0].shape
-        probe = np.zeros([1] + list(shape[1:]), dtype=np.float32)
-        return [list(a.shape) for a in self.session.run(None, {self.input: probe})]
+        shape = self.backend.inputs[0][1]
+        probe = np.zeros([shape[0] or 1] + list(shape[1:]), dtype=np.float32)
+        return [list(a.shape) for a in self.backend.run(probe)]
 
     def _recognise(self):
         """(kind, output, (h, w), classes) from the graph: one image input [N, 3, H, W]; YOLOX: one
         output [N, A, 5+C] with A the anchors of H x W at strides 8/16/32; SSD: 300x300 and
-        (locs [N, 4, 8732], confs [N, C, 8732]) or (boxes [N, 8732, 4], scores [N, 8732, C])."""
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        (locs [N, 4, 8732], confs [N, C, 8732]) or (boxes [N, 8732, 4], scores [N, 8732, C]);
+        end-to-end (either model): num_dets, boxes, scores, classes with the exporter's metadata."""
+        inputs, outputs = self.backend.inputs, self.backend.outputs
         if len(inputs) != 1:
-            raise self._bad(f"it takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}), "
+            raise self._bad(f"it takes {len(inputs)} inputs ({', '.join(n for n, _ in inputs)}), "
                             "a detector one image batch")
-        shape, element = list(inputs[0].shape), inputs[0].type      # element type, e.g. "tensor(float)"
-        if len(shape) != 4 or shape[1] != 3 or element != "tensor(float)":
-            raise self._bad(f"input '{inputs[0].name}' is {element} {shape}, expected a float "
+        name, shape = inputs[0]
+        element = self.backend.input_type
+        if len(shape) != 4 or shape[1] != 3 or element != "float":
+            shown = [d if d is not None else "?" for d in shape]
+            raise self._bad(f"input '{name}' is {element} {shown}, expected a float "
                             "image batch [N, 3, H, W]")
         if not (_is_dim(shape[2]) and _is_dim(shape[3])):
-            raise self._bad(f"input '{inputs[0].name}' {shape} has no fixed height and width")
-        if _is_dim(shape[0]) and shape[0] != 1:
-            raise UserError(f"--onnx {self.path}: exported for a fixed batch of {shape[0]}; the demo runs "
-                            "one image at a time (export with --batch-size 1 or --dynamic)")
+            raise self._bad(f"input '{name}' {['?' if d is None else d for d in shape]} has no fixed height and width")
         h, w = shape[2], shape[3]
-        meta = self.session.get_modelmeta().custom_metadata_map
-        names = ", ".join(f"'{o.name}'" for o in outputs)
+        meta = self.backend.metadata
+        names = ", ".join(f"'{n}'" for n, _ in outputs)
+        if [n for n, _ in outputs] == list(NMS_OUTPUTS):
+            kind = meta.get(META_MODEL)
+            if META_NMS not in meta or kind not in ("yolox", "ssd"):
+                raise self._bad(f"outputs {names} look end-to-end but the file has no {META_NMS} / "
+                                f"{META_MODEL} metadata (export it with --nms)")
+            if kind == "ssd" and (h, w) != (SSD_SIZE, SSD_SIZE):
+                raise self._bad(f"an SSD300 end-to-end graph with a {h}x{w} input")
+            return kind, "nms", (h, w), int(json.loads(meta[META_NMS])["num_classes"])
         if len(outputs) == 1:
             out = self._output_shapes()[0]
             anchors = yolox_anchor_count(h, w)
@@ -383,7 +425,8 @@ class OnnxDetector:
                     return "ssd", "decoded", (h, w), second[2]
         raise self._bad(f"input {h}x{w} with outputs {names}, expected one YOLOX map [N, A, 5+C] or SSD300's "
                         f"(locs [N, 4, {SSD_ANCHORS}], confs [N, C, {SSD_ANCHORS}]) / (boxes [N, {SSD_ANCHORS}, 4], "
-                        f"scores [N, {SSD_ANCHORS}, C]) at 300x300")
+                        f"scores [N, {SSD_ANCHORS}, C]) at 300x300, or an end-to-end "
+                        f"({', '.join(NMS_OUTPUTS)})")
 
     def _names(self, given):
         """Class names: ``given`` (a list or a comma-separated string), else the model's metadata,
@@ -399,7 +442,7 @@ class OnnxDetector:
                 what = f"{count} classes" if self.kind == "yolox" else f"{count - 1} classes (or {count} labels with background)"
                 raise UserError(f"--class_names has {len(given)} names; {self.path} has {what}")
             return list(given)
-        stored = self.session.get_modelmeta().custom_metadata_map.get(META_NAMES)
+        stored = self.backend.metadata.get(META_NAMES)
         if stored:
             try:
                 names = json.loads(stored)
@@ -412,12 +455,30 @@ class OnnxDetector:
             return coco if self.kind == "yolox" else ["background", *coco]
         return [str(i) for i in range(count)]
 
+    def _classes(self, classes):
+        """``--classes`` as a sorted int array (None: all); an index the model does not have is one line."""
+        if classes is None:
+            return None
+        wanted = np.asarray(sorted({int(c) for c in classes}), dtype=np.int64)
+        low, high = (0, self.num_classes - 1) if self.kind == "yolox" else (1, self.num_classes - 1)
+        bad = wanted[(wanted < low) | (wanted > high)]
+        if len(bad):
+            what = "class indices" if self.kind == "yolox" else "labels (0 is the background)"
+            raise UserError(f"--classes {' '.join(map(str, bad.tolist()))}: {self.path} has {what} {low}..{high}")
+        return wanted
+
     def describe(self):
         h, w = self.input_size
         what = "YOLOX, raw map decoded here" if self.output == "raw" else "YOLOX, decoded in the graph"
         if self.kind == "ssd":
             what = "SSD300, (locs, confs) decoded here" if self.output == "raw" else "SSD300, (boxes, scores)"
-        return f"{self.path}: {what}, input {h}x{w}, {len(self.names)} {'classes' if self.kind == 'yolox' else 'labels'}"
+        if self.output == "nms":
+            b = self.baked
+            what = (f"{'YOLOX' if self.kind == 'yolox' else 'SSD300'} end-to-end (NMS in the graph: conf {b['conf']}, "
+                    f"IoU {b['iou']}, max {b['max_det']}{', class-agnostic' if b['agnostic'] else ''})")
+        batch = "any batch" if self.batch is None else f"batch {self.batch}"
+        return (f"{self.path}: {what}, input {h}x{w}, {batch}, {len(self.names)} "
+                f"{'classes' if self.kind == 'yolox' else 'labels'}, {self.runtime}")
 
     # -- running
     def preprocess(self, bgr):
@@ -430,22 +491,65 @@ class OnnxDetector:
         return np.ascontiguousarray(x[None]), ratio
 
     def infer(self, x):
-        return self.session.run(None, {self.input: x})
+        """The backend's outputs for the batch ``x`` [B, 3, H, W]. A file with a fixed batch n runs
+        it n images at a time, the last piece zero-padded and its extra rows dropped."""
+        if self.batch is None or len(x) == self.batch:
+            return self.backend.run(x)
+        pieces = []
+        for start in range(0, len(x), self.batch):
+            part = x[start:start + self.batch]
+            short = self.batch - len(part)
+            if short:
+                part = np.concatenate([part, np.zeros((short, *part.shape[1:]), dtype=part.dtype)])
+            pieces.append([o[:len(part) - short] for o in self.backend.run(part)])
+        return [np.concatenate(outs) for outs in zip(*pieces)]
 
-    def postprocess(self, outputs, info):
+    def postprocess(self, outputs, info, index=0):
+        """Rows of image ``index`` of the batch ``outputs``; ``info`` is its ``preprocess`` info."""
+        if self.output == "nms":
+            return self._postprocess_nms(outputs, info, index)
         if self.kind == "yolox":
-            pred = outputs[0][0]
+            pred = outputs[0][index]
             if self.output == "raw":
                 pred = yolox_decode(pred, self.grids, self.strides)
-            return yolox_postprocess(pred, self.conf, self.nms, info)
+            return yolox_postprocess(pred, self.conf, self.nms, info, self.classes, self.agnostic)
         if self.output == "raw":
-            boxes, probs = ssd_scale_back(outputs[0][0], outputs[1][0], self.anchors)
+            boxes, probs = ssd_scale_back(outputs[0][index], outputs[1][index], self.anchors)
         else:
-            boxes, probs = outputs[0][0], outputs[1][0]
+            boxes, probs = outputs[0][index], outputs[1][index]
         height, width = info
-        return ssd_postprocess(boxes, probs, self.conf, self.nms, width, height)
+        return ssd_postprocess(boxes, probs, self.conf, self.nms, width, height, self.classes, self.agnostic)
+
+    def _postprocess_nms(self, outputs, info, index):
+        """An end-to-end graph's rows: its first ``num_dets`` detections, ``conf`` and ``classes``
+        applied, boxes from input pixels to image pixels (YOLOX: / letterbox ratio; SSD: x image /
+        300, clipped to the image as ``ssd/demo.py``), non-finite and (SSD) empty boxes dropped."""
+        n = int(outputs[0][index])
+        boxes, scores = outputs[1][index, :n].astype(np.float32), outputs[2][index, :n].astype(np.float32)
+        cls = outputs[3][index, :n]
+        keep = scores >= self.conf if self.conf > self.baked["conf"] else np.ones(n, dtype=bool)
+        if self.classes is not None:
+            keep &= np.isin(cls, self.classes)
+        if self.kind == "yolox":
+            boxes = boxes / np.float32(info)
+        else:
+            height, width = info
+            size = np.array([width, height, width, height], dtype=np.float32)
+            boxes = np.minimum(np.maximum(boxes * (size / np.float32(SSD_SIZE)), 0), size)
+            keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        rows = np.concatenate((boxes, scores[:, None], cls[:, None].astype(np.float32)), axis=1)[keep]
+        return rows[np.isfinite(rows).all(axis=1)]
+
+    def detect_batch(self, images):
+        """Rows per BGR image of ``images``, the network run once on all of them (see ``infer``)."""
+        if not len(images):
+            return []
+        prepared = [self.preprocess(img) for img in images]
+        outputs = self.infer(np.concatenate([x for x, _ in prepared]))
+        return [self.postprocess(outputs, info, i) for i, (_, info) in enumerate(prepared)]
 
     def __call__(self, bgr):
-        x, info = self.preprocess(bgr)
-        return self.postprocess(self.infer(x), info)
+        return self.detect_batch([bgr])[0]
 
+
+OnnxDetector = Detector      # the name before the backends were pluggable

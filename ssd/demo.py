@@ -7,6 +7,12 @@ reference's); the label count comes from the weights, the class names from its `
 ImageNet normalisation) and its decoding + per-class NMS (``Encoder.decode_batch``).
 With --save_result the drawn images go to --output-dir (default
 ssd_output/vis_res/<timestamp>/), which is printed; without it each box is printed on a line.
+
+--path also takes a glob, a video file, a stream URL OpenCV opens or a camera index (an annotated
+``<name>.mp4`` with --save_result); ``--batch-size`` images go through the network together;
+``--save-txt`` writes YOLO labels (class = label - 1), ``--save-json`` a COCO results json (ids
+from ``--ann``), ``--classes`` keeps some labels, ``--agnostic-nms`` runs one NMS across classes
+(``detcore/media.py``, shared with tools/demo.py).
 """
 import sys
 import time
@@ -20,7 +26,6 @@ sys.path.insert(0, str(_HERE.parent))
 
 import argparse  # noqa: E402
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -28,7 +33,7 @@ from PIL import Image  # noqa: E402
 from accel import add_device_args, mark_step, resolve_device  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import postprocess_device  # noqa: E402
-from detcore.draw import draw, image_files  # noqa: E402
+from detcore.media import ResultWriter, check_batch_size, open_source  # noqa: E402
 from detcore.weights import strip_prefixes  # noqa: E402
 from ssd import SSD300, Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import to_normalised_tensor  # noqa: E402
@@ -43,13 +48,28 @@ def make_parser():
     p = argparse.ArgumentParser(description="Draw SSD300-ResNet34 detections on images.")
     p.add_argument("--checkpoint", "-c", required=True,
                    help="ssd300_latest.pth or models/iter_N.pt (ours or the MLPerf reference's)")
-    p.add_argument("--path", required=True, help="an image or a folder of images")
+    p.add_argument("--path", required=True,
+                   help="an image, a folder, a glob, a video file, a stream URL or a camera index")
     p.add_argument("--conf", type=float, default=0.3, help="score threshold (before NMS)")
     p.add_argument("--nms", type=float, default=0.5, help="IoU threshold of the per-class NMS (eval's 0.5)")
     p.add_argument("--save_result", "--save-result", dest="save_result", action="store_true",
                    help="write the drawn images (else print the boxes)")
     p.add_argument("--output-dir", default=None,
                    help=f"where drawn images go (implies --save_result; default {DEFAULT_OUTPUT}/<timestamp>)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
+                   help="images / frames per network call (default 1)")
+    p.add_argument("--save-txt", "--save_txt", dest="save_txt", action="store_true",
+                   help="write YOLO labels (class = label - 1, cx cy w h normalised) to labels/<image>.txt")
+    p.add_argument("--save-conf", "--save_conf", dest="save_conf", action="store_true",
+                   help="--save-txt: add the score as a sixth column")
+    p.add_argument("--save-json", "--save_json", dest="save_json", action="store_true",
+                   help="write predictions.json, COCO results (pycocotools loadRes reads it)")
+    p.add_argument("--ann", default=None, metavar="instances.json",
+                   help="--save-json: take image and category ids from this COCO annotation file")
+    p.add_argument("--classes", type=int, nargs="+", default=None,
+                   help="keep only these labels (1 = the first class), before NMS")
+    p.add_argument("--agnostic-nms", "--agnostic_nms", dest="agnostic_nms", action="store_true",
+                   help="one NMS across classes instead of one per class")
     add_device_args(p)
     return p
 
@@ -59,6 +79,9 @@ def check_args(args):
         raise UserError(f"--conf must be in [0, 1) (got {args.conf})")
     if not 0 < args.nms <= 1:
         raise UserError(f"--nms must be in (0, 1] (got {args.nms})")
+    check_batch_size(args.batch_size)
+    if args.ann and not args.save_json:
+        raise UserError("--ann gives --save-json its ids; pass --save-json too")
 
 
 def load_detector(path, device):
@@ -78,29 +101,66 @@ def load_detector(path, device):
 
 
 class Predictor:
-    """Resize 300 + normalise -> SSD300 -> decode + NMS -> boxes in original image pixels."""
+    """Resize 300 + normalise -> SSD300 -> decode + NMS -> boxes in original image pixels.
 
-    def __init__(self, net, device, conf, nms):
+    ``classes``: the labels whose candidates are kept (before NMS); ``agnostic``: one NMS across
+    classes. Either one selects in ``select`` below; neither, the evaluator's own
+    ``Encoder.decode_batch`` (so the demo's boxes stay the evaluation's)."""
+
+    def __init__(self, net, device, conf, nms, classes=None, agnostic=False):
         self.net, self.device, self.conf, self.nms = net, device, conf, nms
         self.encoder = Encoder(dboxes300_coco())
+        self.classes, self.agnostic = classes, agnostic
 
-    @torch.no_grad()
     def __call__(self, img):
         """``img``: a PIL RGB image. Rows (x1, y1, x2, y2, score, label) as a float numpy array."""
-        ploc, plabel = self.net(to_model_input(to_normalised_tensor(img)[None], self.device))
+        return self.predict_batch([img])[0]
+
+    def select(self, ploc, plabel):
+        """``Encoder.decode_batch``'s selection with ``classes`` and ``agnostic``: per wanted class
+        the 200 best scores above conf, NMS per class (or across classes), the 200 best."""
+        from torchvision.ops import batched_nms
+
+        boxes, probs = self.encoder.scale_back_batch(ploc, plabel)
+        cls_scores = probs[..., 1:].permute(0, 2, 1)                          # [N, C-1, A]
+        if self.classes is not None:
+            wanted = torch.isin(torch.arange(1, probs.shape[2]), torch.tensor(self.classes))
+            cls_scores = cls_scores * wanted[None, :, None].to(cls_scores.dtype)
+        top_scores, top_anchor = cls_scores.topk(min(200, cls_scores.shape[2]), dim=2)
+        image_idx, cls_idx, slot = torch.nonzero(top_scores > self.conf, as_tuple=True)
+        anchor, scores = top_anchor[image_idx, cls_idx, slot], top_scores[image_idx, cls_idx, slot]
+        cand = boxes[image_idx, anchor]
+        groups = image_idx if self.agnostic else image_idx * probs.shape[2] + cls_idx
+        kept = batched_nms(cand, scores, groups, self.nms)
+        out = []
+        for i in range(len(boxes)):
+            sel = kept[image_idx[kept] == i][:200]
+            out.append((cand[sel], cls_idx[sel] + 1, scores[sel]))
+        return out
+
+    @torch.no_grad()
+    def predict_batch(self, imgs):
+        """Rows per PIL RGB image of ``imgs``, the network run once on the whole batch."""
+        batch = torch.stack([to_normalised_tensor(img) for img in imgs])
+        ploc, plabel = self.net(to_model_input(batch, self.device))
         mark_step(self.device)                # HPU lazy mode: run the graph before decoding, as eval
         host = postprocess_device(self.device)
-        boxes, labels, scores = self.encoder.decode_batch(
-            ploc.to(host), plabel.to(host), criteria=self.nms, max_output=200,
-            nms_valid_thresh=self.conf)[0]
-        w, h = img.size
-        # clipped to the image: an undertrained model may decode boxes far outside it (beyond
-        # what cv2's int32 coordinates hold); nan rows and boxes with no area inside are dropped
-        pixels = boxes.float().cpu() * torch.tensor([w, h, w, h], dtype=torch.float32)
-        pixels = torch.minimum(pixels.clamp(min=0), torch.tensor([w, h, w, h], dtype=torch.float32))
-        rows = torch.cat([pixels, scores.float().cpu()[:, None], labels.float().cpu()[:, None]], dim=1)
-        keep = torch.isfinite(rows).all(dim=1) & (rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])
-        return rows[keep].numpy()
+        if self.classes is None and not self.agnostic:
+            decoded = self.encoder.decode_batch(ploc.to(host), plabel.to(host), criteria=self.nms,
+                                                max_output=200, nms_valid_thresh=self.conf)
+        else:
+            decoded = self.select(ploc.to(host).float(), plabel.to(host).float())
+        result = []
+        for img, (boxes, labels, scores) in zip(imgs, decoded):
+            w, h = img.size
+            # clipped to the image: an undertrained model may decode boxes far outside it (beyond
+            # what cv2's int32 coordinates hold); nan rows and boxes with no area inside are dropped
+            size = torch.tensor([w, h, w, h], dtype=torch.float32)
+            pixels = torch.minimum((boxes.float().cpu() * size).clamp(min=0), size)
+            rows = torch.cat([pixels, scores.float().cpu()[:, None], labels.float().cpu()[:, None]], dim=1)
+            keep = torch.isfinite(rows).all(dim=1) & (rows[:, 2] > rows[:, 0]) & (rows[:, 3] > rows[:, 1])
+            result.append(rows[keep].numpy())
+        return result
 
 
 def read_rgb(path):
@@ -120,38 +180,56 @@ def make_dir(folder):
         raise UserError(f"--output-dir {folder}: cannot create it ({exc.strerror})") from None
 
 
+def _pil(item):
+    """A frame as PIL RGB: image files come decoded by Pillow already (as the evaluation reads
+    them), stream frames are OpenCV's BGR arrays."""
+    return item if isinstance(item, Image.Image) else Image.fromarray(np.ascontiguousarray(item[:, :, ::-1]))
+
+
 @cli_entry
 def main(argv=None):
     args = make_parser().parse_args(argv)
     check_args(args)
-    files = image_files(args.path)
+    source = open_source(args.path)
     device = resolve_device(args)
     net, names = load_detector(args.checkpoint, device)
-    predictor = Predictor(net, device, args.conf, args.nms)
+    if args.classes is not None:
+        bad = sorted(c for c in set(args.classes) if not 0 < c < len(names))
+        if bad:
+            raise UserError(f"--classes {' '.join(map(str, bad))}: the checkpoint has labels 1..{len(names) - 1} "
+                            "(0 is the background)")
+    predictor = Predictor(net, device, args.conf, args.nms, classes=args.classes, agnostic=args.agnostic_nms)
     save = args.save_result or args.output_dir is not None
     out_dir = Path(args.output_dir) if args.output_dir else DEFAULT_OUTPUT / time.strftime("%Y_%m_%d_%H_%M_%S")
+    if save or args.save_txt or args.save_json:
+        make_dir(out_dir)
+    writer = ResultWriter(out_dir, names, save_img=save, save_txt=args.save_txt, save_conf=args.save_conf,
+                          save_json=args.save_json, ann_file=args.ann, label_offset=1, fps=source.fps,
+                          stream_stem=source.stem if source.is_stream else None)
     done = 0
-    for path in files:
-        img = read_rgb(path)
-        if img is None:
-            continue
-        t0 = time.time()
-        dets = predictor(img)
-        done += 1
-        print(f"{path}: {len(dets)} detections in {1000 * (time.time() - t0):.1f} ms")
-        if save:
-            make_dir(out_dir)
-            bgr = np.ascontiguousarray(np.asarray(img)[:, :, ::-1])
-            target = out_dir / path.name
-            if not cv2.imwrite(str(target), draw(bgr, dets, names)):
-                raise UserError(f"--output-dir {out_dir}: could not write {target}")
-        else:
-            for x1, y1, x2, y2, score, cls in dets.tolist():
-                print(f"  {names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+    try:
+        for batch in source.batches(args.batch_size, read=read_rgb):
+            pils = [_pil(f.image) for f in batch]
+            t0 = time.time()
+            results = predictor.predict_batch(pils)
+            ms = 1000 * (time.time() - t0) / len(batch)
+            for frame, img, dets in zip(batch, pils, results):
+                done += 1
+                print(f"{frame.label}: {len(dets)} detections in {ms:.1f} ms")
+                writer.add(frame, np.ascontiguousarray(np.asarray(img)[:, :, ::-1]), dets)
+                if not writer.saves:
+                    for x1, y1, x2, y2, score, cls in dets.tolist():
+                        print(f"  {names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+    finally:
+        writer.close()
     if not done:
-        raise UserError(f"--path {args.path}: none of its {len(files)} image(s) could be read")
-    if save:
-        print(f"saved drawn images under {out_dir}")
+        if source.is_stream:
+            raise UserError(f"--path {args.path}: no frame could be read from it")
+        raise UserError(f"--path {args.path}: none of its {len(source.files)} image(s) could be read")
+    if source.kind in ("stream", "camera"):
+        print(source.ended())
+    for line in writer.summary():
+        print(line)
 
 
 if __name__ == "__main__":

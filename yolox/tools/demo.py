@@ -6,6 +6,15 @@ python -m yolox.tools.demo video -n yolox-s -c CKPT --path clip.mp4 --save_resul
 python -m yolox.tools.demo webcam -n yolox-s -c CKPT --camid 0 --save_result
 python -m yolox.tools.demo image --onnx yolox_s.onnx --path IMG_OR_DIR --save_result      # no torch needed
 python -m yolox.tools.demo video --onnx ssd.onnx --path clip.mp4 --save_result            # SSD300 exports too
+python -m yolox.tools.demo image --onnx m.xml --path 'val/*.jpg' --batch-size 8 --save-txt --save-json --ann val.json
+python -m yolox.tools.demo video --onnx m.onnx --runtime openvino --path rtsp://host/stream --save_result
+
+--path takes an image, a folder, a glob, a video file or a stream URL OpenCV opens (``webcam
+--camid N`` a camera); ``--batch-size`` frames go through the network together; ``--save-txt``
+writes YOLO labels, ``--save-json`` a COCO results json (ids from ``--ann`` when given),
+``--classes`` keeps some classes, ``--agnostic-nms`` runs one NMS across classes
+(``detcore/media.py``). A stream that stops (ends, or drops mid-way) ends the run with one line,
+and what was saved stays.
 
 With --save_result the drawn images, or the annotated video (mp4v at the source's frame rate and
 size; ``camera.mp4`` for a webcam), go to <output_dir>/<experiment>/vis_res/<timestamp>/ and the
@@ -22,10 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-
 from accel.errors import UserError, cli_entry
-from detcore.draw import VideoSink, draw, frame_rate, frames, image_files, open_camera, open_video
+from detcore.media import ResultWriter, check_batch_size, open_source as open_media
 
 DEMO_TYPES = ("image", "video", "webcam")
 DEFAULT_OUTPUT_DIR = "./YOLOX_outputs"      # the exps' output_dir, for --onnx runs that have no exp
@@ -45,7 +52,8 @@ def add_demo_args(parser, onnx=False):
     parser.add_argument("demo", choices=DEMO_TYPES,
                         help="image: --path is an image or a folder; video: --path is a video file; "
                              "webcam: --camid")
-    parser.add_argument("--path", default=None, help="image, folder of images, or video file")
+    parser.add_argument("--path", default=None,
+                        help="image: an image, a folder or a glob; video: a video file or a stream URL")
     parser.add_argument("--camid", type=int, default=0, help="webcam camera id")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="run an exported YOLOX or SSD300 .onnx with onnxruntime instead of a "
@@ -57,6 +65,20 @@ def add_demo_args(parser, onnx=False):
     parser.add_argument("--save_result", "--save-result", dest="save_result", action="store_true",
                         help="write the drawn images / the annotated video (else print the boxes)")
     parser.add_argument("--legacy", action="store_true", help="YOLOX's old RGB-normalised input")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
+                        help="images / frames per network call (default 1)")
+    parser.add_argument("--save-txt", "--save_txt", dest="save_txt", action="store_true",
+                        help="write YOLO labels (class cx cy w h, normalised) to labels/<image>.txt")
+    parser.add_argument("--save-conf", "--save_conf", dest="save_conf", action="store_true",
+                        help="--save-txt: add the score as a sixth column")
+    parser.add_argument("--save-json", "--save_json", dest="save_json", action="store_true",
+                        help="write predictions.json, COCO results (pycocotools loadRes reads it)")
+    parser.add_argument("--ann", default=None, metavar="instances.json",
+                        help="--save-json: take image and category ids from this COCO annotation file")
+    parser.add_argument("--classes", type=int, nargs="+", default=None,
+                        help="keep only these class indices (before NMS)")
+    parser.add_argument("--agnostic-nms", "--agnostic_nms", dest="agnostic_nms", action="store_true",
+                        help="one NMS across classes instead of one per class")
     return parser
 
 
@@ -87,6 +109,9 @@ def make_onnx_parser():
     parser.add_argument("--class_names", "--class-names", dest="class_names", default=None,
                         help="comma-separated class names (default: those the exporter stored, COCO's "
                              "for 80 classes, else numbers)")
+    parser.add_argument("--runtime", choices=("auto", "onnxruntime", "openvino"), default="auto",
+                        help="what runs the model (auto: OpenVINO for an IR .xml, else onnxruntime)")
+    parser.add_argument("--threads", type=int, default=None, help="the runtime's intra-op threads")
     return parser
 
 
@@ -105,43 +130,61 @@ def class_names(exp):
 
 
 class Predictor:
-    """Letterbox -> model -> postprocess -> boxes in original image pixels."""
+    """Letterbox -> model -> postprocess -> boxes in original image pixels. ``classes``: keep
+    anchors whose best class is one of these (before NMS, as Ultralytics' --classes);
+    ``agnostic``: one NMS across classes."""
 
-    def __init__(self, model, exp, device, precision, legacy=False):
+    def __init__(self, model, exp, device, precision, legacy=False, classes=None, agnostic=False):
         from yolox.data import ValTransform
 
         self.model, self.exp, self.device, self.precision = model, exp, device, precision
         self.preproc = ValTransform(legacy=legacy)
+        self.classes, self.agnostic = classes, agnostic
+        if classes is not None:
+            bad = sorted(c for c in set(classes) if not 0 <= c < exp.num_classes)
+            if bad:
+                raise UserError(f"--classes {' '.join(map(str, bad))}: the model has class indices "
+                                f"0..{exp.num_classes - 1}")
 
     def __call__(self, img):
         """``img``: BGR uint8. Rows (x1, y1, x2, y2, score, class) as a float32 numpy array."""
+        return self.predict_batch([img])[0]
+
+    def predict_batch(self, imgs):
+        """Rows per BGR image of ``imgs``, the network run once on the whole batch."""
         import torch
 
         from yolox.utils import postprocess
 
-        h, w = img.shape[:2]
         size = self.exp.test_size
-        x, _ = self.preproc(img, None, size)
-        x = torch.from_numpy(x).unsqueeze(0).to(self.device)
+        x = torch.stack([torch.from_numpy(self.preproc(img, None, size)[0]) for img in imgs]).to(self.device)
         with torch.no_grad(), self.precision.autocast():
             out = self.model(x)
-        det = postprocess(out, self.exp.num_classes, self.exp.test_conf, self.exp.nmsthre)[0]
-        det = det.float().cpu()
-        scale = min(size[0] / h, size[1] / w)
-        boxes = det[:, :4] / scale
-        rows = torch.cat([boxes, (det[:, 4] * det[:, 5])[:, None], det[:, 6:7]], dim=1)
-        # draw only what can be drawn: an undertrained model may decode huge or nan boxes
-        return rows[torch.isfinite(rows).all(dim=1)].numpy()
+        if self.classes is not None:          # an anchor whose best class is not wanted scores 0
+            best = out[..., 5:5 + self.exp.num_classes].argmax(dim=-1)
+            wanted = torch.isin(best, torch.tensor(self.classes, device=best.device))
+            out = torch.cat([out[..., :4], out[..., 4:5] * wanted.unsqueeze(-1).to(out.dtype), out[..., 5:]], dim=-1)
+        dets = postprocess(out, self.exp.num_classes, self.exp.test_conf, self.exp.nmsthre,
+                           class_agnostic=self.agnostic)
+        result = []
+        for img, det in zip(imgs, dets):
+            h, w = img.shape[:2]
+            det = det.float().cpu()
+            scale = min(size[0] / h, size[1] / w)
+            rows = torch.cat([det[:, :4] / scale, (det[:, 4] * det[:, 5])[:, None], det[:, 6:7]], dim=1)
+            # draw only what can be drawn: an undertrained model may decode huge or nan boxes
+            result.append(rows[torch.isfinite(rows).all(dim=1)].numpy())
+        return result
 
 
 def open_source(args):
-    """What the demo reads, opened before any model loads (a wrong path fails in a second):
-    the image files, or the video / camera capture."""
-    if args.demo == "webcam":
-        return open_camera(args.camid)
-    if args.path is None:
-        raise UserError(f"{args.demo} needs --path ({'an image or a folder' if args.demo == 'image' else 'a video file'})")
-    return image_files(args.path) if args.demo == "image" else open_video(args.path)
+    """What the demo reads, opened before any model loads (a wrong path fails in a second)."""
+    check_batch_size(args.batch_size)
+    if args.ann and not args.save_json:
+        raise UserError("--ann gives --save-json its ids; pass --save-json too")
+    if args.demo != "webcam" and args.path is None:
+        raise UserError(f"{args.demo} needs --path ({'an image, a folder or a glob' if args.demo == 'image' else 'a video file or a stream URL'})")
+    return open_media(args.path, args.camid, kind=args.demo)
 
 
 def print_boxes(dets, names):
@@ -149,60 +192,41 @@ def print_boxes(dets, names):
         print(f"  {names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
 
 
-def image_demo(files, predict, names, out_dir, save):
-    for path in files:
-        img = cv2.imread(str(path))
-        if img is None:
-            print(f"skipped {path}: not a readable image", file=sys.stderr)
-            continue
-        t0 = time.time()
-        dets = predict(img)
-        print(f"{path}: {len(dets)} detections in {1000 * (time.time() - t0):.1f} ms")
-        if save:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out_dir / path.name), draw(img, dets, names))
-        else:
-            print_boxes(dets, names)
-    if save:
-        print(f"saved drawn images under {out_dir}")
-
-
-def stream_demo(args, cap, predict, names, out_dir):
-    """Frame by frame from a video file or a camera; with --save_result an annotated mp4 at the
-    source's rate and size (``<video name>.mp4`` or ``camera.mp4``). Ctrl-C ends a webcam run
-    normally (a camera never ends by itself), and the video written so far is complete."""
-    name = Path(args.path).with_suffix(".mp4").name if args.demo == "video" else "camera.mp4"
-    sink = VideoSink(out_dir / name, frame_rate(cap)) if args.save_result else None
+def run(args, source, predict_batch, names, out_dir, label_offset=0, read=None):
+    """Batches of ``--batch-size`` frames through ``predict_batch`` (BGR images -> rows each), one
+    line per frame, results to the ``ResultWriter``; without a save flag the boxes are printed.
+    A stream that stops ends the loop with one line (a webcam also on Ctrl-C); the writer is
+    closed in any case, so the video, txt files and json written so far are complete."""
+    writer = ResultWriter(out_dir, names, save_img=args.save_result, save_txt=args.save_txt,
+                          save_conf=args.save_conf, save_json=args.save_json, ann_file=args.ann,
+                          label_offset=label_offset, fps=source.fps,
+                          stream_stem=source.stem if source.is_stream else None)
     done = 0
     try:
-        for frame in frames(cap):
+        for batch in source.batches(args.batch_size, read):
             t0 = time.time()
-            dets = predict(frame)
-            done += 1
-            print(f"frame {done}: {len(dets)} detections in {1000 * (time.time() - t0):.1f} ms")
-            if sink is not None:
-                sink.write(draw(frame, dets, names))
-            else:
-                print_boxes(dets, names)
+            results = predict_batch([f.image for f in batch])
+            ms = 1000 * (time.time() - t0) / len(batch)
+            for frame, dets in zip(batch, results):
+                done += 1
+                print(f"{frame.label}: {len(dets)} detections in {ms:.1f} ms")
+                writer.add(frame, frame.image, dets)
+                if not writer.saves:
+                    print_boxes(dets, names)
     except KeyboardInterrupt:
-        if args.demo != "webcam":
+        if source.kind != "camera":
             raise
         print(f"stopped after {done} frames (Ctrl-C)")
     finally:
-        if sink is not None:
-            sink.close()
+        writer.close()
     if not done:
-        source = f"--path {args.path}" if args.demo == "video" else f"--camid {args.camid}"
-        raise UserError(f"{source}: no frame could be read from it")
-    if sink is not None:
-        print(f"saved the annotated video ({sink.count} frames) to {sink.path}")
-
-
-def run(args, source, predict, names, out_dir):
-    if args.demo == "image":
-        image_demo(source, predict, names, out_dir, args.save_result)
-    else:
-        stream_demo(args, source, predict, names, out_dir)
+        if source.is_stream:
+            raise UserError(f"{source.flag} {source.label}: no frame could be read from it")
+        raise UserError(f"{source.flag} {source.label}: none of its {len(source.files)} image(s) could be read")
+    if source.kind in ("stream", "camera"):
+        print(source.ended())
+    for line in writer.summary():
+        print(line)
 
 
 def timestamp():
@@ -211,18 +235,20 @@ def timestamp():
 
 def onnx_main(argv):
     """--onnx: detcore.onnx_runtime on numpy + onnxruntime + OpenCV; nothing imports torch."""
-    from detcore.onnx_runtime import OnnxDetector
+    from detcore.onnx_runtime import Detector
 
     parser = make_onnx_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
         raise UserError(f"demo.py --onnx: unrecognized arguments: {' '.join(extra)} ({ONNX_SCOPE})")
     source = open_source(args)
-    detector = OnnxDetector(args.onnx, conf=args.conf, nms=args.nms, class_names=args.class_names,
-                            legacy=args.legacy)
+    detector = Detector(args.onnx, conf=args.conf, nms=args.nms, class_names=args.class_names,
+                        legacy=args.legacy, runtime=args.runtime, threads=args.threads,
+                        classes=args.classes, agnostic=args.agnostic_nms or None)
     print(detector.describe())
     out_dir = Path(args.output_dir) / (args.experiment_name or Path(args.onnx).stem) / "vis_res" / timestamp()
-    run(args, source, detector, detector.names, out_dir)
+    run(args, source, detector.detect_batch, detector.names, out_dir,
+        label_offset=1 if detector.kind == "ssd" else 0)
 
 
 def torch_main(argv):
@@ -231,15 +257,19 @@ def torch_main(argv):
 
     args = make_parser().parse_intermixed_args(argv)
     exp = build_exp(args, need_data=False)
+    if args.data_dir:       # the data's class names (and count, when the exp has the default)
+        from detcore.sources import class_names_of
+        exp.sync_classes(names=class_names_of(args.data_dir, flag="--data_dir"))
     exp.test_conf, exp.nmsthre = args.conf, args.nms
     if args.tsize is not None:
         exp.test_size = (args.tsize, args.tsize)
     source = open_source(args)
     device = resolve_device(args)
     precision = Precision.from_args(args, device)
-    predictor = Predictor(load_model(exp, args, device), exp, device, precision, args.legacy)
+    predictor = Predictor(load_model(exp, args, device), exp, device, precision, args.legacy,
+                          classes=args.classes, agnostic=args.agnostic_nms)
     out_dir = Path(exp.output_dir) / args.experiment_name / "vis_res" / timestamp()
-    run(args, source, predictor, class_names(exp), out_dir)
+    run(args, source, predictor.predict_batch, class_names(exp), out_dir)
 
 
 @cli_entry
