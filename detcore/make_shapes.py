@@ -6,13 +6,22 @@ the very loaders real COCO uses. Every image is drawn from its own numpy Generat
 order or number of images generated before it.
 
 Usage: python -m detcore.make_shapes --out DIR --num-train N --num-val M --seed S
-                                  [--format {coco,voc}] [--classes NAME,NAME,...]
+                                  [--format {coco,voc,yolo}] [--classes NAME,NAME,...]
+                                  [--background N]
 (also ``python tools/make_shapes.py`` in a checkout and the ``detkit-make-shapes`` console script)
 COCO (default): DIR/{train2017,val2017}/*.jpg and DIR/annotations/instances_{train,val}2017.json.
 VOC: DIR/VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{trainval,test}.txt},
 the train images as trainval and the val images as test, numbered 000001.. across both; the
 same images and boxes as the COCO export (VOC's 1-based inclusive pixel coordinates), with small
 boxes marked difficult, as real VOC marks hard objects.
+YOLO: DIR/data.yaml (names, train: images/train, val: images/val; no ``path``, so both detkit
+and Ultralytics read it relative to the yaml), DIR/images/{train,val}/*.jpg and
+DIR/labels/{train,val}/*.txt ("class cx cy w h" normalised, class = category id - 1); the same
+images and boxes as the COCO export.
+``--background N`` adds N images without objects to each split (numbered after the others): COCO
+images without annotations, VOC xmls without objects, YOLO images with an empty label file
+(even ones) or none at all (odd ones), the two ways a YOLO set marks a background image. Why: a
+set of real photos has such negatives, and both detectors must train and evaluate on them.
 ``--classes`` keeps a subset of the categories, in the given order (their class ids follow it):
 shapes of the other categories are not drawn at all, while every random draw still happens, so
 the kept shapes are exactly where they are in the full set.
@@ -35,6 +44,7 @@ MIN_BOX_SIDE = 4               # drop a visible remnant thinner than this (pixel
 DIFFICULT_SIDE = 24            # VOC export: longer side under this -> difficult (~18% of boxes)
 JPEG_QUALITY = 92
 _SPLITS = (("train2017", 0), ("val2017", 1))
+FORMATS = ("coco", "voc", "yolo")
 
 
 def _background(rng, h, w):
@@ -142,14 +152,34 @@ def render_image(seed, split_idx, index, class_ids=None):
     return np.clip(noisy, 0, 255).astype(np.uint8), _visible_boxes(owner, classes, full_areas)
 
 
-def _write_split(out, split, split_idx, num, seed, names=CATEGORIES):
+def render_background(seed, split_idx, index):
+    """Render one image without objects (the texture and noise of ``render_image``), drawn from
+    its own seed stream so adding background images changes none of the others."""
+    rng = np.random.default_rng([seed, split_idx + len(_SPLITS), index])
+    w, h = (int(v) for v in rng.integers(SIZE_RANGE[0], SIZE_RANGE[1] + 1, size=2))
+    bg, _ = _background(rng, h, w)
+    img = np.clip(bg, 0, 255).astype(np.uint8)
+    noisy = img + rng.normal(0.0, rng.uniform(3, 10), size=img.shape).astype(np.float32)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def split_images(seed, split_idx, num, background=0, class_ids=None):
+    """(1-based number, BGR image, partial COCO annotations) of a split: ``num`` images with
+    shapes, then ``background`` without objects. Every writer draws from here, so the three
+    formats hold the same images and boxes."""
+    for i in range(num):
+        img, anns = render_image(seed, split_idx, i, class_ids)
+        yield i + 1, img, anns
+    for i in range(background):
+        yield num + i + 1, render_background(seed, split_idx, i), []
+
+
+def _write_split(out, split, split_idx, num, seed, names=CATEGORIES, background=0):
     img_dir = out / split
     img_dir.mkdir(parents=True, exist_ok=True)
     class_ids = _class_ids(names)
     images, annotations = [], []
-    for i in range(num):
-        img_id = i + 1
-        img, anns = render_image(seed, split_idx, i, class_ids)
+    for img_id, img, anns in split_images(seed, split_idx, num, background, class_ids):
         name = f"{img_id:012d}.jpg"
         if not cv2.imwrite(str(img_dir / name), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
             raise UserError(f"--out {out}: could not write {img_dir / name}")
@@ -212,7 +242,7 @@ def voc_xml(stem, width, height, anns, names):
             + "".join(objects) + "</annotation>\n")
 
 
-def _write_voc(out, num_train, num_val, seed, names):
+def _write_voc(out, num_train, num_val, seed, names, background=0):
     """The VOC2007-layout export: train images -> trainval, val images -> test."""
     root = out / "VOCdevkit" / "VOC2007"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
@@ -221,10 +251,9 @@ def _write_voc(out, num_train, num_val, seed, names):
     number = 0
     for (_, split_idx), num, list_name in zip(_SPLITS, (num_train, num_val), ("trainval", "test")):
         stems = []
-        for i in range(num):
+        for _, img, anns in split_images(seed, split_idx, num, background, class_ids):
             number += 1
             stem = f"{number:06d}"
-            img, anns = render_image(seed, split_idx, i, class_ids)
             jpg = root / "JPEGImages" / f"{stem}.jpg"
             if not cv2.imwrite(str(jpg), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise UserError(f"--out {out}: could not write {jpg}")
@@ -233,6 +262,36 @@ def _write_voc(out, num_train, num_val, seed, names):
             stems.append(stem)
         (root / "ImageSets" / "Main" / f"{list_name}.txt").write_text("".join(f"{s}\n" for s in stems))
     return root
+
+
+def yolo_line(cls, x, y, w, h, width, height):
+    """One YOLO label line: class index and the pixel box [x, y, w, h] as centre and size
+    normalised by the image size (8 decimals: a round trip keeps boxes within 1e-6 of the size)."""
+    return (f"{cls} {(x + w / 2) / width:.8f} {(y + h / 2) / height:.8f} "
+            f"{w / width:.8f} {h / height:.8f}\n")
+
+
+def _write_yolo(out, num_train, num_val, seed, names, background=0):
+    """The Ultralytics-layout export: data.yaml, images/{train,val}, labels/{train,val}."""
+    import yaml
+
+    class_ids = _class_ids(names)
+    for (split, split_idx), num in zip((("train", 0), ("val", 1)), (num_train, num_val)):
+        img_dir, label_dir = out / "images" / split, out / "labels" / split
+        img_dir.mkdir(parents=True, exist_ok=True)
+        label_dir.mkdir(parents=True, exist_ok=True)
+        for img_id, img, anns in split_images(seed, split_idx, num, background, class_ids):
+            stem = f"{img_id:012d}"
+            if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+                raise UserError(f"--out {out}: could not write {img_dir / stem}.jpg")
+            if img_id > num and (img_id - num) % 2:
+                continue                           # odd background images: no label file at all
+            lines = [yolo_line(a["category_id"] - 1, *a["bbox"], img.shape[1], img.shape[0]) for a in anns]
+            (label_dir / f"{stem}.txt").write_text("".join(lines))
+    data = {"train": "images/train", "val": "images/val", "names": list(names)}
+    (out / "data.yaml").write_text("# detkit synthetic shapes (tools/make_shapes.py)\n"
+                                   + yaml.safe_dump(data, sort_keys=False))
+    return out / "data.yaml"
 
 
 def parse_classes(text):
@@ -247,16 +306,18 @@ def parse_classes(text):
     return names
 
 
-def make_shapes(out, num_train, num_val, seed=0, fmt="coco", classes=None):
-    """Generate the data set under ``out`` in ``fmt`` ("coco" or "voc") with the categories
-    ``classes`` (names, default all, in CATEGORIES order); returns ``out`` as a Path."""
+def make_shapes(out, num_train, num_val, seed=0, fmt="coco", classes=None, background=0):
+    """Generate the data set under ``out`` in ``fmt`` ("coco", "voc" or "yolo") with the
+    categories ``classes`` (names, default all, in CATEGORIES order) and ``background`` images
+    without objects per split; returns ``out`` as a Path."""
     out = Path(out)
-    if num_train < 0 or num_val < 0:
-        raise UserError(f"--num-train/--num-val must be >= 0, got {num_train}/{num_val}")
+    if num_train < 0 or num_val < 0 or background < 0:
+        raise UserError(f"--num-train/--num-val/--background must be >= 0, got "
+                        f"{num_train}/{num_val}/{background}")
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
-    if fmt not in ("coco", "voc"):
-        raise UserError(f"--format must be coco or voc, got {fmt}")
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt}")
     names = CATEGORIES if classes is None else parse_classes(
         classes if isinstance(classes, str) else ",".join(classes))
     try:
@@ -266,10 +327,13 @@ def make_shapes(out, num_train, num_val, seed=0, fmt="coco", classes=None):
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create directory ({exc.strerror})") from exc
     if fmt == "voc":
-        _write_voc(out, num_train, num_val, seed, names)
+        _write_voc(out, num_train, num_val, seed, names, background)
+        return out
+    if fmt == "yolo":
+        _write_yolo(out, num_train, num_val, seed, names, background)
         return out
     for (split, split_idx), num in zip(_SPLITS, (num_train, num_val)):
-        _write_split(out, split, split_idx, num, seed, names)
+        _write_split(out, split, split_idx, num, seed, names, background)
     return out
 
 
@@ -287,16 +351,20 @@ def main(argv=None):
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--format", choices=("coco", "voc"), default="coco",
-                        help="coco (default) or voc (VOCdevkit/VOC2007 layout, train -> trainval, "
-                             "val -> test)")
+    parser.add_argument("--format", choices=FORMATS, default="coco",
+                        help="coco (default), voc (VOCdevkit/VOC2007 layout, train -> trainval, "
+                             "val -> test) or yolo (data.yaml, images/, labels/)")
+    parser.add_argument("--background", type=int, default=0,
+                        help="also N images without objects in each split (default 0)")
     parser.add_argument("--classes", default=None,
                         help=f"comma-separated subset of {','.join(CATEGORIES)} in the wanted "
                              "class order (default: all four)")
     args = parser.parse_args(argv)
-    out = make_shapes(args.out, args.num_train, args.num_val, args.seed, args.format, args.classes)
-    where = out / "VOCdevkit" if args.format == "voc" else out
-    print(f"wrote {args.num_train} train / {args.num_val} val images to {where}")
+    out = make_shapes(args.out, args.num_train, args.num_val, args.seed, args.format, args.classes,
+                      args.background)
+    where = {"voc": out / "VOCdevkit", "yolo": out / "data.yaml"}.get(args.format, out)
+    extra = f" (+{args.background} background each)" if args.background else ""
+    print(f"wrote {args.num_train} train / {args.num_val} val images{extra} to {where}")
 
 
 if __name__ == "__main__":

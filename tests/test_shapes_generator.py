@@ -153,7 +153,7 @@ def test_voc_export_is_the_coco_set_in_voc_layout(tmp_path):
     (["--classes", "star,hexagon"],
      "error: --classes: unknown class 'hexagon' (choose from circle,rectangle,triangle,star)"),
     (["--classes", "star,star"], "error: --classes: star,star names a class twice"),
-    (["--format", "yaml"], "error: argument --format: invalid choice: 'yaml' (choose from coco, voc)"),
+    (["--format", "yaml"], "error: argument --format: invalid choice: 'yaml' (choose from coco, voc, yolo)"),
 ])
 def test_cli_rejects_bad_format_and_classes(tmp_path, capsys, flags, message):
     load_make_shapes()
@@ -161,5 +161,5 @@ def test_cli_rejects_bad_format_and_classes(tmp_path, capsys, flags, message):
         sys.modules["make_shapes"].main(["--out", str(tmp_path / "x"), "--num-train", "1", "--num-val", "0", *flags])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "\n" not in err
-    assert err.replace("'coco', 'voc'", "coco, voc") == message
+    assert err.replace("'coco', 'voc', 'yolo'", "coco, voc, yolo") == message
     assert not (tmp_path / "x").exists()          # nothing written for a bad flag

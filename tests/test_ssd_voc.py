@@ -56,10 +56,11 @@ def test_ssd_trains_and_evaluates_on_a_voc_devkit(voc_shapes, tmp_path, capsys):
          "--num-workers", "0", "--pretrained-backbone", "none", "--trainable-backbone-layers", "0",
          "-s", "0", "--output-dir", str(out)], capsys)
     assert code == 0 and not [ln for ln in err if ln.startswith("error")], log[-2000:]
-    assert "4 train / 2 val images, 3 classes" in log and "finished at iteration 2" in log
+    # 6 train images: the 2 whose xml lists no object are kept as background (negatives)
+    assert "6 train / 2 val images, 3 classes" in log and "finished at iteration 3" in log
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in log
     assert "VOC devkit AP:" in log and "VOC07 metric? Yes" in log and "AP for circle = " in log
-    ckpt = out / "models" / "iter_2.pt"
+    ckpt = out / "models" / "iter_3.pt"
     state = torch.load(ckpt, weights_only=True)
     assert state["label_map"] == {0: "background", 1: "circle", 2: "rectangle", 3: "star"}
     assert state["model"]["conf.0.weight"].shape[0] == 4 * 4          # 4 labels x 4 anchors

@@ -1,4 +1,4 @@
-"""python tools/make_shapes.py --out DIR --num-train N --num-val M --seed S [--format voc] [--classes ...]
+"""python tools/make_shapes.py --out DIR --num-train N --num-val M --seed S [--format {coco,voc,yolo}] [--classes ...] [--background N]
 
 The synthetic shapes generator's command line in a checkout, kept as a thin wrapper: the code is
 detcore.make_shapes (also ``python -m detcore.make_shapes`` and ``detkit-make-shapes``, which work

@@ -17,17 +17,19 @@ class VOCDetection(SourceDataset):
     ``class_names`` fixes the class order (default: the 20 ``VOC_CLASSES``); ``None`` takes the
     sorted names found in the listed xmls. ``difficult`` boxes are trained on, as upstream
     (``keep_difficult=True``); ``VOCEvaluator`` ignores them, as the devkit does.
-    ``dataset_name`` and ``cache_type`` are upstream's arguments; only the RAM cache exists here.
+    ``dataset_name`` and ``cache_type`` are upstream's arguments: ``cache=True`` caches as
+    ``cache_type`` ('ram' or 'disk'); ``cache='ram'|'disk'`` (what ``--cache`` passes) names it.
     """
 
     def __init__(self, data_dir, image_sets=(("2007", "trainval"), ("2012", "trainval")),
                  img_size=(416, 416), preproc=None, cache=False, class_names=VOC_CLASSES,
-                 dataset_name="VOC0712", cache_type="ram"):
-        if cache and cache_type != "ram":
-            raise UserError(f"VOCDetection: cache_type {cache_type!r} is not supported; "
-                            "images are cached in RAM (cache_type 'ram')")
+                 dataset_name="VOC0712", cache_type="ram", cache_dir=None):
+        if cache is True:
+            if cache_type not in ("ram", "disk"):
+                raise UserError(f"VOCDetection: cache_type {cache_type!r}: expected 'ram' or 'disk'")
+            cache = cache_type
         self.data_dir, self.image_set, self.name = data_dir, list(image_sets), dataset_name
-        super().__init__(VocSource(data_dir, image_sets, class_names), img_size, preproc, cache)
+        super().__init__(VocSource(data_dir, image_sets, class_names), img_size, preproc, cache, cache_dir)
 
     @property
     def difficult(self):
