@@ -50,9 +50,12 @@ CONSOLE_SCRIPTS = [
     "detkit-export-onnx = yolox.tools.export_onnx:main",
     "detkit-export-torchscript = yolox.tools.export_torchscript:main",
     "detkit-make-shapes = detcore.make_shapes:main",
+    "detkit-convert-data = detcore.convert:main",
+    "detkit-check-data = detcore.check_data:main",
     "detkit-ssd-train = ssd.train:main",
     "detkit-ssd-demo = ssd.demo:main",
     "detkit-ssd-export-onnx = ssd.export_onnx:main",
+    "detkit-quantize = detcore.quantize_cli:main",
 ]
 
 setup(
@@ -66,7 +69,9 @@ setup(
     cmdclass={"build_py": BuildPyWithOpLists},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=_requirements(),
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime", "tensorboard"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime", "tensorboard", "openvino",
+                             "nncf", "scipy"],
                     "onnx": ["onnx", "onnxruntime"], "tensorboard": ["tensorboard"],
+                    "openvino": ["openvino", "nncf", "onnx"],
                     "wandb": ["wandb"]},
 )

@@ -27,8 +27,10 @@ are a pool of 8 small JPEGs, one per listed size, hard-linked under every listed
 
 ``python bench/coco_scale.py`` (everything: ~10 min on 2 cores with ``--baseline``; the sets are
 generated once into ``--cache``), ``--sizes 1000,10000`` for the cost curve alone, ``--no-eval`` to
-skip the evaluation rows, ``--no-peer`` to skip the released YOLOX (needs its source:
-``--peer-path``).
+skip the evaluation rows, ``--eval-only`` for them alone, ``--no-peer`` to skip the released
+YOLOX (needs its source: ``--peer-path``). With ``--baseline`` the evaluation also runs through the
+older checkout's scoring (``coco_scale_eval_vs_baseline``: what the per-class table, curves and
+confusion matrix cost).
 """
 import argparse
 import json
@@ -291,15 +293,17 @@ def _reset_peak_rss():
         f.write("5")
 
 
-def child_eval(impl, root, rows_file):
+def child_eval(impl, root, rows_file, project=str(ROOT)):
     """Score ``rows_file`` against ``root``'s val2017 split in this fresh interpreter: seconds
-    from the json and the rows in memory to the 12 stats, and the peak RSS meanwhile."""
+    from the json and the rows in memory to the 12 stats (ours: with the per-class table, curves
+    and confusion matrix where ``project`` computes them), and the peak RSS meanwhile.
+    ``project``: the checkout whose ``detcore`` is imported (``--baseline``: an older one)."""
     import contextlib
     import io
 
     import torch
 
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, project)
     rows = np.load(rows_file)
     ann_file = Path(root) / "annotations" / "instances_val2017.json"
     if impl == "pycocotools":
@@ -330,6 +334,7 @@ def child_eval(impl, root, rows_file):
 
         def run():
             result = coco_eval.gather_and_score(lambda: source.coco, rows, source.ids)
+            assert project != str(ROOT) or result.classes is not None     # the per-class part ran
             return result.stats, coco_eval._evaluator_class().__module__.split(".")[0]
     rss0 = _status_kb("VmRSS")
     _reset_peak_rss()
@@ -439,19 +444,27 @@ def bench_eval(args, emit):
     if not rows_file.is_file():
         np.save(rows_file, detections(ann_file, args.per_image))
     results = {}
-    for impl in ("ours", "pycocotools"):
-        out = _run(["--child-eval", impl, str(root), str(rows_file)], f"eval {impl}")
+    runs = [("ours", "ours", str(ROOT)), ("pycocotools", "pycocotools", str(ROOT))]
+    if args.baseline:          # the same path in an older checkout: what the per-class part costs
+        runs.append(("ours_baseline", "ours", str(Path(args.baseline).resolve())))
+    for label, impl, project in runs:
+        out = _run(["--child-eval", impl, str(root), str(rows_file), project], f"eval {label}")
         if out is None:
             emit(bench="coco_scale_eval", impl=impl, skipped="failed (see stderr)")
             continue
-        out.update(images=args.eval_images, world_size=1)
-        results[impl] = out
+        out.update(images=args.eval_images, world_size=1, impl=label)
+        results[label] = out
         emit(bench="coco_scale_eval", **out)
     if len(results) == 2:
         ours, ref = results["ours"], results["pycocotools"]
         emit(bench="coco_scale_eval_compare", speedup=_ratio(ref["seconds"], ours["seconds"]),
              peak_rss_vs_peer=_ratio(ours["peak_rss_mb"], ref["peak_rss_mb"]),
              max_stat_diff=float(np.abs(np.subtract(ours["stats"], ref["stats"])).max()))
+    if "ours" in results and "ours_baseline" in results:
+        ours, base = results["ours"], results["ours_baseline"]
+        emit(bench="coco_scale_eval_vs_baseline", seconds_ratio=_ratio(ours["seconds"], base["seconds"]),
+             peak_rss_ratio=_ratio(ours["peak_rss_mb"], base["peak_rss_mb"]),
+             same_stats=ours["stats"] == base["stats"])
 
 
 def main(argv=None):
@@ -469,13 +482,15 @@ def main(argv=None):
     parser.add_argument("--baseline", default="",
                         help="a checkout of this project (e.g. `git archive` of an older commit) measured too")
     parser.add_argument("--no-eval", action="store_true", help="leave out the evaluation rows")
+    parser.add_argument("--eval-only", action="store_true", help="the evaluation rows alone")
     parser.add_argument("--eval-images", type=int, default=5000)
     parser.add_argument("--per-image", type=int, default=100, help="detections per image in the evaluation")
     args = parser.parse_args(argv)
     args.sizes = [int(v) for v in args.sizes.split(",") if v]
     emit(bench="coco_scale", **machine())
-    rows = bench_datasets(args, emit)
-    report_datasets(args, rows, emit)
+    if not args.eval_only:
+        rows = bench_datasets(args, emit)
+        report_datasets(args, rows, emit)
     if not args.no_eval:
         bench_eval(args, emit)
 
@@ -484,7 +499,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
     child_dataset(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
     sys.exit(0)
 if __name__ == "__main__" and sys.argv[1:2] == ["--child-eval"]:
-    child_eval(sys.argv[2], sys.argv[3], sys.argv[4])
+    child_eval(*sys.argv[2:6])
     sys.exit(0)
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))

@@ -8,7 +8,16 @@ The policy, applied once at start-up and vectorised over all annotations:
   and logged once;
 - listed images whose file is missing or empty are skipped with a warning naming one of them;
   images that fail to decode later are skipped the same way (``UnreadableImages``); when most of
-  the set is unusable the run stops instead.
+  the set is unusable the run stops instead;
+- a JPEG cut short (no end-of-image marker) still decodes in OpenCV, its missing tail grey, and
+  libjpeg's only word is "Premature end of JPEG file" on stderr, naming no file: the first one a
+  run reads is named in a warning (``warn_if_truncated_jpeg``).
+
+What the policy did is kept as counts (``BoxTable.cleaning``: images skipped, boxes clipped and
+dropped, crowd boxes ignored), which ``detcore.check_data.summary_line`` prints at start. Inside
+``auditing()`` (``detkit-check-data``) the cleaning also keeps what it read before changing
+anything (``BoxTable.audit``, an ``Audit``): the data check reports the raw annotations from the
+same reading, not from a second parser.
 
 Memory: a training split is held as a few flat numpy arrays (``BoxTable``), never as one Python
 object per image or box. A loader worker forked from the main process shares those pages; had it
@@ -21,11 +30,13 @@ process), exactly as before.
 """
 import abc
 import contextlib
+import contextvars
 import ctypes
 import functools
 import gc
 import io
 import json
+import mmap
 import os
 import re
 from collections.abc import Mapping
@@ -200,6 +211,40 @@ class Columns:
                    ann_img, ann_cat, ann_xywh, crowd)
 
 
+_AUDITING = contextvars.ContextVar("detcore_coco_auditing", default=False)
+
+
+@contextlib.contextmanager
+def auditing():
+    """Inside, every ``BoxTable.clean`` also keeps an ``Audit`` of what it read (the data check's
+    way in: it opens data sets through the trainers' own ``open_sources``, which takes no such
+    option). Outside, training keeps no copy of the raw boxes (27 MB at COCO train's 860k)."""
+    token = _AUDITING.set(True)
+    try:
+        yield
+    finally:
+        _AUDITING.reset(token)
+
+
+class Audit:
+    """One split as its annotations list it, before the cleaning clipped, dropped or skipped
+    anything: what ``detkit-check-data`` reports (``BoxTable.audit``, inside ``auditing()`` only).
+
+    Images, one per unique listed id (sorted): ``ids``, ``file_names``, ``file_sizes`` (-1: no
+    file); ``entries``: image entries as listed (an id listed twice counts twice). Annotations
+    read (those of images in the index, crowd ones only where the source keeps them, as VOC's
+    difficult): ``row`` (the image's row in the table), ``cls`` (class index), ``xywh`` as listed
+    (float64, unclipped, negative sizes kept), ``crowd``. ``orphans``: annotations whose
+    image_id no image lists (the cleaning passes over them silently).
+    """
+
+    def __init__(self, columns, listed, ann_file, row, cls, xywh, crowd):
+        self.ids, _, self.file_names, self.file_sizes = listed
+        self.entries = len(columns.img_ids)
+        self.orphans = int((_rows_of(columns.ann_img, self.ids, ann_file) < 0).sum())
+        self.row, self.cls, self.xywh, self.crowd = row, cls, xywh, crowd
+
+
 def find_sorted(keys, values):
     """Position of each of ``values`` in the sorted array ``keys``, -1 where it is not there: one
     searchsorted for what a dict lookup per value would give."""
@@ -231,12 +276,18 @@ class BoxTable:
     ``first`` int64 [N + 1]: image ``r``'s boxes are rows ``first[r]:first[r + 1]`` of ``boxes``
     float64 [M, 4] (xyxy pixels), ``cls`` int64 [M] (class index 0..K-1) and ``crowd`` bool [M];
     file names are one UTF-8 bytes object cut at ``name_at`` [N + 1].
+
+    ``cleaning`` says what the policy did (ints: ``images_listed``, ``images_skipped`` missing or
+    empty, ``boxes_read``, ``crowd_ignored``, ``clipped``, ``dropped``), so a run can say it at
+    start without reading the annotations again; ``audit`` is an ``Audit`` inside ``auditing()``,
+    else None (training holds no copy of the raw boxes).
     """
 
-    def __init__(self, ids, hw, first, boxes, cls, crowd, names, name_at):
+    def __init__(self, ids, hw, first, boxes, cls, crowd, names, name_at, cleaning=None, audit=None):
         self.ids, self.hw, self.first = ids, hw, first
         self.boxes, self.cls, self.crowd = boxes, cls, crowd
         self.names, self.name_at = names, name_at
+        self.cleaning, self.audit = dict(cleaning or {}), audit
         for a in (ids, hw, first, boxes, cls, crowd, name_at):
             a.flags.writeable = False      # views of these are handed out: nobody may edit them
 
@@ -274,7 +325,8 @@ class BoxTable:
         ``class_ids``. ``keep_crowd=True`` keeps crowd boxes (flagged) instead of ignoring them:
         Pascal VOC's "difficult" boxes are indexed as crowd (so COCOeval ignores them, as the VOC
         devkit does) yet are still trained on (upstream YOLOX's ``keep_difficult=True``)."""
-        ids, rows, names = _present_images(columns, img_dir, ann_file)
+        listed = _listed_files(columns, img_dir, ann_file)
+        ids, rows, names = _present_images(listed, img_dir, ann_file)
         try:
             hw = np.array(_pick(columns.hw, rows), dtype=np.float64).reshape(-1, 2)
         except (TypeError, ValueError):
@@ -282,8 +334,8 @@ class BoxTable:
         if not (hw > 0).all():
             bad = ids[int(np.argmin((hw > 0).all(axis=1)))]
             raise UserError(f"annotation file {ann_file}: image {bad} needs a positive width and height")
-        pos = _rows_of(columns.ann_img, ids, ann_file)
-        crowd = np.asarray(columns.ann_crowd, dtype=bool).reshape(-1)
+        all_pos = pos = _rows_of(columns.ann_img, ids, ann_file)
+        all_crowd = crowd = np.asarray(columns.ann_crowd, dtype=bool).reshape(-1)
         take = np.flatnonzero((pos >= 0) & (keep_crowd | ~crowd))
         pos, crowd = pos[take].astype(np.int64), crowd[take]
         try:
@@ -305,19 +357,24 @@ class BoxTable:
         if (~keep).any() or n_clipped:
             logger.warning(f"{Path(ann_file).name}: clipped {n_clipped} boxes to their image and dropped "
                            f"{int((~keep).sum())} with zero area after clipping (of {len(take)})")
+        n_crowd = 0 if keep_crowd else int(((all_pos >= 0) & all_crowd).sum())
+        cleaning = {"images_listed": len(listed[0]), "images_skipped": len(listed[0]) - len(ids),
+                    "boxes_read": len(take), "crowd_ignored": n_crowd, "clipped": n_clipped,
+                    "dropped": int((~keep).sum())}
+        audit = Audit(columns, listed, ann_file, pos, index, xywh, crowd) if _AUDITING.get() else None
         pos = pos[keep]
         order = np.argsort(pos, kind="stable")          # per image, in the json's order
         first = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=len(ids)))]).astype(np.int64)
         encoded = [n.encode("utf-8") for n in names]
         name_at = np.concatenate([[0], np.cumsum([len(n) for n in encoded], dtype=np.int64)]).astype(np.int64)
         return cls(ids, hw, first, np.ascontiguousarray(clipped[keep][order]), index[keep][order],
-                   crowd[keep][order], b"".join(encoded), name_at)
+                   crowd[keep][order], b"".join(encoded), name_at, cleaning, audit)
 
 
-def _present_images(columns, img_dir, ann_file):
-    """(sorted unique image ids whose file exists and is not empty, their rows in the columns,
-    their file names); the rest are skipped with a warning. An id listed twice is the last
-    listing, as pycocotools' index has it."""
+def _listed_files(columns, img_dir, ann_file):
+    """(sorted unique listed image ids, their rows in the columns, their file names, their file
+    sizes: -1 where there is no file). An id listed twice is the last listing, as pycocotools'
+    index has it."""
     img_dir = Path(img_dir)
     if not img_dir.is_dir():
         raise UserError(f"image folder {img_dir} not found (images listed in {ann_file})")
@@ -331,6 +388,14 @@ def _present_images(columns, img_dir, ann_file):
              for n, i in zip(_pick(columns.file_names, rows), ids.tolist())]
     folder = str(img_dir)                     # os.path.join: a Path per image costs more than its stat
     sizes = np.fromiter((_file_size(os.path.join(folder, n)) for n in names), dtype=np.int64, count=len(names))
+    return ids, rows, names, sizes
+
+
+def _present_images(listed, img_dir, ann_file):
+    """(image ids whose file exists and is not empty, their rows in the columns, their file
+    names) of ``_listed_files``' answer; the rest are skipped with a warning."""
+    img_dir = Path(img_dir)
+    ids, rows, names, sizes = listed
     bad = np.flatnonzero(sizes <= 0)
     if len(bad):
         msg = (f"{len(bad)} of {len(ids)} images listed in {ann_file} are missing or empty "
@@ -367,8 +432,52 @@ class UnreadableImages:
             try:
                 return i, read(i)
             except (OSError, ValueError) as exc:
-                self.skip(i, exc.filename if getattr(exc, "filename", None) else f"#{i}", str(exc))
+                named = getattr(exc, "filename", None)      # then the reason is the bare strerror
+                reason = str(getattr(exc, "strerror", None) or exc) if named else str(exc)
+                self.skip(i, named or f"#{i}", reason)
         raise UserError(f"no readable image under {self.folder}")
+
+
+JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+_TAIL_BYTES = 4096
+# One byte shared by this process and every loader worker it forks (an anonymous mmap is
+# MAP_SHARED): set once a truncated JPEG has been named, so a run names one, not one per worker
+# or per epoch of re-forked workers. A spawned worker imports its own (then one per worker).
+_TRUNCATED_NAMED = mmap.mmap(-1, 1)
+
+
+def jpeg_truncated(path):
+    """True when ``path`` starts as a JPEG (SOI, FF D8) but does not end with its end-of-image
+    marker (EOI, FF D9) once trailing zero bytes (padding some writers add) are stripped: a file
+    cut short by a copy or a download. Reads the first 2 and the last 4 KB; decodes nothing, so
+    it costs one small read (nothing, when the file was just decoded and is in the page cache).
+    False for other formats; OSError when the file cannot be read. A JPEG with data appended
+    after its end marker (some cameras write a trailer) reads as truncated too."""
+    with open(path, "rb") as f:
+        if f.read(2) != JPEG_SOI:
+            return False
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(size - _TAIL_BYTES, 2))
+        tail = f.read().rstrip(b"\0")
+    return not tail.endswith(JPEG_EOI)
+
+
+def warn_if_truncated_jpeg(path):
+    """Name ``path`` in a warning when it is a truncated JPEG and none was named before in this
+    run (see ``_TRUNCATED_NAMED``). Called right after an image decoded: OpenCV decodes such a
+    file with a grey tail, and libjpeg's "Premature end of JPEG file" on stderr names no file.
+    Once one is named the check is skipped, so it costs nothing for the rest of the run."""
+    if _TRUNCATED_NAMED[0]:
+        return
+    try:
+        truncated = jpeg_truncated(path)
+    except OSError:
+        return                              # it just decoded: a failing re-read is not this check's news
+    if truncated:
+        _TRUNCATED_NAMED[0] = 1
+        logger.warning(f"{path} is a truncated JPEG (no end-of-image marker): it decodes with a grey "
+                       "tail and is used as it is; only the first such file is named, "
+                       "detkit-check-data lists them all")
 
 
 def _return_freed_heap():

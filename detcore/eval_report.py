@@ -30,6 +30,15 @@ def _warn(what, exc):
                    "are not affected")
 
 
+def pr_columns(result):
+    """results.csv's precision / recall columns of an epoch: the "all" row's P and R at the
+    operating confidence, and that confidence; blank on epochs without an evaluation."""
+    classes = getattr(result, "classes", None)
+    if classes is None:
+        return {"P": "", "R": "", "conf": ""}
+    return {"P": classes.mean(classes.precision), "R": classes.mean(classes.recall), "conf": classes.conf}
+
+
 def write_per_class_csv(classes, folder, epoch=None):
     """Append this evaluation's per-class rows to ``results_per_class.csv``; rows of this epoch
     or later from an earlier attempt (a resumed run) are replaced."""
@@ -65,9 +74,19 @@ def write_evaluation(result, folder, epoch=None, plots=True):
         written.append(write_per_class_csv(classes, folder, epoch))
     except Exception as exc:      # noqa: BLE001 -- a report, see the module docstring
         _warn(f"{folder / PER_CLASS_CSV}", exc)
-    if not plots:
-        return written
+    return written + (write_plots(result, folder) if plots else [])
+
+
+def write_plots(result, folder):
+    """``confusion_matrix.csv`` and every plot of one evaluation into ``folder`` (a run's final
+    evaluation, or tools/eval.py); returns the paths written. Never raises."""
+    classes = getattr(result, "classes", None)
+    if classes is None:
+        return []
+    folder = Path(folder)
+    written = []
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         replace_atomic(folder / CONFUSION_CSV, classes.confusion_csv().encode())
         written.append(folder / CONFUSION_CSV)
         from detcore.plots import plot_evaluation

@@ -1,17 +1,107 @@
 """What a run reports besides its log: ``results.csv`` + ``results.png`` (one row / one point
 per epoch, updated every epoch) and, on request, TensorBoard or Weights & Biases scalars.
-Only the main process writes; matplotlib, tensorboard and wandb are imported when first used."""
+Only the main process writes; matplotlib, tensorboard and wandb are imported when first used.
+
+Also ``MetricWatch``, the one best-metric / early-stopping rule both trainers follow (YOLOX's
+``best_metric`` + ``patience``, SSD's ``--best-metric`` + ``--patience``): it decides which
+evaluation is reported as the best and when a run stops, so it lives beside the report.
+"""
 import csv
 import io
+import math
 
 from pathlib import Path
 
+import torch
 from loguru import logger
 
+from accel import all_gather_object
 from accel.checkpoint import replace_atomic
 from accel.errors import UserError
 
 CSV_NAME, PNG_NAME = "results.csv", "results.png"
+VAL_PREFIX = "val/"      # results.csv: the validation twin of a training loss column "x" is "val/x"
+# metric -> whether a larger value is better
+BEST_METRICS = {"ap50_95": True, "ap50": True, "val_loss": False}
+
+
+class MetricWatch:
+    """The best value of one evaluation metric so far and, with ``patience`` N > 0, the early
+    stop after N evaluations in a row without improving it (0: never stops early).
+
+    ``metric``: "ap50_95" or "ap50" (higher is better) or "val_loss" (the total validation loss,
+    lower is better). The first finite value always improves; a non-finite one never does (a
+    diverging run counts towards its stop). Its state (best value, its epoch, evaluations since)
+    is part of the trainers' checkpoints, so a resumed run stops at the evaluation an
+    uninterrupted one stops at. ``names`` spell the two settings in one-line errors.
+    """
+
+    def __init__(self, metric="ap50_95", patience=0, names=("best_metric", "patience")):
+        self.names = names
+        if metric not in BEST_METRICS:
+            raise UserError(f"{names[0]} {metric!r}: expected one of {', '.join(BEST_METRICS)}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise UserError(f"{names[1]} {patience!r}: expected a whole number of evaluations >= 0 "
+                            "(0 = no early stopping)")
+        self.metric, self.patience = metric, patience
+        self.best, self.best_epoch, self.stale = None, None, 0
+
+    def pick(self, ap50_95, ap50, val_loss=None):
+        """The watched metric's value of one evaluation; one line when it is the validation loss
+        and the evaluator computed none (an evaluator without the loss hook)."""
+        if self.metric == "val_loss":
+            if val_loss is None:
+                raise UserError(f"{self.names[0]} val_loss: this evaluation computes no validation "
+                                "loss; use ap50_95 or ap50")
+            return float(val_loss)
+        return float(ap50_95 if self.metric == "ap50_95" else ap50)
+
+    def update(self, value, epoch):
+        """Record one evaluation (``epoch`` 1-based); True when it is the new best."""
+        value = float(value)
+        higher = BEST_METRICS[self.metric]
+        better = math.isfinite(value) and (self.best is None or
+                                           (value > self.best if higher else value < self.best))
+        if better:
+            self.best, self.best_epoch, self.stale = value, int(epoch), 0
+        else:
+            self.stale += 1
+        return better
+
+    @property
+    def stopped(self):
+        """Whether ``patience`` evaluations in a row have not improved the metric."""
+        return self.patience > 0 and self.stale >= self.patience
+
+    def best_text(self):
+        """"0.4123 at epoch 7" (the epoch is unknown after resuming an older checkpoint)."""
+        if self.best is None:
+            return "none (no finite value yet)"
+        where = f"epoch {self.best_epoch}" if self.best_epoch is not None else "an earlier epoch"
+        return f"{self.best:.4f} at {where}"
+
+    def stop_line(self):
+        """The one log line of an early stop: the best value and where it was reached."""
+        return (f"early stop: {self.metric} did not improve in {self.stale} evaluations "
+                f"({self.names[1]} {self.patience}); best {self.metric} {self.best_text()}")
+
+    def state_dict(self):
+        return {"metric": self.metric, "best": self.best, "best_epoch": self.best_epoch,
+                "stale": self.stale}
+
+    def load_state_dict(self, state):
+        """Continue a checkpoint's record; one watching another metric is not continued (its
+        best value means something else), said in one line."""
+        if not isinstance(state, dict):
+            return
+        if state.get("metric") != self.metric:
+            logger.info(f"{self.names[0]}: the checkpoint watched {state.get('metric')}, this run "
+                        f"watches {self.metric}: its best value and patience count start afresh")
+            return
+        best = state.get("best")
+        self.best = None if best is None else float(best)
+        self.best_epoch = None if state.get("best_epoch") is None else int(state["best_epoch"])
+        self.stale = int(state.get("stale", 0))
 
 
 def split_wandb_options(opts):
@@ -30,6 +120,62 @@ def split_wandb_options(opts):
     if len(opts) % 2:
         rest.append(opts[-1])
     return rest, options
+
+
+class LossMean:
+    """Weighted means of named 0-dim loss tensors, summed where they are (on the device: no
+    host sync per step) and converted once by ``means``. Both trainers use it twice:
+
+    - the epoch-mean training loss of results.csv/png (the last step's loss alone is noise):
+      weight 1 per step. After a mid-epoch resume the mean covers only the steps this process
+      ran, i.e. the resumed part of that epoch (the checkpoint does not carry the partial sum);
+      in a multi-process run it is this process's mean (the main process's is reported).
+    - the validation loss: each batch's mean loss weighted by its image count, ``means(gather=
+      True)`` over every rank's shard, so N processes report a one-process evaluation's mean.
+    """
+
+    def __init__(self, keys):
+        self.keys = tuple(keys)
+        self.reset()
+
+    def reset(self):
+        self.totals, self.counts = {}, {}
+
+    def add(self, values, weight=1):
+        """Add the ``keys`` that ``values`` holds as tensors (a custom model's loss dict may lack
+        a term: it is then left out of the means, not counted as 0)."""
+        for k in self.keys:
+            v = values.get(k)
+            if torch.is_tensor(v):
+                v = v.detach().float() * weight
+                self.totals[k] = v if k not in self.totals else self.totals[k] + v
+                self.counts[k] = self.counts.get(k, 0) + weight
+
+    def means(self, gather=False):
+        """{key: float mean} of what was added since ``reset`` ({} when nothing was); with
+        ``gather`` (a collective: every rank calls) over every rank's sums."""
+        local = {}
+        if self.totals:      # one transfer for all keys
+            values = torch.stack([t.reshape(()) for t in self.totals.values()]).tolist()
+            local = {k: (v, self.counts[k]) for k, v in zip(self.totals, values)}
+        parts = all_gather_object(local) if gather else [local]
+        out = {}
+        for k in self.keys:
+            count = sum(p[k][1] for p in parts if k in p)
+            if count:
+                out[k] = sum(p[k][0] for p in parts if k in p) / count
+        return out
+
+
+def loss_pairs(columns):
+    """results.csv loss columns as (training column, its ``val/`` twin) pairs, one colour each in
+    results.png (training solid, validation dashed: overfitting shows as the two parting); a
+    column without its twin pairs with None."""
+    losses = [c for c in columns if "loss" in c]
+    train = [c for c in losses if not c.startswith(VAL_PREFIX)]
+    pairs = [(c, VAL_PREFIX + c if VAL_PREFIX + c in losses else None) for c in train]
+    paired = {v for _, v in pairs}
+    return pairs + [(None, c) for c in losses if c.startswith(VAL_PREFIX) and c not in paired]
 
 
 class RunReport:
@@ -73,7 +219,8 @@ class RunReport:
             self.wandb.log(dict(values), step=step)
 
     def epoch(self, row):
-        """Add one epoch's row (dict: epoch, losses, lr, AP50, AP50_95, images/s, wall time)."""
+        """Add one epoch's row (dict: epoch, epoch-mean training losses, lr, AP50, AP50_95,
+        images/s, wall time, ``val/`` losses; "" where the epoch was not evaluated)."""
         if not self.enabled:
             return
         self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -98,15 +245,21 @@ class RunReport:
             return [(float(r["epoch"]), float(r[key])) for r in self.rows if r.get(key) not in (None, "")]
 
         fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(10, 4))
-        for key in [c for c in columns if "loss" in c]:
-            pts = series(key)
-            if pts:
-                ax_loss.plot(*zip(*pts), marker=".", label=key)
+        for k, (train_key, val_key) in enumerate(loss_pairs(columns)):
+            color = f"C{k % 10}"
+            for key, style in ((train_key, "-"), (val_key, "--")):
+                pts = series(key) if key else []
+                if pts:
+                    ax_loss.plot(*zip(*pts), style, marker=".", color=color, label=key)
         for key in ("AP50", "AP50_95"):
             pts = series(key) if key in columns else []
             if pts:
                 ax_ap.plot(*zip(*pts), marker="o", label=key)
-        ax_loss.set(xlabel="epoch", ylabel="loss (last iteration of the epoch)", title="training loss")
+        ax_loss.set(xlabel="epoch", ylabel="loss (train: epoch mean; val: dashed)",
+                    title="training and validation loss")
+        positive = [y for c in columns if "loss" in c for _, y in series(c) if y > 0]
+        if positive and max(positive) > 100 * min(positive):
+            ax_loss.set_yscale("log")     # one diverging term would flatten the others to a line
         ax_ap.set(xlabel="epoch", ylabel="COCO AP (val)", title="validation AP", ylim=(0, 1))
         for ax in (ax_loss, ax_ap):
             ax.grid(alpha=0.3)

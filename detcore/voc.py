@@ -93,8 +93,9 @@ class VocSource(IndexedSource):
     """Listed images of one or more VOC image sets: the same attributes as ``CocoSource``
     (``coco``, ``class_ids``, ``class_names``, ``ids``, ``table``, ``boxes``, ``unreadable``,
     ``img_dir``, ``ann_file``, ``path()``, ``size()``) plus ``difficult`` aligned with ``boxes``
-    (the table's crowd flags) and ``parsed``: the xmls as flat arrays (``_arrays``), which the
-    COCO index is built from when scoring first asks for it.
+    (the table's crowd flags), ``parsed``: the xmls as flat arrays (``_arrays``), which the
+    COCO index is built from when scoring first asks for it, and ``missing_xmls``: the listed
+    images skipped because their annotation xml is missing.
 
     ``class_names=None`` takes the sorted unique names of the listed xmls (how a model infers its
     label count from the data); given names fix the class order, and an xml naming another class
@@ -161,6 +162,7 @@ class VocSource(IndexedSource):
             else:
                 records.append((year, stem, None))
                 missing.append(xml)
+        self.missing_xmls = missing        # listed images skipped for want of an xml (the data check counts them)
         if missing:
             msg = (f"{len(missing)} of {len(stems)} images listed in {self.ann_file} have no "
                    f"annotation file (e.g. {missing[0]})")

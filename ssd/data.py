@@ -1,4 +1,5 @@
-"""Detection data for SSD300: a COCO root or a Pascal VOC devkit (``open_sources``), the spec's
+"""Detection data for SSD300: a COCO root, a Pascal VOC devkit or a YOLO data.yaml
+(``open_sources``), the spec's
 augmentation, padded batches.
 
 Training targets stay as padded ltrb boxes (normalised to [0, 1]) plus labels (0 = padding) so
@@ -9,8 +10,6 @@ Every random draw comes from a per-sample generator seeded by (seed, epoch, inde
 augmentation of a sample does not depend on worker count, rank count or resume point.
 """
 import random
-import re
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from accel.errors import UserError
+from detcore import sources
 from detcore.coco import CocoSource, PerImage, UnreadableImages, find_sorted
+# the layouts' paths as they were defined here (callers and tests import them from ssd.data)
+from detcore.sources import VOC_TEST, VOC_TRAIN, coco_paths, voc_layout  # noqa: F401
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,24 +124,32 @@ class CocoDetection(Dataset):
     from ``detcore.voc.VocSource``), read and cleaned by the policy both models share. Labels:
     the source's class order -> 1..K (0 is background); for COCO the sorted category ids.
 
-    ``train=True`` uses only images with boxes (as the MLPerf reference) and applies the random
-    augmentation; otherwise every image is kept and only resized + normalised. An image that
-    fails to decode is replaced by the next readable one, with a warning naming it.
+    ``train=True`` applies the random augmentation; otherwise every image is kept and only
+    resized + normalised. Training keeps background images (no boxes: negatives for the
+    classifier) except on a COCO json, where it drops them as the MLPerf reference's
+    ``COCODetection`` does ("images without annotations are removed", ~1% of COCO train): the
+    recipe run as the reference trains on the reference's images. ``keep_background`` (True /
+    False) overrides that choice. An image that fails to decode is replaced by the next readable
+    one, with a warning naming it.
 
     Targets are computed per item from the source's flat ``BoxTable``, never stored per image:
     forked loader workers then share the label memory instead of copying it page by page.
     """
 
-    def __init__(self, img_dir=None, ann_file=None, train=False, seed=0, crop_tries=1, source=None):
+    def __init__(self, img_dir=None, ann_file=None, train=False, seed=0, crop_tries=1, source=None,
+                 keep_background=None):
         if source is None:
             source = CocoSource(ann_file, img_dir)
+        if keep_background is None:
+            keep_background = not isinstance(source, CocoSource)     # the reference's COCO filter
         self.source, self.train, self.seed, self.epoch = source, train, seed, 0
         self.crop_tries = crop_tries
         self.cat_ids = self.source.class_ids
         self.label_map = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
         self._table = source.table
-        # the samples: images with boxes only when training
-        self.ids = self._table.ids[self._table.counts > 0 if train else slice(None)].tolist()
+        # the samples: every image, or images with boxes only when training without background
+        drop = train and not keep_background
+        self.ids = self._table.ids[self._table.counts > 0 if drop else slice(None)].tolist()
         if not self.ids:
             raise UserError(f"--data: {source.ann_file} has no images with usable boxes")
         self.img_dir = source.img_dir
@@ -195,8 +205,17 @@ class CocoDetection(Dataset):
         return len(self.ids)
 
     def _read(self, index):
-        with Image.open(self.img_dir / self._table.file_name_at(self._rows[index])) as img:
-            return img.convert("RGB")
+        """The RGB image of sample ``index``. PIL refuses a truncated JPEG ("image file is
+        truncated") and an unknown format with an OSError that names no file: it is raised again
+        naming the path, so the skip warning names the file instead of a sample number."""
+        path = self.img_dir / self._table.file_name_at(self._rows[index])
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except OSError as exc:
+            if getattr(exc, "filename", None):
+                raise
+            raise OSError(0, str(exc), str(path)) from exc
 
     def __getitem__(self, index):
         index, img = self.unreadable.first_readable(index, self._read)
@@ -281,90 +300,11 @@ class EpochSampler(torch.utils.data.DistributedSampler):
         return (self.batches_per_epoch - self.skip) * self.batch_size
 
 
-def coco_paths(root):
-    """(train images, train json, val images, val json) under a COCO root; UserError if absent."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"--data: {root} is not a directory (expected a COCO root with train2017/, "
-                        "val2017/ and annotations/)")
-    ann = root / "annotations"
-    return (root / "train2017", ann / "instances_train2017.json",
-            root / "val2017", ann / "instances_val2017.json")
-
-
-# Pascal VOC as the detection papers train and test it: 2007+2012 trainval, VOC2007 test.
-VOC_TRAIN = (("2007", "trainval"), ("2012", "trainval"))
-VOC_TEST = ("2007", "test")
-_VOC_YEAR = re.compile(r"VOC\d{4}")
-
-
-def _image_set(devkit, year, name):
-    return devkit / f"VOC{year}" / "ImageSets" / "Main" / f"{name}.txt"
-
-
-def voc_layout(root):
-    """(devkit folder, years to use) when ``root`` is a VOC devkit (a folder holding VOC2007/,
-    VOC2012/ ...; also a folder holding VOCdevkit/ as ``tools/make_shapes.py --format voc``
-    writes it) or one VOC<year>/ folder (then that year only); None for anything else."""
-    root = Path(root)
-    if _VOC_YEAR.fullmatch(root.name) and (root / "Annotations").is_dir():
-        return root.parent, (root.name[3:],)
-    for devkit in (root, root / "VOCdevkit"):
-        years = tuple(sorted(p.name[3:] for p in devkit.glob("VOC[0-9][0-9][0-9][0-9]")
-                             if (p / "Annotations").is_dir()))
-        if years:
-            return devkit, years
-    return None
-
-
-def voc_sources(devkit, years, train=True, class_names=None):
-    """(train source or None, val source) of a VOC devkit: train on the trainval lists of
-    2007 and 2012 (those of ``years`` that have one), evaluate on VOC2007 test (else the test
-    list of the one year given). The label count comes from the train split's class names
-    (sorted) unless ``class_names`` fixes them; the val split must use the same names (an xml
-    naming another class is one line naming it)."""
-    from detcore.voc import VocSource
-
-    sets = [(y, n) for y, n in VOC_TRAIN if y in years and _image_set(devkit, y, n).is_file()]
-    if not sets:
-        sets = [(y, "trainval") for y in years if _image_set(devkit, y, "trainval").is_file()]
-    test = VOC_TEST if VOC_TEST[0] in years else (years[0], "test")
-    if not _image_set(devkit, *test).is_file():
-        raise UserError(f"--data: VOC data {devkit} has no {_image_set(devkit, *test)} to evaluate on "
-                        "(SSD evaluates on VOC2007 test)")
-    if not sets and (train or class_names is None):
-        raise UserError(f"--data: VOC data {devkit} has no ImageSets/Main/trainval.txt in "
-                        f"{', '.join(f'VOC{y}' for y in years)} to train on")
-    train_src = None
-    if train or class_names is None:
-        train_src = VocSource(devkit, sets, class_names=class_names)
-        class_names = train_src.class_names
-    try:
-        val_src = VocSource(devkit, [test], class_names=class_names)
-    except UserError as exc:
-        if train_src is None:
-            raise
-        where = " + ".join(f"VOC{y} {n}" for y, n in sets)
-        raise UserError(f"--data: {exc} (the classes of the training split, {where}; the val split "
-                        "must use the same names)") from None
-    return (train_src if train else None), val_src
-
-
 def open_sources(root, train=True, class_names=None):
-    """(train source or None, val source) of the ``--data`` folder, labelled alike.
-
-    A VOC devkit (see ``voc_layout``; ``voc_sources`` picks the splits), else a COCO root
-    (train2017/, val2017/, annotations/) whose splits must list the same categories.
-    ``train=False`` (``--eval-only``) reads what the val split's labels need only.
-    ``class_names`` (a checkpoint's, for --eval-only) fixes the label order where the layout
-    infers it from the data (VOC); COCO's comes from its category ids.
-    """
-    voc = voc_layout(root) if Path(root).is_dir() else None
-    if voc is not None:
-        return voc_sources(*voc, train=train, class_names=class_names)
-    train_dir, train_ann, val_dir, val_ann = coco_paths(root)
-    train_src = CocoSource(train_ann, train_dir) if train else None
-    val_src = CocoSource(val_ann, val_dir)
-    if train_src is not None and val_src.class_ids != train_src.class_ids:
-        raise UserError(f"--data: {val_ann} and {train_ann} list different categories")
-    return train_src, val_src
+    """(train source or None, val source) of the ``--data`` path, labelled alike: a COCO root, a
+    Pascal VOC devkit or a YOLO data.yaml, recognised by ``detcore.sources`` (the one place that
+    looks at the layout; see it for the splits each layout gives). ``train=False``
+    (``--eval-only``) reads what the val split's labels need only; ``class_names`` (a
+    checkpoint's) fixes the label order where the layout infers it (VOC) and is checked against
+    a data yaml's names; COCO's comes from its category ids."""
+    return sources.open_sources(root, train=train, class_names=class_names, flag="--data")

@@ -15,15 +15,18 @@ from torch.utils.data import DataLoader
 import accel
 from accel import checkpoint
 from accel.errors import Preempted, UserError, report_position
+from accel import watchdog
 from accel.preemption import PreemptionGuard, shield_worker
 from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
                           sgd_class)
 from detcore import voc_eval
 from detcore.checkpoints import Checkpoints, rank_states, restore_rank_state
+from detcore import eval_report
+from detcore.check_data import report_at_start
 from detcore.coco_eval import gather_and_score
 from detcore.log import setup_logger
 from detcore.progress import Progress
-from detcore.report import RunReport
+from detcore.report import LossMean, MetricWatch, RunReport
 from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
 from detcore.weights import load_matching, strip_prefixes
@@ -35,15 +38,20 @@ from ssd.reference_utils import ReferenceBatches, ReferenceLayout
 
 REFERENCE_BATCH = 32
 CHECKPOINT_NAME = "ssd300_latest.pth"
+BEST_NAME = "ssd300_best.pth"     # the evaluation best in --best-metric (a full resume file)
+VAL_LOSS_KEYS = ("loss", "loc_loss", "conf_loss")    # Loss.terms
 MLPERF_LOG_NAME = "mlperf_ssd.log"
 REFERENCE_CKPT_DIR = "models"     # iter_N.pt, as the reference writes to ./models
 PERIODIC_PREFIX = "ssd300_iter_"  # + 8-digit iteration + .pth: --checkpoint-interval files
-# flags that do not change what a run computes: a resume by itself may differ in them
+# flags that do not change what a run computes: a resume by itself may differ in them.
+# --patience and --best-metric, like --threshold, decide when a run stops and which evaluation
+# is the best, not the numbers of any step: a resume with another patience continues the same
+# trajectory (a checkpoint watching another metric restarts the count, MetricWatch).
 RUN_VOLATILE = frozenset((
     "checkpoint", "output_dir", "log_interval", "num_workers", "dist_timeout", "logger", "local_rank",
     "no_save", "checkpoint_interval", "keep_checkpoints", "iteration", "eval_only", "val_batch_size",
     "val_interval", "val_epochs", "threshold", "nms_valid_thresh", "disable_distributed_validation",
-    "dl_worker_type", "seed"))
+    "dl_worker_type", "seed", "patience", "best_metric", "analyze"))
 
 
 def learning_rate(iteration, base_lr, warmup_iters, warmup_factor, boundaries):
@@ -130,19 +138,32 @@ def detections_to_coco(decoded, img_ids, sizes, cat_ids):
 
 
 @torch.no_grad()
-def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, precision=None):
+def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, precision=None, loss_fn=None,
+             keep_rows=False):
     """COCO scores of this rank's loader shard, gathered and scored once (same result on every
     rank). Batch-norm statistics are averaged over ranks first, so N processes score the model
-    a one-process evaluation would."""
+    a one-process evaluation would.
+
+    With ``loss_fn`` (``ssd.loss.Loss``) the same forward also gives the training loss of the
+    val batches (targets: the encoder's encoding of the val boxes, as in training), averaged
+    over every rank's images: ``result.val_loss`` = {loss, loc_loss, conf_loss} (not set without
+    ``loss_fn``). It stays on the device until the one transfer at the end. ``keep_rows``: the
+    result carries every rank's detection rows (``--analyze``)."""
     was_training = model.training
     accel.all_reduce_norm(model)
     model.eval()
     rows, seconds, images = [], 0.0, 0
+    val_loss = LossMean(VAL_LOSS_KEYS)
     progress = Progress(len(loader), "eval", enabled=accel.is_main_process())
-    for i, (imgs, _, _, img_ids, sizes) in enumerate(loader):
+    for i, (imgs, boxes, labels, img_ids, sizes) in enumerate(loader):
         t0 = time.time()
         with precision.autocast() if precision is not None else contextlib.nullcontext():
             ploc, plabel = model(to_model_input(imgs, device))
+        if loss_fn is not None:
+            gloc, glabel = encoder.encode_batch(boxes, labels)
+            terms = loss_fn.terms(ploc, plabel, gloc.transpose(1, 2).contiguous().to(device, non_blocking=True),
+                                  glabel.to(device, non_blocking=True))
+            val_loss.add(terms, weight=len(imgs))
         accel.mark_step(device)
         host = postprocess_device(device)      # decoding + NMS on the host on HPU, as Habana's
         decoded = encoder.decode_batch(ploc.to(host), plabel.to(host), criteria=0.5, max_output=200,
@@ -151,16 +172,27 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
         seconds += time.time() - t0
         images += len(imgs)
         progress.update(i + 1)
+        watchdog.tick()               # an evaluation batch is progress, not a hang
     local = np.concatenate(rows) if rows else np.zeros((0, 7))
     # the pycocotools index is built on the main process only (the other ranks never need it)
-    result = gather_and_score(lambda: dataset.coco, local, dataset.ids, seconds, images)
+    result = gather_and_score(lambda: dataset.coco, local, dataset.ids, seconds, images, keep_rows=keep_rows)
     if hasattr(getattr(dataset, "source", None), "difficult"):
         # a VOC split (detcore.voc): the COCO numbers above drive the loop (--threshold), the
         # VOC devkit's table (AP per class at IoU 0.5, 11-point for VOC2007) is printed with them
         voc = voc_eval.gather_and_score(dataset.source, voc_eval.rows_from_coco(local, dataset.cat_ids))
         result.summary += "VOC devkit AP:\n" + voc.summary
+    if loss_fn is not None:
+        result.val_loss = val_loss.means(gather=True) or None
     model.train(was_training)
     return result
+
+
+def val_loss_text(val_loss):
+    """``; val loss 1.2345 (loc 0.4, conf 0.8)`` for the evaluation log line ("" without one)."""
+    if not val_loss:
+        return ""
+    return (f"; val loss {val_loss['loss']:.4f} (loc {val_loss['loc_loss']:.4f}, "
+            f"conf {val_loss['conf_loss']:.4f})")
 
 
 def read_checkpoint(path):
@@ -277,6 +309,7 @@ class SSDRun:
         self.lock = RunLock(self.out_dir, enabled=self.rank0 and not self.eval_only)
         setup_logger(self.out_dir, rank=self.info.rank,
                      filename="val_log.txt" if self.eval_only else "train_log.txt")
+        watchdog.log_to(self.out_dir)        # a hang report's stack dumps go beside the log
         training_log = self.rank0 and not self.eval_only
         self.mlog = MLPerfLogger(self.out_dir / MLPERF_LOG_NAME if training_log else None, enabled=training_log)
         self.mlog.event(C.CACHE_CLEAR, True)
@@ -299,10 +332,12 @@ class SSDRun:
         # torch.manual_seed(seed), whatever the data code above draws or may draw one day.
         seed_everything(self.seed, args.deterministic)
         self.net = SSD300(label_num=self.val_set.num_classes)     # the train split's labels too
+        self.watch = MetricWatch(args.best_metric, args.patience, names=("--best-metric", "--patience"))
         if self.eval_only:
             load_strict(self.net, saved, args.checkpoint, EVAL_HINT)
             check_label_names(saved, self.val_set, args.checkpoint)
             place_model(self.net, device)
+            self.loss_fn = Loss(dboxes300_coco()).to(device)     # the val loss beside the mAP
             return
         # the backbone choice first: a --checkpoint's backbone tensors then override it
         self._load_backbone(args.pretrained_backbone)
@@ -321,6 +356,7 @@ class SSDRun:
                                                            self.precision, args.iteration, saved)
             if is_resume_file(saved):
                 logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
+                self.watch.load_state_dict(saved.get("best_metric"))   # best value, patience count
             else:
                 logger.info(f"weights from {args.checkpoint} (weights only); starting at iteration "
                             f"{self.iteration}")
@@ -443,12 +479,20 @@ class SSDRun:
                 "precision": self.precision.state_dict(), "epoch": epoch, "iteration": iteration,
                 "opt": self.args.opt, "seed": self.seed, "rng": rng_state(),
                 "label_map": self.train_set.label_info, "ranks": rank_states(self.net),
-                "run_config": {**self.run_config(), "seed": self.seed}, "preempted": preempted}
+                "run_config": {**self.run_config(), "seed": self.seed}, "preempted": preempted,
+                "best_metric": self.watch.state_dict()}
 
-    def save(self, epoch, iteration):
+    def save(self, epoch, iteration, best=False):
+        """ssd300_latest.pth at an epoch's end (after its evaluation, so it holds the best-metric
+        watch that evaluation updated) and, with ``best``, the same state as ssd300_best.pth."""
         if self.args.no_save:
             return
-        save_on_main(self.checkpoint_state(epoch, iteration), self.out_dir / CHECKPOINT_NAME)
+        watchdog.beat("checkpoint")
+        state = self.checkpoint_state(epoch, iteration)
+        save_on_main(state, self.out_dir / CHECKPOINT_NAME)
+        if best:
+            save_on_main(state, self.out_dir / BEST_NAME)
+            logger.info(f"best {self.watch.metric} so far: {self.out_dir / BEST_NAME}")
         self.checkpoints.superseded(iteration)
 
     def save_reference(self, iteration):
@@ -465,17 +509,24 @@ class SSDRun:
         args = self.args
         logger.info(f"--eval-only: {args.checkpoint} on {len(self.val_set)} val images, "
                     f"{self.val_set.num_classes - 1} classes, device {self.device}")
+        watchdog.beat("evaluation")
         result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
-                          args.nms_valid_thresh, self.precision)
+                          args.nms_valid_thresh, self.precision, self.loss_fn, keep_rows=bool(args.analyze))
         if self.rank0:
-            logger.info(f"{args.checkpoint}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f}\n"
-                        f"{result.summary}")
+            logger.info(f"{args.checkpoint}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f}"
+                        f"{val_loss_text(getattr(result, 'val_loss', None))}\n{result.summary}")
+            for path in eval_report.write_evaluation(result, self.out_dir, plots=True):
+                logger.info(f"wrote {path}")
+            if args.analyze:
+                eval_report.analyze(result, self.val_set.coco, result.rows, self.val_set.ids,
+                                    self.val_set.source, args.analyze, self.out_dir)
             print(f"AP50_95: {result.ap50_95:.4f}\nAP50: {result.ap50:.4f}", flush=True)
         return result
 
     def fit(self):
-        """Train epoch by epoch until --epochs, --end-iteration or the --threshold mAP; returns
-        the MLPerf status. A preemption signal ends it with ``Preempted`` after a checkpoint."""
+        """Train epoch by epoch until --epochs, --end-iteration, the --threshold mAP or, with
+        --patience N, N evaluations without improving --best-metric; returns the MLPerf status.
+        A preemption signal ends it with ``Preempted`` after a checkpoint."""
         self.announce()
         # each rank's own RNG and BN statistics (after DDP, which broadcasts rank 0's buffers)
         if self.resumed is not None and not restore_rank_state(self.resumed.get("ranks"), self.net):
@@ -488,9 +539,16 @@ class SSDRun:
         self.guard = PreemptionGuard()
         status, self.start_time, self.start_iter = C.ABORTED, time.time(), self.iteration
         self.window = [time.time(), 0]          # (start, steps) of the img/s window
+        self.stopped_early = False
         try:
             for epoch in range(self.iteration // ipe, self.args.epochs):
                 if self.iteration >= self.end:
+                    break
+                if self.watch.stopped:
+                    # --patience evaluations without improvement (now, or before a resume): the
+                    # evaluation, checkpoints and report row of that epoch are done; end as usual
+                    self.stopped_early = True
+                    logger.info(self.watch.stop_line())
                     break
                 result = self.train_epoch(epoch)
                 if result is not None and result.ap50_95 >= self.args.threshold:
@@ -531,42 +589,61 @@ class SSDRun:
                     f"{self.train_set.num_classes - 1} classes, {self.info.world_size} process(es) x batch "
                     f"{args.batch_size}, {ipe} iterations/epoch, lr {self.base_lr:.4g}, device {self.device}, "
                     f"seed {self.seed}")
+        if self.rank0:
+            report_at_start(self.train_set.source, self.out_dir)
 
     def train_epoch(self, epoch):
         """One epoch (or its rest, after a mid-epoch resume); returns the evaluation, if any."""
         ipe = self.sampler.batches_per_epoch
         epoch_t0, epoch_start_iter, loss = time.time(), self.iteration, None
+        # results.csv/png: the mean of the epoch's steps (summed on the device, one transfer at
+        # the end; after a mid-epoch resume, of the resumed part only)
+        epoch_loss = LossMean(("loss",))
         self.mlog.start(C.EPOCH_START, metadata={C.EPOCH_NUM: epoch + 1})
         self.sampler.set_epoch(epoch, self.iteration - epoch * ipe)
         self.train_set.epoch = epoch
         self.model.train()
+        watchdog.beat("data loading")      # attribute writes only: what a hang report names
         for imgs, boxes, labels, _, _ in self.train_loader:
+            watchdog.beat("training step")
             lr = learning_rate(self.iteration, self.base_lr, self.warmup_iters, self.args.warmup_factor,
                                self.boundaries)
             loss = self.step(imgs, boxes, labels, lr, encoded=self.targets_encoded)
+            epoch_loss.add({"loss": loss})
             self.iteration += 1
+            watchdog.beat(step=self.iteration)
             self.after_step(epoch, loss, lr)
             if self.iteration >= self.end:
                 break
+            watchdog.beat("data loading")
         self.mlog.end(C.EPOCH_STOP, metadata={C.EPOCH_NUM: epoch + 1})
-        epoch_loss = float(loss) if loss is not None else float("nan")
-        if self.iteration > epoch_start_iter and not math.isfinite(epoch_loss):
-            raise UserError(f"non-finite loss ({epoch_loss}) at iteration {self.iteration}; "
+        last_loss = float(loss) if loss is not None else float("nan")
+        if self.iteration > epoch_start_iter and not math.isfinite(last_loss):
+            raise UserError(f"non-finite loss ({last_loss}) at iteration {self.iteration}; "
                             f"last good checkpoint: {self.checkpoints.newest()}")
         epoch_done = self.iteration == (epoch + 1) * ipe
-        self.save(epoch + 1 if epoch_done else epoch, self.iteration)
         result = None
         # as the reference: an epoch cut short by --end-iteration is still evaluated
         if ((epoch_done or self.iteration >= self.end)
                 and ((epoch + 1) % self.args.val_interval == 0 or epoch + 1 in self.args.val_epochs)):
             result = self.evaluate_epoch(epoch)
+        # after the evaluation: the checkpoint holds the best-metric watch it updated
+        self.save(epoch + 1 if epoch_done else epoch, self.iteration,
+                  best=result is not None and self.improved)
         epoch_secs = time.time() - epoch_t0
-        self.report.epoch({"epoch": epoch + 1, "loss": epoch_loss, "lr": self.optimizer.param_groups[0]["lr"],
+        means = epoch_loss.means()
+        val = getattr(result, "val_loss", None) or {}
+        self.report.epoch({"epoch": epoch + 1, "loss": means.get("loss", float("nan")),
+                           "lr": self.optimizer.param_groups[0]["lr"],
                            "AP50": "" if result is None else result.ap50,
                            "AP50_95": "" if result is None else result.ap50_95,
                            "images_per_s": (self.iteration - epoch_start_iter) * self.global_batch
                            / max(epoch_secs, 1e-9),
-                           "wall_time_s": time.time() - self.start_time})
+                           "wall_time_s": time.time() - self.start_time,
+                           **{f"val/{k}": val.get(k, "") for k in VAL_LOSS_KEYS},
+                           **eval_report.pr_columns(result)})
+        if means:
+            self.report.scalars(epoch + 1, {"train_epoch_mean/loss": means["loss"]})
         return result
 
     def after_step(self, epoch, loss, lr):
@@ -604,37 +681,74 @@ class SSDRun:
             where = f"epoch {epoch + 1}, iteration {self.iteration}"
             if self.args.no_save:
                 raise Preempted(f"{self.guard.signal_name} at {where}; no checkpoint (--no-save)")
+            watchdog.beat("checkpoint")
             path = self.checkpoints.save_periodic(self.checkpoint_state(epoch, self.iteration, preempted=True),
                                                   self.iteration)
             raise Preempted(f"{self.guard.signal_name} at {where}; checkpoint {path}; run the same "
                             "command again to continue from it")
         at_epoch_end = self.iteration % self.sampler.batches_per_epoch == 0
         if not self.args.no_save and self.checkpoints.due(self.iteration) and not at_epoch_end:
+            watchdog.beat("checkpoint")
             self.checkpoints.save_periodic(self.checkpoint_state(epoch, self.iteration), self.iteration)
 
     def evaluate_epoch(self, epoch):
-        """BN statistics averaged over ranks, the reference's iter_N.pt, COCO mAP (MLPerf events)."""
+        """The one place an evaluation result is handled: BN statistics averaged over ranks, the
+        reference's iter_N.pt, COCO mAP (MLPerf events) and the validation loss of the same
+        forward, logged and reported, and the --best-metric watch updated (``self.improved``:
+        the epoch's checkpoint is also ssd300_best.pth; the watch decides the --patience stop)."""
         self.mlog.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch + 1})
+        watchdog.beat("evaluation")
         accel.all_reduce_norm(self.net)
         self.save_reference(self.iteration)
         result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
-                          self.args.nms_valid_thresh, self.precision)
+                          self.args.nms_valid_thresh, self.precision, self.loss_fn)
         self.mlog.event(C.EVAL_ACCURACY, result.ap50_95, metadata={C.EPOCH_NUM: epoch + 1})
         self.mlog.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch + 1})
+        val_loss = getattr(result, "val_loss", None) or {}
+        self.improved = self.watch.update(self.watch.pick(result.ap50_95, result.ap50, val_loss.get("loss")),
+                                            epoch + 1)
         logger.info(f"epoch {epoch + 1}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f} "
-                    f"(target {self.args.threshold})\n{result.summary}")
-        self.report.scalars(epoch + 1, {"val/COCOAP50": result.ap50, "val/COCOAP50_95": result.ap50_95})
+                    f"(target {self.args.threshold}){val_loss_text(val_loss)}\n{result.summary}")
+        classes = getattr(result, "classes", None)
+        self.report.scalars(epoch + 1, {"val/COCOAP50": result.ap50, "val/COCOAP50_95": result.ap50_95,
+                                        **{f"val/{k}": v for k, v in val_loss.items()},
+                                        **(classes.scalars() if classes is not None else {})})
+        if self.rank0:
+            eval_report.write_evaluation(result, self.out_dir, epoch=epoch + 1, plots=False)
+        self.last_result = result
         return result
 
     def finish(self, status):
+        """The end of every run that was not preempted: the MLPerf ``run_stop`` with its status
+        (``success`` only when --threshold was reached, as the rules define it; ``aborted``
+        otherwise, whatever ended the run) and one human line saying what ended it."""
         self.mlog.end(C.RUN_STOP, metadata={C.STATUS: status})
         accel.synchronize(self.device)
         accel.distributed.log_rank_agreement(self.net)
         done, elapsed = self.iteration - self.start_iter, time.time() - self.start_time
-        logger.info(f"finished at iteration {self.iteration} ({status}): {done} iterations in {elapsed:.1f} s, "
-                    f"{done * self.global_batch / max(elapsed, 1e-9):.2f} images/s")
+        logger.info(f"finished at iteration {self.iteration}: {self.outcome(status)}; {done} iterations in "
+                    f"{elapsed:.1f} s, {done * self.global_batch / max(elapsed, 1e-9):.2f} images/s")
         if not self.args.no_save:
             logger.info(f"checkpoint: {self.out_dir / CHECKPOINT_NAME}")
+        if self.rank0 and getattr(self, "last_result", None) is not None:
+            # the plots of the final evaluation (the last epoch's, or the early stop's)
+            for path in eval_report.write_plots(self.last_result, self.out_dir):
+                logger.info(f"wrote {path}")
         self.report.close()
         self.lock.release()
         return status
+
+    def outcome(self, status):
+        """What ended the run, in words, with the MLPerf status last: "8 epochs done, mAP target
+        0.23 not reached (MLPerf status: aborted)"; "aborted" alone reads as a crash."""
+        ipe = self.sampler.batches_per_epoch
+        epochs = self.iteration / ipe
+        parts = [f"{epochs:.0f} epochs done" if self.iteration % ipe == 0 else f"{epochs:.2f} epochs done"]
+        if self.stopped_early:
+            parts.append(f"stopped early: --patience {self.watch.patience} evaluations without a better "
+                         f"{self.watch.metric} (best {self.watch.best_text()})")
+        elif status != C.SUCCESS and self.iteration >= self.end:
+            parts.append(f"--end-iteration {self.args.end_iteration} reached")
+        reached = "reached" if status == C.SUCCESS else "not reached"
+        parts.append(f"mAP target {self.args.threshold} {reached} (MLPerf status: {status})")
+        return ", ".join(parts)

@@ -31,7 +31,8 @@ class Loss(nn.Module):
         gwh = self.scale_wh * (gloc[:, 2:] / anchors[:, 2:]).log()
         return torch.cat((gxy, gwh), dim=1)
 
-    def forward(self, ploc, plabel, gloc, glabel):
+    def _sums(self, ploc, plabel, gloc, glabel):
+        """Per image: (Smooth-L1 sum over positives, mined CE sum, positive count), each [N]."""
         pos = (glabel > 0).float()  # [N, A]
         pos_num = pos.sum(dim=1)  # [N]
 
@@ -47,6 +48,18 @@ class Loss(nn.Module):
         neg_num = torch.clamp(NEG_POS_RATIO * pos_num, max=con.shape[1]).unsqueeze(1)
         neg = (rank < neg_num).float() * (1.0 - pos)
         con_loss = (con * (pos + neg)).sum(dim=1)
+        return loc_loss, con_loss, pos_num
 
+    def forward(self, ploc, plabel, gloc, glabel):
+        loc_loss, con_loss, pos_num = self._sums(ploc, plabel, gloc, glabel)
         has_pos = (pos_num > 0).float()
         return ((loc_loss + con_loss) * has_pos / pos_num.clamp(min=1e-6)).mean(dim=0)
+
+    def terms(self, ploc, plabel, gloc, glabel):
+        """The two parts of ``forward``'s loss, for the validation loss's report: a dict of
+        batch means ``loc_loss`` (Smooth-L1) and ``conf_loss`` (mined CE), each normalised per
+        image as ``forward`` (their sum equals it up to float rounding), and ``loss`` = that sum."""
+        loc_loss, con_loss, pos_num = self._sums(ploc, plabel, gloc, glabel)
+        scale = (pos_num > 0).float() / pos_num.clamp(min=1e-6)
+        loc, conf = (loc_loss * scale).mean(dim=0), (con_loss * scale).mean(dim=0)
+        return {"loss": loc + conf, "loc_loss": loc, "conf_loss": conf}

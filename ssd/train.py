@@ -19,6 +19,7 @@ import argparse  # noqa: E402
 import accel  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import default_worker_type  # noqa: E402
+from detcore.report import MetricWatch  # noqa: E402
 from ssd.engine import REFERENCE_BATCH, SSDRun  # noqa: E402
 
 
@@ -43,6 +44,12 @@ def build_parser():
     p.add_argument("--log-interval", type=int, default=100, help="print the loss every N iterations")
     p.add_argument("--num-workers", type=int, default=4, help="data loader worker processes")
     p.add_argument("--threshold", "-t", type=float, default=0.23, help="stop once COCO mAP reaches this")
+    p.add_argument("--patience", type=int, default=0, metavar="N",
+                   help="stop after N evaluations in a row without improving --best-metric "
+                        "(0 = never stop early; the MLPerf status of such a stop stays 'aborted')")
+    p.add_argument("--best-metric", default="ap50_95", metavar="{ap50_95,ap50,val_loss}",
+                   help="what --patience and ssd300_best.pth follow: COCO mAP (ap50_95), AP50, or the "
+                        "validation loss (val_loss, lower is better)")
     p.add_argument("--checkpoint", default=None,
                    help="resume from ssd300_latest.pth (same labels), or start from the weights of an "
                         "iter_N.pt (the reference's or ours; another label count fine-tunes: the "
@@ -50,6 +57,9 @@ def build_parser():
     p.add_argument("--eval-only", action="store_true",
                    help="score --checkpoint on the val split (COCO summary), then stop: no training, "
                         "no checkpoint written")
+    p.add_argument("--analyze", type=int, default=0, metavar="K",
+                   help="with --eval-only: draw the K val images with the most errors (missed + false "
+                        "detections) into <output-dir>/errors, with per-image counts in errors/per_image.json")
     p.add_argument("--no-save", action="store_true", help="do not write checkpoints")
     p.add_argument("--checkpoint-interval", type=int, default=0, metavar="K",
                    help="also write a checkpoint every K iterations inside an epoch "
@@ -125,12 +135,15 @@ def check_args(args):
         raise UserError(f"--dist-timeout must be > 0 seconds (got {args.dist_timeout})")
     if not 0 <= args.trainable_backbone_layers <= 4:
         raise UserError(f"--trainable-backbone-layers must be 0..4 (got {args.trainable_backbone_layers})")
+    MetricWatch(args.best_metric, args.patience, names=("--best-metric", "--patience"))  # one line if bad
     if args.clip_grad_norm is not None and args.clip_grad_norm <= 0:
         raise UserError(f"--clip-grad-norm must be > 0 (got {args.clip_grad_norm})")
     if args.no_cuda:
         if args.device not in (None, "auto", "cpu") or args.use_hpu:
             raise UserError("--no-cuda conflicts with the device asked for (it means --device cpu)")
         args.device = "cpu"
+    if args.analyze < 0 or (args.analyze and not args.eval_only):
+        raise UserError(f"--analyze {args.analyze}: expected a number of images >= 0, with --eval-only")
     if args.eval_only and not args.checkpoint:
         raise UserError("--eval-only needs --checkpoint FILE (ssd300_latest.pth or models/iter_N.pt)")
     if args.dl_worker_type is None:

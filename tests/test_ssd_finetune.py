@@ -1,6 +1,7 @@
 """SSD on your own labels: ``--checkpoint`` with a weights-only file of another label count
 fine-tunes (matching tensors loaded, the rest freshly initialised, one warning), a resume file
 stays strict, and ``--eval-only`` scores either kind of checkpoint without training or saving."""
+import json
 import re
 
 import pytest
@@ -127,14 +128,24 @@ def test_eval_only_scores_the_checkpoint_and_writes_nothing(shapes, tmp_path, ca
 
     monkeypatch.setattr(engine, "evaluate", spy)
     out = tmp_path / "out"
+    analyze = ["--analyze", "2"] if kind == "weights" else []
     code, stdout, err, log = run_main(["--eval-only", "--checkpoint", str(ckpt), "-d", str(shapes), "-b", "2",
-                                       "--num-workers", "0", "--output-dir", str(out)], capsys)
+                                       "--num-workers", "0", "--output-dir", str(out), *analyze], capsys)
     assert code == 0 and not [ln for ln in err if ln.startswith("error")], err
     assert len(seen) == 1 and all(torch.equal(seen[0][k], v) for k, v in saved.items())
     ap = re.search(r"AP50_95: (\S+)\nAP50: (\S+)", stdout)
     assert ap and 0.0 <= float(ap.group(1)) <= float(ap.group(2)) <= 1.0, stdout
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in log
-    assert sorted(p.name for p in out.iterdir()) == ["val_log.txt"]
+    # reports only (no checkpoint, MLPerf log or lock): the per-class table, csvs and plots
+    assert "per class at IoU 0.50, confidence" in log
+    reports = ["F1_curve.png", "PR_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.csv",
+               "confusion_matrix.png", "results_per_class.csv", "val_log.txt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(reports + (["errors"] if analyze else []))
+    if analyze:
+        per_image = json.loads((out / "errors" / "per_image.json").read_text())["images"]
+        assert len(per_image) == len(list((shapes / "val2017").iterdir()))
+        drawn = list((out / "errors").glob("*.jpg"))
+        assert len(drawn) == min(2, sum(e["errors"] > 0 for e in per_image))
 
 
 def test_eval_only_refuses_other_labels(shapes, tmp_path, capsys):

@@ -374,7 +374,7 @@ def test_ssd_evaluate_marks_step_between_forward_and_decode(events, monkeypatch)
 
     scored = []
     monkeypatch.setattr(engine, "gather_and_score",
-                        lambda coco, rows, ids, secs, n: scored.append((rows.shape, n)) or "result")
+                        lambda coco, rows, ids, secs, n, keep_rows=False: scored.append((rows.shape, n)) or "result")
     loader = [(torch.ones(2, 3, 300, 300), None, None, torch.tensor([1, 2]), torch.tensor([[300, 300]] * 2)),
               (torch.ones(1, 3, 300, 300), None, None, torch.tensor([3]), torch.tensor([[300, 300]]))]
     dataset = types.SimpleNamespace(coco=None, ids=[1, 2, 3], cat_ids=[1, 2])

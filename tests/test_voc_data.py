@@ -1,6 +1,8 @@
 """Pascal VOC reading (detcore.voc.VocSource, yolox VOCDetection): the same boxes as the COCO export
 of the same generated images, the shared cleaning policy, bad input as one line naming the file,
 and a tiny YOLOX-nano training run + VOC eval through tools/train.py."""
+import csv
+
 import numpy as np
 import pytest
 
@@ -210,6 +212,11 @@ def test_train_and_eval_on_voc_shapes_prints_the_voc_table(tmp_path):
         assert f"AP for {name} = " in log
     assert "Mean AP = " in log and "map_5095: " in log and "map_50: " in log
     assert (run / "best_ckpt.pth").is_file() and (run / "latest_ckpt.pth").is_file()
+    # the per-class table, csv and plots of every format, VOC included
+    assert "COCO-style per class at IoU 0.50, confidence" in log
+    with open(run / "results_per_class.csv", newline="") as f:
+        assert {r["class"] for r in csv.DictReader(f)} == {"all", *CATEGORIES}
+    assert (run / "confusion_matrix.png").is_file() and (run / "labels.png").is_file()
 
 
 

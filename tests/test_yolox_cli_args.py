@@ -1,5 +1,6 @@
 """The YOLOX CLIs: the issue's command lines parse as written, overrides are typed, data-dir
 fallbacks work, and bad input ends in one ``error:`` line with exit code 2."""
+import json
 import os
 import subprocess
 import sys
@@ -39,8 +40,12 @@ def test_issue_command_lines_parse(tmp_path):
          "--autocast", "--resume", "-c", "x.pth", "-e", "3", "--cache", "--seed", "5",
          "input_size", "(320,320)", "basic_lr_per_img", "0.001"])
     exp = build_exp(args)
-    assert (args.exp_file, args.start_epoch, args.cache, args.autocast, exp.seed) == ("exps/default/yolox_s.py", 3, True, True, 5)
+    assert (args.exp_file, args.start_epoch, args.cache, args.autocast, exp.seed) == ("exps/default/yolox_s.py", 3, "ram", True, 5)
     assert exp.input_size == (320, 320) and exp.basic_lr_per_img == 0.001
+    # --cache [ram|disk] as upstream HEAD; a bare --cache before the overrides still means 'ram'
+    for flags, cache in ((["--cache", "disk"], "disk"), (["--cache"], "ram"), ([], None)):
+        args = train.make_parser().parse_args(["-f", "exps/default/yolox_s.py", *flags, "max_epoch", "2"])
+        assert (args.cache, args.opts) == (cache, ["max_epoch", "2"])
 
 
 def test_bad_override_is_user_error(tmp_path):
@@ -92,9 +97,12 @@ def test_bad_inputs_give_one_line_errors(shapes_coco, tmp_path, nano4_ckpt, caps
         code, line = run_main(train, ["-n", "yolox-nano", "--data_dir", str(shapes_coco), "-l", "tensorboard"], capsys)
         assert code == 2 and "tensorboard package" in line
     # a 4-class checkpoint evaluated as the 80-class yolox-nano: names the mismatched keys
+    # yolox-nano's default 80 classes would take the data's 4 (sync_classes); set explicitly, the
+    # count that differs from the data is one line before any weights load
     code, line = run_main(evaluate, ["-n", "yolox-nano", "-c", str(nano4_ckpt), "--data_dir", str(shapes_coco),
-                                     "--tsize", "160", "output_dir", str(tmp_path)], capsys)
-    assert code == 2 and line.startswith("error:") and "head.cls_preds" in line
+                                     "--tsize", "160", "output_dir", str(tmp_path), "num_classes", "80"], capsys)
+    assert code == 2 and line.startswith("error: num_classes 80 (set by a num_classes override)")
+    assert "names 4 classes" in line
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     code, line = run_main(demo, ["image", "-f", SHAPES_EXP, "-c", str(junk), "--path", str(shapes_coco)], capsys)
@@ -121,10 +129,17 @@ def test_cli_process_exit_code_and_single_line(tmp_path):
 
 def test_eval_and_demo_cli_run(shapes_coco, tmp_path, nano4_ckpt, capsys):
     evaluate.main(["-f", SHAPES_EXP, "-c", str(nano4_ckpt), "-b", "6", "--data_dir", str(shapes_coco),
-                   "--conf", "0.001", "--nms", "0.65", "--tsize", "160", "--fuse",
+                   "--conf", "0.001", "--nms", "0.65", "--tsize", "160", "--fuse", "--analyze", "3",
                    "data_num_workers", "0", "output_dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "AP50:" in out and "AP50_95:" in out
+    run = tmp_path / "yolox_nano_shapes"
+    for name in ("results_per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "PR_curve.png",
+                 "F1_curve.png", "P_curve.png", "R_curve.png", "errors/per_image.json"):
+        assert (run / name).stat().st_size > 0, name
+    per_image = json.loads((run / "errors" / "per_image.json").read_text())["images"]
+    assert len(per_image) == 12 and per_image == sorted(per_image, key=lambda e: (-e["errors"], e["image_id"]))
+    assert len(list((run / "errors").glob("*.jpg"))) == min(3, sum(e["errors"] > 0 for e in per_image))
     img = sorted((shapes_coco / "val2017").glob("*.jpg"))[0]
     demo.main(["image", "-f", SHAPES_EXP, "-c", str(nano4_ckpt), "--path", str(img), "--conf", "0.001",
                "--tsize", "160", "--save_result", "--device", "cpu", "output_dir", str(tmp_path)])

@@ -17,6 +17,29 @@ class ArgParser(argparse.ArgumentParser):
     def error(self, message):
         raise UserError(f"{self.prog}: {message}")
 
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extra = super().parse_known_args(args, namespace)
+        spilled = vars(ns).pop("_cache_spilled", None)      # see CacheAction
+        if spilled is not None:
+            if not hasattr(ns, "opts"):
+                raise UserError(f"{self.prog}: --cache {spilled!r}: expected 'ram' or 'disk'")
+            ns.opts = [spilled] + list(ns.opts or [])
+        return ns, extra
+
+
+class CacheAction(argparse.Action):
+    """``--cache [ram|disk]`` as upstream HEAD, a bare ``--cache`` meaning 'ram' (this project's
+    older RAM-only flag). A bare ``--cache`` followed by the trailing ``key value`` overrides
+    (``--cache max_epoch 2``) must keep working: argparse hands the key to ``--cache`` as its value,
+    so it is put back in front of ``opts`` (``ArgParser.parse_known_args``) and the cache is 'ram'."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None or values.lower() in ("ram", "disk"):
+            setattr(namespace, self.dest, (values or self.const).lower())
+            return
+        setattr(namespace, self.dest, self.const)
+        namespace._cache_spilled = values
+
 
 def add_exp_args(parser):
     """-f/-n/-expn and the data dir flags every YOLOX tool takes."""
@@ -25,7 +48,8 @@ def add_exp_args(parser):
     parser.add_argument("-f", "--exp_file", "--exp-file", dest="exp_file", default=None,
                         help="experiment file, e.g. exps/default/yolox_s.py")
     parser.add_argument("--data_dir", "--data-dir", dest="data_dir", default=None,
-                        help="COCO-layout folder (default: exp.data_dir, $YOLOX_DATADIR, ./datasets/COCO)")
+                        help="the data: a COCO root, a VOC devkit or a YOLO data.yaml (default: exp.data_dir, "
+                             "$YOLOX_DATADIR, ./datasets/COCO)")
     return parser
 
 
@@ -40,7 +64,10 @@ def train_parser():
     parser.add_argument("-c", "--ckpt", default=None, help="checkpoint to resume or fine-tune from")
     parser.add_argument("-e", "--start_epoch", "--start-epoch", dest="start_epoch", type=int,
                         default=None, help="resume at this epoch (1-based)")
-    parser.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
+    parser.add_argument("--cache", nargs="?", const="ram", default=None, action=CacheAction,
+                        help="decode and resize each training image once: 'ram' (the default of a "
+                             "bare --cache; shared by the loader workers) or 'disk' (.npy files, "
+                             "exp option cache_dir)")
     parser.add_argument("--freeze", action="store_true",
                         help="freeze the backbone (weights and BN statistics) while fine-tuning; "
                              "same as the exp's freeze_backbone True")
@@ -99,7 +126,9 @@ def train_options(args=None, **options):
 
 
 def resolve_data_dir(flag, exp_value, env=None):
-    """--data_dir, else the exp's data_dir, else $YOLOX_DATADIR, else ./datasets/COCO; must exist."""
+    """--data_dir, else the exp's data_dir, else $YOLOX_DATADIR, else ./datasets/COCO; must exist
+    (a folder: COCO root, VOC devkit or YOLO data set; or a data.yaml file: ``detcore.sources``
+    says which it is when the data is read)."""
     env = os.environ if env is None else env
     for source, value in (("--data_dir", flag), ("exp data_dir", exp_value),
                           ("YOLOX_DATADIR", env.get("YOLOX_DATADIR")),
@@ -107,9 +136,10 @@ def resolve_data_dir(flag, exp_value, env=None):
         if value:
             break
     path = Path(value)
-    if not path.is_dir():
+    if not (path.is_dir() or path.is_file()):
         raise UserError(f"data directory {path} (from {source}) does not exist; expected a COCO "
-                        "folder with annotations/ and train2017/ val2017/ (pass --data_dir DIR)")
+                        "folder with annotations/ and train2017/ val2017/, a VOC devkit or a YOLO "
+                        "data.yaml (pass --data_dir PATH)")
     return str(path)
 
 
@@ -144,16 +174,28 @@ def load_model(exp, args, device):
     return load_weights(exp, ckpt, device, fuse=getattr(args, "fuse", False))
 
 
+def classes_of_checkpoint(exp, state, ckpt):
+    """A training checkpoint names the classes it was trained on (``class_names``): where the
+    data did not set them and the exp has the default count, eval / demo / export build that
+    model without being told (``exp.sync_classes``: an explicitly set other count is one line)."""
+    names = state.get("class_names") if isinstance(state, dict) else None
+    if names and getattr(exp, "_data_names", None) is None and hasattr(exp, "sync_classes"):
+        exp.sync_classes(names=names, where=f"checkpoint {ckpt}")
+
+
 def load_weights(exp, ckpt, device, fuse=False):
     """``load_model`` with plain arguments (yolox.api uses it): the exp's model with ``ckpt``'s
-    weights, on ``device``, in eval mode, conv-BN fused when ``fuse``."""
+    weights, on ``device``, in eval mode, conv-BN fused when ``fuse``; the class count and names
+    a training checkpoint records are taken where the data did not set them."""
     from loguru import logger
 
     from accel.checkpoint import load as load_checkpoint
     from yolox.utils import fuse_model, load_ckpt
 
+    state = load_checkpoint(ckpt)
+    classes_of_checkpoint(exp, state, ckpt)
     model = exp.get_model()
-    load_ckpt(model, load_checkpoint(ckpt))
+    load_ckpt(model, state, source=f"checkpoint {ckpt}")
     logger.info(f"loaded checkpoint {ckpt}")
     model = model.to(device).eval()
     if fuse:
@@ -201,12 +243,15 @@ def exportable_model(exp, ckpt=None, random_weights=False, decode_in_inference=F
     decoded in the graph when ``decode_in_inference``."""
     from loguru import logger
 
+    from accel.checkpoint import load as load_checkpoint
     from yolox.utils import load_ckpt
 
     _check_weights_choice(ckpt, random_weights)
+    state = load_checkpoint(ckpt) if ckpt is not None else None
+    classes_of_checkpoint(exp, state, ckpt)
     model = exp.get_model()
     if ckpt is not None:
-        load_ckpt(model, ckpt)
+        load_ckpt(model, state, source=f"checkpoint {ckpt}")
         logger.info(f"loaded checkpoint {ckpt}")
     else:
         logger.warning("--random-weights: exporting freshly initialised weights")

@@ -14,18 +14,24 @@ from accel.checkpoint import load as load_checkpoint
 from accel.distributed import log_rank_agreement
 from accel.errors import Preempted, UserError, report_position
 from accel.preemption import PreemptionGuard
+from accel import watchdog
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
+from detcore import eval_report
+from detcore.check_data import report_at_start
 from detcore.checkpoints import Checkpoints, rank_states, restore_rank_state
 from detcore.log import setup_logger
 from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
-from detcore.report import RunReport
+from detcore.report import LossMean, MetricWatch, RunReport
 from yolox.core.ema import ModelEMA
 
 LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
-# exp settings that do not change what a run computes: a resume may differ in them
+# exp settings that do not change what a run computes: a resume may differ in them. ``patience``
+# and ``best_metric`` decide when a run stops and which evaluation is "best", not any step's
+# numbers (as SSD's --threshold): a resume by itself with another patience continues the same
+# trajectory, so it is allowed (a checkpoint watching another metric restarts the count).
 RUN_VOLATILE = ("output_dir", "print_interval", "eval_interval", "save_history_ckpt", "ckpt_interval",
-                "ckpt_keep", "seed")
+                "ckpt_keep", "seed", "patience", "best_metric")
 
 
 class Trainer:
@@ -60,6 +66,9 @@ class Trainer:
         self.memory_format = memory_format(self.device, exp.channels_last)
         exp.device = self.device   # the exp's loaders pin memory for it (accel.policy)
         self.best_ap = 0.0
+        # best_ckpt.pth and the early stop follow exp.best_metric (checked here: one line)
+        self.watch = MetricWatch(getattr(exp, "best_metric", "ap50_95"), getattr(exp, "patience", 0))
+        self.stopped_early = False
         self.start_epoch, self.start_iter = 0, 0     # resume position (iteration within epoch)
         self.epoch, self.iter = 0, 0
         self.run_iters = 0                           # iterations done by this process
@@ -74,23 +83,41 @@ class Trainer:
 
     # ----------------------------------------------------------------------- main loop
     @property
+    def epoch_loss(self):
+        """The epoch's mean training losses for results.csv/png (``LossMean``, reset by
+        ``before_epoch``); made on first use, so a Trainer assembled piecemeal has one too."""
+        if "_epoch_loss" not in vars(self):
+            self._epoch_loss = LossMean(LOSS_KEYS[:-1])
+        return self._epoch_loss
+
+    @property
     def progress_in_iter(self):
         """Global iteration index (0-based) of the current step."""
         return self.epoch * self.max_iter + self.iter
 
     def train(self):
         self.guard = PreemptionGuard()
+        self.finished = False      # after_train says "training done" only when this is True
         try:
             self.before_train()
             self.train_in_epoch()
+            self.final_report()
             log_rank_agreement(unwrap(self.model))
             if self.ema is not None:
                 log_rank_agreement(self.ema.ema, "EMA weights")
+            self.finished = True
         finally:
             self.after_train()
 
     def train_in_epoch(self):
         for self.epoch in range(self.start_epoch, self.max_epoch):
+            if self.watch.stopped:
+                # ``patience`` evaluations without improvement (now, or before a resume): the
+                # run ends as after its last epoch (that evaluation, latest_ckpt.pth and the
+                # report row are done), through train()'s normal end
+                self.stopped_early = True
+                logger.info(self.watch.stop_line())
+                break
             self.before_epoch()
             first = self.start_iter if self.epoch == self.start_epoch else 0
             for self.iter in range(first, self.max_iter):
@@ -100,23 +127,32 @@ class Trainer:
 
     def next_batch(self):
         """The loader's next (images, targets) on the device, images as float32 (the loader's
-        are uint8, ``TrainTransform``), before the multi-scale resize of ``train_one_iter``."""
+        are uint8, ``TrainTransform``) in one reused buffer (``yolox.data.as_float``), before the
+        multi-scale resize of ``train_one_iter``."""
+        from yolox.data.dataloading import as_float
+
         inps, targets = next(self.train_iter)[:2]
-        return inps.to(self.device, non_blocking=True).float(), targets.to(self.device, non_blocking=True)
+        inps, self._input_buf = as_float(inps.to(self.device, non_blocking=True),
+                                         getattr(self, "_input_buf", None))
+        return inps, targets.to(self.device, non_blocking=True)
 
     def train_one_iter(self):
         t0 = time.time()
+        watchdog.beat("data loading")       # attribute writes only: what a hang report names
         inps, targets = self.next_batch()
+        watchdog.beat("training step")
         t1 = time.time()
         inps, targets = self.exp.preprocess(inps, targets, self.input_size)
         inps = inps.contiguous(memory_format=self.memory_format)
         outputs = self.train_step(inps, targets)
         self.set_lr(self.lr_scheduler.update_lr(self.progress_in_iter + 1))
         self._last_outputs = outputs
+        self.epoch_loss.add(outputs)
         self._window["iter_time"] += time.time() - t0
         self._window["data_time"] += t1 - t0
         self._window["count"] += 1
         self.run_iters += 1
+        watchdog.beat(step=self.progress_in_iter + 1)
         if self.compiled and self.run_iters == 1:
             # the first compiled step is mostly compilation: report it apart from step times
             logger.info(f"torch.compile: first step (compile included) took {time.time() - t0:.1f} s")
@@ -141,6 +177,7 @@ class Trainer:
         exp, args = self.exp, self.args
         self.lock = RunLock(self.file_name, enabled=self.rank == 0)
         setup_logger(self.file_name, rank=self.rank)
+        watchdog.log_to(self.file_name)      # a hang report's stack dumps go beside train_log.txt
         report_position(lambda: f"epoch {self.epoch + 1}, iteration {self.progress_in_iter + 1}; "
                                 f"newest checkpoint {self.checkpoints.newest()}")
         logger.info(f"args: {vars(args)}")
@@ -148,6 +185,7 @@ class Trainer:
         self._seed_given = exp.seed is not None
         exp.seed = draw_seed(exp.seed)   # a drawn seed is recorded in the checkpoints
         self.checkpoints = Checkpoints(self.file_name, "latest_ckpt.pth", exp.ckpt_interval, exp.ckpt_keep)
+        exp.sync_classes()   # num_classes / class_names from the data, before the model is built
         seed_everything(exp.seed)
         model = exp.get_model().to(self.device, memory_format=self.memory_format)
         model.train()
@@ -164,10 +202,25 @@ class Trainer:
         self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,
                                 wandb_options=getattr(args, "wandb_options", None),
                                 config=exp.settings(), start_epoch=self.start_epoch)
+        if self.rank == 0:
+            self.data_report()
         self._train_t0 = self._epoch_t0 = time.time()
         logger.info(f"training {self.max_epoch} epochs x {self.max_iter} iterations, "
                     f"batch {self.batch_size} over {self.world_size} process(es) on {self.device}, "
                     f"precision {self.precision.mode}; output {self.file_name}")
+
+    def data_report(self):
+        """The training split's one-line summary and labels.png (``detcore.check_data``)."""
+        source = getattr(getattr(self.train_loader.dataset, "_dataset", None), "source", None)
+        if source is not None:
+            report_at_start(source, self.file_name)
+
+    def final_report(self):
+        """At the end of a run that finished (its last epoch, or an early stop): the plots and
+        confusion csv of its last evaluation in the run's folder (main process)."""
+        if self.rank == 0 and getattr(self, "_last_result", None) is not None:
+            for path in eval_report.write_plots(self._last_result, self.file_name):
+                logger.info(f"wrote {path}")
 
     def prepare_data(self, ckpt):
         """The training loader, positioned where the checkpoint (if any) left the sample stream,
@@ -223,6 +276,7 @@ class Trainer:
 
     def before_epoch(self):
         logger.info(f"---> start train epoch {self.epoch + 1}")
+        self.epoch_loss.reset()
         if self.epoch >= self.max_epoch - self.exp.no_aug_epochs:
             if not self.no_aug:
                 logger.info("---> no mosaic aug now; L1 loss on")
@@ -246,11 +300,13 @@ class Trainer:
         in ``after_epoch`` instead)."""
         done = self.progress_in_iter + 1
         if self.guard is not None and self.guard.requested():
+            watchdog.beat("checkpoint")
             path = self.checkpoints.save_periodic(self.checkpoint_state(
                 self.epoch, self.iter + 1, preempted=True), done)
             raise Preempted(f"{self.guard.signal_name} at epoch {self.epoch + 1}, iteration {done}; "
                             f"checkpoint {path}; run the same command again to continue from it")
         if self.checkpoints.due(done) and self.iter + 1 < self.max_iter:
+            watchdog.beat("checkpoint")
             self.checkpoints.save_periodic(self.checkpoint_state(self.epoch, self.iter + 1), done)
 
     def log_progress(self):
@@ -287,7 +343,7 @@ class Trainer:
     def after_epoch(self):
         self.check_finite()
         ap = None
-        self._last_ap = (None, None)
+        self._last_ap, self._last_val_loss, self._epoch_result = (None, None), None, None
         last = self.epoch + 1 == self.max_epoch
         if (self.epoch + 1) % self.exp.eval_interval == 0 or last:
             ap = self.evaluate_and_save_model()
@@ -296,16 +352,23 @@ class Trainer:
         self.report_epoch()
 
     def report_epoch(self):
-        """One results.csv row (and a redrawn results.png) per epoch."""
+        """One results.csv row (and a redrawn results.png) per epoch: the epoch's mean training
+        losses (``LossMean``: one host transfer here, none per step; after a mid-epoch resume
+        the mean of the resumed part only) and, on evaluated epochs, AP and the ``val/`` losses
+        beside them (blank otherwise)."""
         now = time.time()
-        losses = {k: float(self._last_outputs[k]) for k in LOSS_KEYS[:-1] if k in self._last_outputs}
+        losses = self.epoch_loss.means()
         ap50_95, ap50 = self._last_ap
+        val = self._last_val_loss or {}
         self.report.epoch({
             "epoch": self.epoch + 1, **losses, "lr": self.optimizer.param_groups[0]["lr"],
             "AP50": "" if ap50 is None else float(ap50),
             "AP50_95": "" if ap50_95 is None else float(ap50_95),
             "images_per_s": float(self._epoch_images / max(now - self._epoch_t0, 1e-9)),
-            "wall_time_s": float(now - self._train_t0)})
+            "wall_time_s": float(now - self._train_t0),
+            **{f"val/{k}": val.get(k, "") for k in LOSS_KEYS[:-1]},
+            **eval_report.pr_columns(getattr(self, "_epoch_result", None))})
+        self.report.scalars(self.epoch + 1, {f"train_epoch_mean/{k}": v for k, v in losses.items()})
         self._epoch_t0, self._epoch_images = now, 0
 
     def after_train(self):
@@ -313,7 +376,15 @@ class Trainer:
             self.guard.close()
         if getattr(self, "lock", None) is not None:
             self.lock.release()
-        logger.info(f"training {'stopped' if self.guard is not None and self.guard.signum else 'done'}, best AP50:95 {self.best_ap:.4f}")
+        preempted = self.guard is not None and (self.guard.signum or getattr(self.guard, "agreed", None))
+        # a run ended by Ctrl-C, a failed collective or an error did not finish: its one line
+        # (accel.errors.cli_entry) says what happened; "training done" would say otherwise.
+        # A trainer driven hook by hook (no train()) has no flag and keeps the old line.
+        if preempted or getattr(self, "finished", True):
+            how = "stopped" if preempted else "done"
+            best = "none" if self.watch.best is None else f"{self.watch.best:.4f}"
+            logger.info(f"training {how}{' early (patience)' if self.stopped_early else ''}, best AP50:95 "
+                        f"{self.best_ap:.4f}, best {self.watch.metric} {best}")
         if self.report is not None:
             self.report.close()
 
@@ -322,18 +393,36 @@ class Trainer:
         return self.ema.ema if self.ema is not None else unwrap(self.model)
 
     def evaluate_and_save_model(self):
+        """The one place an evaluation result is handled: COCO AP and the validation loss (one
+        forward, ``COCOEvaluator``) logged and reported, the best-metric watch updated (early
+        stop), best_ckpt.pth when the watched metric improved. Returns AP50:95."""
         # each rank's BN statistics saw only its shard: average them (upstream all_reduce_norm)
         # in the trained and the evaluated model, so every rank scores the same model
+        watchdog.beat("evaluation")
         all_reduce_norm(unwrap(self.model))
         if self.ema is not None:         # without EMA the evaluated model is the one just averaged
             all_reduce_norm(self.eval_model())
-        ap50_95, ap50, summary = self.exp.eval(self.eval_model(), self.evaluator, self.is_distributed)
+        head = getattr(self.eval_model(), "head", None)
+        if head is not None:             # the EMA copy's head: the val loss has the training terms
+            head.use_l1 = unwrap(self.model).head.use_l1
+        with watchdog.ticking(self.eval_model(), "evaluation"):    # every batch's forward is progress
+            ap50_95, ap50, summary = self.exp.eval(self.eval_model(), self.evaluator, self.is_distributed)
+        self._last_result = self._epoch_result = result = getattr(self.evaluator, "last_result", None)
+        if self.rank == 0:
+            eval_report.write_evaluation(result, self.file_name, epoch=self.epoch + 1, plots=False)
+        classes = getattr(result, "classes", None)
+        val_loss = (self.evaluator.val_loss(self.is_distributed)
+                    if hasattr(self.evaluator, "val_loss") else None)
+        improved = self.watch.update(self.watch.pick(ap50_95, ap50, (val_loss or {}).get("total_loss")),
+                                     self.epoch + 1)
         # decided on rank 0 (whose folder holds best_ckpt.pth): saving is a collective
-        improved = broadcast_object(ap50_95 > self.best_ap or not (self.file_name / "best_ckpt.pth").exists())
+        improved = broadcast_object(improved or not (self.file_name / "best_ckpt.pth").exists())
         self.best_ap = max(self.best_ap, ap50_95)
         logger.info(f"epoch {self.epoch + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}\n{summary}")
-        self.report.scalars(self.epoch + 1, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95})
-        self._last_ap = (ap50_95, ap50)
+        self.report.scalars(self.epoch + 1, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95,
+                                             **{f"val/{k}": v for k, v in (val_loss or {}).items()},
+                                             **(classes.scalars() if classes is not None else {})})
+        self._last_ap, self._last_val_loss = (ap50_95, ap50), val_loss
         if improved:
             self.save_ckpt("best", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
         if self.exp.save_history_ckpt:
@@ -353,6 +442,12 @@ class Trainer:
             config["seed"] = self.exp.seed
         return config
 
+    def class_names(self):
+        """The names of the classes the model predicts, when the exp lists one per class (eval,
+        demo and export then build the right model from the checkpoint alone); else []."""
+        names = [str(n) for n in (getattr(self.exp, "class_names", None) or ())]
+        return names if len(names) == self.exp.num_classes else []
+
     def checkpoint_state(self, next_epoch, next_iter, ap=None, preempted=False):
         """Everything resume needs. ``model`` holds the EMA weights (what upstream saves and what
         eval/demo load); ``model_raw`` the weights the optimizer is updating."""
@@ -366,6 +461,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "precision": self.precision.state_dict(),
             "best_ap": float(self.best_ap),
+            "class_names": self.class_names(),
+            "best_metric": self.watch.state_dict(),   # best value, its epoch, patience count
             "curr_ap": ap,
             "seed": self.exp.seed,
             "rng": rng_state(),
@@ -381,6 +478,7 @@ class Trainer:
 
     def save_ckpt(self, name, next_epoch, next_iter, ap=None):
         path = self.file_name / f"{name}_ckpt.pth"
+        watchdog.beat("checkpoint")
         save_on_main(self.checkpoint_state(next_epoch, next_iter, ap), path)
         logger.info(f"saved checkpoint {path}")
 
@@ -408,7 +506,8 @@ class Trainer:
         return None
 
     def resume(self, model, path, ckpt):
-        """Model, optimizer, precision, best AP, seed and position from a training checkpoint."""
+        """Model, optimizer, precision, best AP (and the best-metric watch: best value, its
+        epoch, the patience count), seed and position from a training checkpoint."""
         from yolox.utils import load_ckpt
 
         if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -421,6 +520,10 @@ class Trainer:
                 raise UserError(f"checkpoint {path}: optimizer state does not fit this model ({exc})")
         self.precision.load_state_dict(ckpt.get("precision", {}))
         self.best_ap = float(ckpt.get("best_ap", 0.0))
+        if "best_metric" in ckpt:
+            self.watch.load_state_dict(ckpt["best_metric"])
+        elif self.watch.metric == "ap50_95" and self.best_ap > 0:
+            self.watch.best = self.best_ap      # an older checkpoint: its best AP, epoch unknown
         self.resume_path = path
         if ckpt.get("seed") is not None and not self._seed_given:
             self.exp.seed = int(ckpt["seed"])     # the run's own seed, even when it was drawn

@@ -4,7 +4,10 @@ Inference is ``COCOEvaluator``'s (same loader, model call, NMS device and letter
 the rows' layout and the scoring differ. Returns what upstream HEAD returns, which the trainer
 reads as COCOEvaluator's: (mAP over IoU 0.50:0.95, mAP at IoU 0.50, summary), the summary being
 upstream's VOC table. The metric (11-point for sets before 2010) follows the evaluated years.
+The per-class table of ``detcore.class_stats`` (P/R, COCO-style AP) is printed after it, from the
+same rows scored through the set's COCO index; ``last_result`` keeps that ``CocoScore``.
 """
+from detcore.coco_eval import gather_and_score as coco_gather_and_score
 from detcore.voc_eval import gather_and_score, rows_from_coco
 from yolox.evaluators.coco_evaluator import COCOEvaluator
 
@@ -20,10 +23,18 @@ class VOCEvaluator(COCOEvaluator):
         """(ap50_95, ap50, VOC table) on every rank; with ``return_outputs`` also this rank's
         detection rows (image_id, x1, y1, x2, y2, score, class index)."""
         was_training = model.training
-        rows, infer_s, n_img = self.predict(model, half)
+        coco_rows, infer_s, n_img = self.predict(model, half)
         dataset = self.dataloader.dataset
-        rows = rows_from_coco(rows, dataset.class_ids)
+        rows = rows_from_coco(coco_rows, dataset.class_ids)
         result = gather_and_score(dataset.source, rows, infer_s, n_img)
+        # the per-class table, curves and confusion matrix: the COCO path over the set's
+        # in-memory COCO index (difficult boxes ignored there), as for every other format
+        self.last_result = coco_gather_and_score(lambda: dataset.source.coco, coco_rows, dataset.ids,
+                                                 keep_rows=self.keep_rows)
+        self.last_result.val_loss = self.val_loss(distributed)
+        classes = self.last_result.classes
+        if classes is not None:
+            result.summary += "COCO-style " + classes.table() + "\n"
         model.train(was_training)
         out = (result.ap50_95, result.ap50, result.summary)
         return (out, rows) if return_outputs else out

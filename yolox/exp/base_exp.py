@@ -65,9 +65,11 @@ class BaseExp:
                 "input_size": 32, "test_size": 32, "num_classes": 1, "basic_lr_per_img": 1e-12,
                 "weight_decay": 0.0, "momentum": 0.0, "warmup_lr": 0.0, "min_lr_ratio": 0.0,
                 "test_conf": 0.0, "nmsthre": 0.0, "mosaic_prob": 0.0, "mixup_prob": 0.0,
-                "hsv_prob": 0.0, "flip_prob": 0.0}
+                "hsv_prob": 0.0, "flip_prob": 0.0, "patience": 0}
     maximums = {"mosaic_prob": 1.0, "mixup_prob": 1.0, "hsv_prob": 1.0, "flip_prob": 1.0,
                 "test_conf": 1.0, "nmsthre": 1.0, "momentum": 1.0, "min_lr_ratio": 1.0}
+    # Attributes that take one of a few names (the trainer's MetricWatch reads best_metric).
+    choices = {"best_metric": ("ap50_95", "ap50", "val_loss")}
 
     def __init__(self):
         self.seed = None
@@ -106,6 +108,9 @@ class BaseExp:
                                 f"valid keys: {valid}") from None
             self._check_range(key, text, value)
             setattr(self, key, value)
+            # what the user set (a ``key value`` pair, a Detector keyword): a setting the data may
+            # not override (``num_classes``: see yolox_base.Exp.sync_classes)
+            self._overridden = getattr(self, "_overridden", frozenset()) | {key}
 
     def _check_range(self, key, text, value):
         values = value if isinstance(value, (tuple, list)) else (value,)
@@ -116,6 +121,9 @@ class BaseExp:
             if (low is not None and v < low) or (high is not None and v > high):
                 bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
                 raise UserError(f"exp override {key} {text!r}: must be {bounds}")
+        allowed = self.choices.get(key)
+        if allowed is not None and value not in allowed:
+            raise UserError(f"exp override {key} {text!r}: expected one of {', '.join(allowed)}")
         if key in ("input_size", "test_size") and any(int(v) % 32 for v in values):
             raise UserError(f"exp override {key} {text!r}: sizes must be multiples of 32 (the stride)")
 

@@ -9,14 +9,20 @@ from torch.utils.data import DataLoader as TorchDataLoader
 
 from .base_exp import BaseExp
 
+# COCO's class count, the base exp's and exps/default's: a value the data may replace (an exp file
+# or a ``num_classes N`` override that sets another is the user's, which the data must match)
+DEFAULT_NUM_CLASSES = 80
+
 
 class Exp(BaseExp):
     """YOLOX-L sized defaults; per-model exps under ``exps/default`` change depth/width/sizes."""
 
+    optional_types = {**BaseExp.optional_types, "cache_dir": str}
+
     def __init__(self):
         super().__init__()
         # model
-        self.num_classes = 80
+        self.num_classes = DEFAULT_NUM_CLASSES
         self.depth = 1.00
         self.width = 1.00
         self.act = "silu"
@@ -28,6 +34,9 @@ class Exp(BaseExp):
         self.train_ann = "instances_train2017.json"
         self.val_ann = "instances_val2017.json"
         self.test_ann = "instances_test2017.json"
+        # where --cache disk keeps its .npy files (None: img_resized_cache_<images>_<h>x<w> beside
+        # the training images; a read-only data set needs one named: ``cache_dir DIR``)
+        self.cache_dir = None
         # augmentation
         self.mosaic_prob = 1.0
         self.mixup_prob = 1.0
@@ -58,6 +67,11 @@ class Exp(BaseExp):
         self.ckpt_interval = 0
         self.ckpt_keep = 2
         self.steps = 0  # stop after this many iterations; 0 = no limit
+        # early stopping: stop after `patience` evaluations in a row without improving
+        # `best_metric` (0 = off); best_ckpt.pth follows `best_metric` too: "ap50_95", "ap50"
+        # (higher is better) or "val_loss" (the validation loss, lower is better)
+        self.patience = 0
+        self.best_metric = "ap50_95"
         # NHWC conv layout for training on cpu/cuda (not hpu): on the 2-core CPU it made the
         # YOLOX-S step 1.25x faster in fp32 and 1.4x in bf16 (bench/yolox_step.py)
         self.channels_last = True
@@ -114,17 +128,88 @@ class Exp(BaseExp):
         return {"num_workers": int(self.data_num_workers), "worker_init_fn": shield_worker,
                 **pin_memory_kwargs(getattr(self, "device", "cpu"))}
 
+    def data_source(self, split, class_names=None):
+        """The ``detcore`` source of ``split`` ('train', 'val', 'test') of ``data_dir``: a COCO
+        root (``train_ann`` / ``val_ann`` / ``test_ann`` under annotations/), a VOC devkit or a
+        YOLO data.yaml, told apart by ``detcore.sources`` alone. A source ``sync_classes`` opened
+        is handed over once (the next call for the split reads the files again): the train json
+        is parsed once per run, and no source outlives the data set that took it."""
+        from detcore.sources import open_split
+
+        data_dir = self._require_data_dir()
+        opened = self.__dict__.setdefault("_opened_sources", {}).pop((str(data_dir), split), None)
+        if opened is not None:
+            return opened
+        folder, ann = {"train": ("train2017", self.train_ann), "val": ("val2017", self.val_ann),
+                       "test": ("test2017", self.test_ann)}[split]
+        return open_split(data_dir, split, class_names=class_names, ann_file=ann, img_folder=folder,
+                          flag="--data_dir")
+
+    def sync_classes(self, split="train", names=None, where=None):
+        """Make ``num_classes`` (and ``class_names``) those of the data, before the model is built.
+
+        Why: a model with another class count than the data trains a whole epoch and then dies in
+        evaluation (a class index past the data's categories), losing the epoch. So: when the
+        data names K classes and ``num_classes`` is the default (``DEFAULT_NUM_CLASSES``, not set
+        by the exp file nor a ``num_classes`` override), the run takes K and the names (one info
+        line); when the user set another count, one-line UserError. ``names``: the class names
+        when the caller has them (the demo reads a yaml's only), else ``split``'s source is
+        opened (and kept for ``get_dataset``). Released 80-class weights with ``-c`` still load
+        into the K-class model (every tensor whose shape fits). Returns the names, or None when
+        the exp file overrides the split's data method (``get_dataset`` for train, else
+        ``get_eval_dataset``): its own data code then owns the classes, in a layout
+        ``detcore.sources`` may not know.
+        """
+        from loguru import logger
+
+        from accel.errors import UserError
+
+        method = "get_dataset" if split == "train" else "get_eval_dataset"
+        if names is None and getattr(type(self), method) is not getattr(Exp, method):
+            return None
+        where = where or f"the data {self.data_dir}"
+        if names is None:
+            source = self.data_source(split)
+            self.__dict__.setdefault("_opened_sources", {})[(str(self._require_data_dir()), split)] = source
+            names, where = source.class_names, f"the data {source.ann_file}"
+        names = tuple(str(n) for n in names)
+        self._data_names = names
+        if len(names) == self.num_classes:
+            if not getattr(self, "class_names", None):
+                self.class_names = names
+            return names
+        overridden = "num_classes" in getattr(self, "_overridden", ())
+        if overridden or (self.num_classes != DEFAULT_NUM_CLASSES and not getattr(self, "_classes_from_data", False)):
+            by = "a num_classes override" if overridden else "the exp file"
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise UserError(f"num_classes {self.num_classes} (set by {by}) but {where} names "
+                            f"{len(names)} classes ({shown}): drop the setting to train on the data's "
+                            f"{len(names)}, or use data with {self.num_classes} classes")
+        if getattr(self, "model", None) is not None:
+            raise UserError(f"{where} names {len(names)} classes but the model was built with "
+                            f"{self.num_classes}: exp.sync_classes() must run before exp.get_model()")
+        logger.info(f"num_classes {len(names)} from {where} (instead of the default "
+                    f"{DEFAULT_NUM_CLASSES}): {', '.join(names)}")
+        self.num_classes, self.class_names, self._classes_from_data = len(names), names, True
+        return names
+
     def get_dataset(self, cache=False):
-        """The training COCO set with the single-image transform (mosaic wraps it)."""
-        from yolox.data import COCODataset, TrainTransform
-        return COCODataset(data_dir=self._require_data_dir(), json_file=self.train_ann,
-                           name="train2017", img_size=self.input_size,
-                           preproc=TrainTransform(max_labels=50, flip_prob=self.flip_prob,
-                                                  hsv_prob=self.hsv_prob),
-                           cache=cache)
+        """The training set (any layout ``data_source`` reads) with the single-image transform
+        (mosaic wraps it); its class count must be the model's (``sync_classes``), checked here
+        before the first step rather than in the first evaluation. ``cache``: None/False, 'ram'
+        (or True) or 'disk' (``--cache``; disk files under ``cache_dir``)."""
+        from yolox.data import TrainTransform
+        from yolox.data.datasets import SourceDataset
+
+        self.sync_classes("train")
+        return SourceDataset(self.data_source("train"), img_size=self.input_size,
+                             preproc=TrainTransform(max_labels=50, flip_prob=self.flip_prob,
+                                                    hsv_prob=self.hsv_prob),
+                             cache=cache, cache_dir=self.cache_dir)
 
     def get_data_loader(self, batch_size, is_distributed, no_aug=False, cache_img=False):
         """Infinite mosaic/mixup training loader; ``batch_size`` is the total over all ranks.
+        ``cache_img``: the ``--cache`` value (None, 'ram' or 'disk'; True means 'ram').
 
         The sampler's position is part of the loader state (``state_dict``), so a resumed run
         continues with the exact next batch.
@@ -205,11 +290,13 @@ class Exp(BaseExp):
 
     # ------------------------------------------------------------------ evaluation
     def get_eval_dataset(self, testdev=False, legacy=False):
-        from yolox.data import COCODataset, ValTransform
-        return COCODataset(data_dir=self._require_data_dir(),
-                           json_file=self.test_ann if testdev else self.val_ann,
-                           name="test2017" if testdev else "val2017",
-                           img_size=self.test_size, preproc=ValTransform(legacy=legacy))
+        """The val (or test) split of any layout; VOC's takes the train split's class names
+        when ``sync_classes`` read them (its classes are inferred from the xmls)."""
+        from yolox.data import ValTransform
+        from yolox.data.datasets import SourceDataset
+        source = self.data_source("test" if testdev else "val",
+                                  class_names=getattr(self, "_data_names", None))
+        return SourceDataset(source, img_size=self.test_size, preproc=ValTransform(legacy=legacy))
 
     def get_eval_loader(self, batch_size, is_distributed, testdev=False, legacy=False):
         dataset = self.get_eval_dataset(testdev, legacy)

@@ -19,7 +19,8 @@ class YOLOXHead(nn.Module):
 
     Train mode returns the loss dict (the SimOTA loss lives in ``yolo_loss``); eval mode returns
     ``[B, A, 5 + C]`` = (cx, cy, w, h in pixels, sigmoid obj, sigmoid cls), or the raw undecoded
-    map when ``decode_in_inference`` is False (what the exports emit unless ``--decode_in_inference``).
+    map when ``decode_in_inference`` is False (what the exports emit unless ``--decode_in_inference``);
+    eval mode with targets returns both (``predict_with_loss``: the evaluator's validation loss).
     """
 
     def __init__(self, num_classes, width=1.0, strides=(8, 16, 32), in_channels=(256, 512, 1024),
@@ -105,10 +106,26 @@ class YOLOXHead(nn.Module):
             grids, strides = self.grids_and_strides(shapes, raw.dtype, raw.device)
             return self.losses(self.decode(raw, grids, strides), raw[..., :4], grids, strides, labels)
         preds = torch.cat([raw[..., :4], raw[..., 4:].sigmoid()], dim=-1)
+        if labels is not None:
+            return self.predict_with_loss(raw, preds, shapes, labels)
         if not self.decode_in_inference:
             return preds
         grids, strides = self.grids_and_strides(shapes, raw.dtype, raw.device)
         return self.decode(preds, grids, strides)
+
+    def predict_with_loss(self, raw, preds, shapes, labels):
+        """Eval mode given targets (the evaluator's validation loss): ``(predictions, loss dict)``
+        of ONE forward, so the val loss costs no second pass over the val set and sees the
+        batch-norm statistics the detections see (eval mode). The loss is the training loss
+        (same terms, same ``use_l1``) of the raw outputs; the predictions are those of a call
+        without targets (decoding touches only the 4 box channels, so decoding the raw map once
+        and applying the sigmoid after equals decoding the sigmoided one)."""
+        grids, strides = self.grids_and_strides(shapes, raw.dtype, raw.device)
+        decoded = self.decode(raw, grids, strides)
+        losses = self.losses(decoded, raw[..., :4], grids, strides, labels)
+        if self.decode_in_inference:
+            preds = torch.cat([decoded[..., :4], decoded[..., 4:].sigmoid()], dim=-1)
+        return preds, losses
 
     def losses(self, outputs, origin_preds, grids, strides, labels):
         """Call the SimOTA loss in fp32, where ``accel.policy`` says it runs.

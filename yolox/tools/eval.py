@@ -70,6 +70,7 @@ def run_eval(exp, args):
     setup_logger(Path(exp.output_dir) / args.experiment_name, rank=info.rank,
                  filename="val_log.txt")
     precision = Precision.from_args(args, device)
+    exp.sync_classes("test" if args.test else "val")    # the model's class count is the data's
     model = load_model(exp, args, device)
     evaluator = exp.get_evaluator(args.batch_size, info.world_size > 1, testdev=args.test,
                                   legacy=args.legacy)
