@@ -94,6 +94,10 @@ def _pair_iou(a, ia, b, ib, crowd=None):
         return np.where(union > 0, inter / union, 0.0)
 
 
+def _areas(xyxy):
+    return (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+
+
 def _pairs(det_key, gt_key):
     """All (det, gt) index pairs with equal keys; ``gt_key`` must be sorted ascending."""
     lo = np.searchsorted(gt_key, det_key, "left")
@@ -164,6 +168,11 @@ def confusion_matrix(dets, gts, num_classes, conf=CM_CONF, iou_thr=CM_IOU):
     g_order = np.argsort(gts.img, kind="stable")
     d_idx, g_pos = _pairs(dets.img, gts.img[g_order])
     g_idx = g_order[g_pos]
+    # IoU <= min(area) / max(area): pairs of too different sizes cannot pass (exact, and it
+    # spares the full IoU of most pairs of an image's unrelated boxes)
+    d_area, g_area = _areas(dets.xyxy)[d_idx], _areas(gts.xyxy)[g_idx]
+    fit = np.minimum(d_area, g_area) > iou_thr * np.maximum(d_area, g_area)
+    d_idx, g_idx = d_idx[fit], g_idx[fit]
     iou = _pair_iou(dets.xyxy, d_idx, gts.xyxy, g_idx)
     ok = iou > iou_thr
     d_idx, g_idx, iou = d_idx[ok], g_idx[ok], iou[ok]
@@ -296,8 +305,12 @@ def class_stats(coco_eval, coco_gt, rows, img_ids):
     ap50, ap50_95, pr, recall_grid = _coco_ap(coco_eval, instances)
 
     counted = state >= FP
-    c_cls, c_score, c_hit = dets.cls[counted], dets.score[counted], state[counted] == TP
-    order = np.lexsort((c_score, c_cls))
+    # scores outside [0, 1] clipped just beyond the grid (the counts above any grid value stay
+    # the same), so class and score make one float key: one sort, no stable sort needed (equal
+    # scores count together), half the time of a two-key lexsort
+    c_cls, c_hit = dets.cls[counted], state[counted] == TP
+    c_score = np.clip(dets.score[counted], -1.0, 2.0)
+    order = np.argsort(c_cls * 4.0 + c_score)
     c_cls, c_score, c_hit = c_cls[order], c_score[order], c_hit[order]
     starts = np.searchsorted(c_cls, np.arange(K + 1))
     P = np.zeros((K, len(CONF_GRID)))
