@@ -126,8 +126,12 @@ def test_yolox_recipe_flags_parse(monkeypatch):
     monkeypatch.delenv("PT_HPU_LAZY_MODE", raising=False)
     yolox_train.check_args(args)
     assert os.environ["PT_HPU_LAZY_MODE"] == "0"          # eager, read by the bridge at import
-    monkeypatch.delenv("MASTER_ADDR", raising=False)
-    monkeypatch.delenv("MASTER_PORT", raising=False)
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        # set, then deleted: monkeypatch then restores the variable's absence after the test (a
+        # bare delenv of an absent variable records nothing, and set_rendezvous's values would
+        # leak into every later test's subprocesses, srun's ranks included)
+        monkeypatch.setenv(var, "unset")
+        monkeypatch.delenv(var)
     distributed.set_rendezvous(args.dist_url)
     assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("10.1.2.3", "4567")
     with pytest.raises(UserError, match="expected tcp://HOST:PORT"):

@@ -135,6 +135,10 @@ def _slurm_missing():
     return why
 
 
+LAUNCHER_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                 "GROUP_RANK", "TORCHELASTIC_RESTART_COUNT")
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     why = _slurm_missing()
@@ -142,7 +146,11 @@ def cluster(tmp_path_factory):
         pytest.skip(f"no one-node Slurm here: {why}")
     folder = tmp_path_factory.mktemp("slurm")
     env = cluster_tool.start(folder)
-    yield dict(os.environ, OMP_NUM_THREADS="1", **env)
+    # what the jobs inherit: this process's environment less any launcher's variables (another
+    # test's leftovers would outrank Slurm's in accel.launch, e.g. a MASTER_ADDR nobody serves)
+    clean = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS
+             and not k.startswith(("OMPI_", "PMI_", "PMIX_", "SLURM_"))}
+    yield dict(clean, OMP_NUM_THREADS="1", **env)
     cluster_tool.stop(folder)
 
 
