@@ -113,10 +113,16 @@ def analyze(result, coco_gt, rows, img_ids, source, k, folder):
         ranked = sorted(classes.per_image.items(), key=lambda kv: (-(kv[1][1] + kv[1][2]), kv[0]))
         listing = [{"image_id": i, "file": str(source.file_name(i)), "tp": tp, "fp": fp, "fn": fn,
                     "errors": fp + fn} for i, (tp, fp, fn) in ranked]
+        from detcore import class_stats as cs
+
+        cat_ids = sorted(coco_gt.getCatIds())
+        gts = cs.ground_truth(coco_gt, img_ids, cat_ids)          # once, for every drawn image
+        rows = np.asarray(rows, np.float64).reshape(-1, 7)
         for entry in listing[:k]:
             if entry["errors"] == 0:
                 break
-            entry["drawn"] = str(_draw_image(entry["image_id"], classes, coco_gt, rows, img_ids, source, out))
+            entry["drawn"] = str(_draw_image(entry["image_id"], classes, gts, cat_ids, rows, img_ids,
+                                             source, out))
         payload = {"confidence": classes.conf, "iou": 0.5, "images": listing}
         replace_atomic(out / "per_image.json", json.dumps(payload, indent=1).encode())
         drawn = sum("drawn" in e for e in listing)
@@ -128,18 +134,16 @@ def analyze(result, coco_gt, rows, img_ids, source, k, folder):
         return None
 
 
-def _draw_image(img_id, classes, coco_gt, rows, img_ids, source, out):
+def _draw_image(img_id, classes, gts, cat_ids, rows, img_ids, source, out):
     """One image with its errors: the same matching as the table, restricted to this image
-    (matching is per image and class, so the restriction changes nothing)."""
+    (matching is per image and class, so the restriction changes nothing). ``gts``: every
+    evaluated image's ground truth (``class_stats.ground_truth``)."""
     import cv2
 
     from detcore import class_stats as cs
     from detcore.draw import draw_errors
 
-    cat_ids = sorted(coco_gt.getCatIds())
-    rows = np.asarray(rows, np.float64).reshape(-1, 7)
     dets = cs.detections(rows[rows[:, 0] == img_id], img_ids, cat_ids)
-    gts = cs.ground_truth(coco_gt, img_ids, cat_ids)
     gts = gts.subset(gts.img == np.searchsorted(np.asarray(sorted(img_ids)), img_id))
     state, gt_score = cs.match(dets, gts, len(cat_ids))
     shown = (dets.score >= classes.conf) & ((state == cs.TP) | (state == cs.FP))

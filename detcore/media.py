@@ -247,6 +247,25 @@ class ResultWriter:
         return lines
 
 
+def add_output_args(parser, txt_class="class", classes_help="keep only these class indices (before NMS)"):
+    """The batch, label-file, results-json and class-filter flags both demos (YOLOX's and
+    SSD's, PyTorch or torch-free) share; ``txt_class`` / ``classes_help`` say what a class
+    number means for that detector."""
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
+                        help="images / frames per network call (default 1)")
+    parser.add_argument("--save-txt", "--save_txt", dest="save_txt", action="store_true",
+                        help=f"write YOLO labels ({txt_class} cx cy w h, normalised) to labels/<image>.txt")
+    parser.add_argument("--save-conf", "--save_conf", dest="save_conf", action="store_true",
+                        help="--save-txt: add the score as a sixth column")
+    parser.add_argument("--save-json", "--save_json", dest="save_json", action="store_true",
+                        help="write predictions.json, COCO results (pycocotools loadRes reads it)")
+    parser.add_argument("--ann", default=None, metavar="instances.json",
+                        help="--save-json: take image and category ids from this COCO annotation file")
+    parser.add_argument("--classes", type=int, nargs="+", default=None, help=classes_help)
+    parser.add_argument("--agnostic-nms", "--agnostic_nms", dest="agnostic_nms", action="store_true",
+                        help="one NMS across classes instead of one per class")
+
+
 def check_batch_size(value, flag="--batch-size"):
     if value < 1:
         raise UserError(f"{flag} must be >= 1 (got {value})")

@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 from accel import add_device_args, mark_step, resolve_device  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import postprocess_device  # noqa: E402
-from detcore.media import ResultWriter, check_batch_size, open_source  # noqa: E402
+from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source  # noqa: E402
 from detcore.weights import strip_prefixes  # noqa: E402
 from ssd import SSD300, Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import to_normalised_tensor  # noqa: E402
@@ -56,20 +56,8 @@ def make_parser():
                    help="write the drawn images (else print the boxes)")
     p.add_argument("--output-dir", default=None,
                    help=f"where drawn images go (implies --save_result; default {DEFAULT_OUTPUT}/<timestamp>)")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
-                   help="images / frames per network call (default 1)")
-    p.add_argument("--save-txt", "--save_txt", dest="save_txt", action="store_true",
-                   help="write YOLO labels (class = label - 1, cx cy w h normalised) to labels/<image>.txt")
-    p.add_argument("--save-conf", "--save_conf", dest="save_conf", action="store_true",
-                   help="--save-txt: add the score as a sixth column")
-    p.add_argument("--save-json", "--save_json", dest="save_json", action="store_true",
-                   help="write predictions.json, COCO results (pycocotools loadRes reads it)")
-    p.add_argument("--ann", default=None, metavar="instances.json",
-                   help="--save-json: take image and category ids from this COCO annotation file")
-    p.add_argument("--classes", type=int, nargs="+", default=None,
-                   help="keep only these labels (1 = the first class), before NMS")
-    p.add_argument("--agnostic-nms", "--agnostic_nms", dest="agnostic_nms", action="store_true",
-                   help="one NMS across classes instead of one per class")
+    add_output_args(p, txt_class="class = label - 1,",
+                    classes_help="keep only these labels (1 = the first class), before NMS")
     add_device_args(p)
     return p
 

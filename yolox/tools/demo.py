@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from accel.errors import UserError, cli_entry
-from detcore.media import ResultWriter, check_batch_size, open_source as open_media
+from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source as open_media
 
 DEMO_TYPES = ("image", "video", "webcam")
 DEFAULT_OUTPUT_DIR = "./YOLOX_outputs"      # the exps' output_dir, for --onnx runs that have no exp
@@ -65,20 +65,7 @@ def add_demo_args(parser, onnx=False):
     parser.add_argument("--save_result", "--save-result", dest="save_result", action="store_true",
                         help="write the drawn images / the annotated video (else print the boxes)")
     parser.add_argument("--legacy", action="store_true", help="YOLOX's old RGB-normalised input")
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1,
-                        help="images / frames per network call (default 1)")
-    parser.add_argument("--save-txt", "--save_txt", dest="save_txt", action="store_true",
-                        help="write YOLO labels (class cx cy w h, normalised) to labels/<image>.txt")
-    parser.add_argument("--save-conf", "--save_conf", dest="save_conf", action="store_true",
-                        help="--save-txt: add the score as a sixth column")
-    parser.add_argument("--save-json", "--save_json", dest="save_json", action="store_true",
-                        help="write predictions.json, COCO results (pycocotools loadRes reads it)")
-    parser.add_argument("--ann", default=None, metavar="instances.json",
-                        help="--save-json: take image and category ids from this COCO annotation file")
-    parser.add_argument("--classes", type=int, nargs="+", default=None,
-                        help="keep only these class indices (before NMS)")
-    parser.add_argument("--agnostic-nms", "--agnostic_nms", dest="agnostic_nms", action="store_true",
-                        help="one NMS across classes instead of one per class")
+    add_output_args(parser)
     return parser
 
 
