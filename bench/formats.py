@@ -21,6 +21,11 @@ count equality and the largest box / score difference) and ``folder`` (the torch
 pipeline, read + preprocess + ONNX fp32 + postprocess, over ``--folder-images`` images at batch
 1 and batch 8, and their ratio).
 
+Also ``int8_goal`` per model and runtime (issue 34: INT8 AP50 within 1.0 point of fp32, INT8 >=
+1.5x fp32's images/s at batch 8) and, where a goal is missed, ``int8_profile`` lines: the same batch
+of 8 through the runtime's own profiler in fp32 and int8 (onnxruntime: time per op type;
+OpenVINO: time per chosen kernel and the share spent in int8 kernels).
+
 Prints JSON lines (``bench/common.emit``) and, at the end, the markdown table docs/deploy.md
 carries. ``--quick`` (tiny sizes, 2 repeats, 8 images) checks that it runs.
 """
@@ -276,6 +281,86 @@ def max_differences(expected, got, sizes):
     return same, box, score
 
 
+# ----------------------------------------------------------------- INT8 goals and why
+
+INT8_PAIRS = (("int8_onnxruntime", "onnx_fp32", "onnxruntime"), ("int8_openvino", "openvino_fp32", "openvino"))
+
+
+def int8_goals(rows):
+    """Issue 34's INT8 goals per runtime: AP50 within 1.0 point of fp32 (trained weights only) and
+    >= 1.5x fp32's images/s at batch 8, same runtime and threads."""
+    by_format = {r["format"]: r for r in rows}
+    out = []
+    for int8, fp32, runtime in INT8_PAIRS:
+        if int8 not in by_format or fp32 not in by_format:
+            continue
+        a, b = by_format[int8], by_format[fp32]
+        speed = a["images_per_s_b8"] / b["images_per_s_b8"]
+        goal = {"runtime": runtime, "int8": int8, "fp32": fp32, "speedup_b8": round(speed, 3),
+                "speedup_b1": round(b["ms_per_image_b1"] / a["ms_per_image_b1"], 3),
+                "speed_goal": 1.5, "speed_status": "met" if speed >= 1.5 else "missed"}
+        if "AP50" in a and "AP50" in b:
+            drop = b["AP50"] - a["AP50"]
+            goal.update(ap50_fp32=b["AP50"], ap50_int8=a["AP50"], ap50_drop_points=round(drop, 2),
+                        ap_goal_points=1.0, ap_status="met" if drop <= 1.0 else "missed")
+        out.append(goal)
+    return out
+
+
+def ort_profile(path, x, threads, runs=3, top=6):
+    """Where onnxruntime spends a batch: total node time per op type (its own profiler,
+    ``SessionOptions.enable_profiling``), the ``top`` op types with their share."""
+    import json
+    import os
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for _ in range(runs):
+            session.run(None, {name: x})
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    per_op = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0) + e["dur"]
+    total = sum(per_op.values()) or 1
+    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+    return {"ms_per_batch": round(total / 1e3 / runs, 2),
+            "top_ops": {op: f"{100 * t / total:.0f}% {t / 1e3 / runs:.1f} ms" for op, t in ranked}}
+
+
+def ov_profile(path, x, threads, runs=3, top=6):
+    """Where OpenVINO's CPU plugin spends a batch: per-layer real time (``PERF_COUNT``) summed by
+    the kernel it chose (``exec_type``, whose suffix says the precision the layer ran in: I8,
+    FP32...), the ``top`` kernels with their share, and the share of time in int8 kernels."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads), "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    per_kernel = {}
+    for _ in range(runs):
+        request.infer({0: x})
+        for layer in request.get_profiling_info():
+            us = layer.real_time.total_seconds() * 1e6
+            per_kernel[layer.exec_type] = per_kernel.get(layer.exec_type, 0) + us
+    total = sum(per_kernel.values()) or 1
+    int8 = sum(t for k, t in per_kernel.items() if "I8" in k.upper() or "U8" in k.upper())
+    ranked = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:top]
+    return {"ms_per_batch": round(total / 1e3 / runs, 2), "int8_kernel_share": round(int8 / total, 3),
+            "top_kernels": {k: f"{100 * t / total:.0f}% {t / 1e3 / runs:.1f} ms" for k, t in ranked}}
+
+
 # ----------------------------------------------------------------- main
 
 def main(argv=None):
@@ -359,6 +444,18 @@ def main(argv=None):
                     row["AP50"], row["AP50_95"] = coco_ap(run, subject, data, args.ap_images)
                 emit(bench="formats", **row)
                 table.append(row)
+
+            model_rows = [r for r in table if r["model"] == name]
+            for goal in int8_goals(model_rows):
+                emit(bench="int8_goal", model=name, **goal)
+                if goal["speed_status"] == "missed" or goal.get("ap_status") == "missed":
+                    # why: the same batch of 8 through each runtime's own profiler, fp32 and int8
+                    kinds = {"onnxruntime": ("raw", "int8_ort"), "openvino": ("ir", "int8_ov")}[goal["runtime"]]
+                    profile = ort_profile if goal["runtime"] == "onnxruntime" else ov_profile
+                    x8 = runtime_runner(det(kinds[0], goal["runtime"]))[2](images8)
+                    for precision, kind in zip(("fp32", "int8"), kinds):
+                        emit(bench="int8_profile", model=name, runtime=goal["runtime"], precision=precision,
+                             batch=8, **profile(path_of(kind), x8, threads))
 
             if "onnx_e2e" in formats:       # item 1's check: the end-to-end graph vs the PyTorch postprocess
                 e2e = Detector(path_of("e2e"), threads=threads)

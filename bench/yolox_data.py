@@ -124,7 +124,7 @@ STAGE_OF = {
     "affine": {"random_affine", "get_affine_matrix", "affine_boxes", "apply_affine_to_bboxes",
                "get_aug_params", "_uniform"},
     "mixup": {"mixup", "_source", "adjust_box_anns"},
-    "hsv": {"augment_hsv", "hsv_lut"},
+    "hsv": {"augment_hsv", "shift_hsv", "hue_lut"},
     "flip_letterbox": {"letterbox", "preproc", "_mirror", "hflip", "xyxy2cxcywh"},
     "collate": {"collate", "default_collate", "_hwc_views", "collate_tensor_fn", "collate_numpy_array_fn",
                 "collate_int_fn", "collate_float_fn", "collate_str_fn"},

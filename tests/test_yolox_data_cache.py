@@ -16,7 +16,7 @@ from conftest import load_make_shapes
 from yolox.data import (COCODataset, DataLoader, MosaicDetection, TrainTransform, YoloBatchSampler,
                         worker_init_reset_seed)
 from yolox.data import cache as cache_mod
-from yolox.data.dataloading import collate
+from yolox.data.dataloading import as_float, collate
 from yolox.data.datasets.mosaicdetection import paint, visible_region
 
 SIZE = (96, 128)
@@ -209,6 +209,19 @@ def test_collate_makes_the_default_batch_in_channels_last_layout():
         torch.testing.assert_close(a, b) if isinstance(a, torch.Tensor) else [torch.testing.assert_close(x, y) for x, y in zip(a, b)]
     flipped = [(np.ascontiguousarray(i[0][:, :, ::-1]), *i[1:]) for i in items]    # plain CHW arrays
     assert collate(flipped)[0].is_contiguous()                                     # -> default_collate
+
+
+def test_as_float_converts_the_channels_last_batch_into_one_reused_buffer():
+    batch = collate([(np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3).transpose(2, 0, 1) + k,
+                      np.zeros((2, 5), np.float32)) for k in range(2)])[0]
+    images, buf = as_float(batch)
+    assert images.dtype == torch.float32 and images.stride() == batch.stride()      # layout kept
+    torch.testing.assert_close(images, batch.to(torch.float32), rtol=0, atol=0)
+    again, buf2 = as_float(batch + 1, buf)
+    assert buf2 is buf and again.data_ptr() == images.data_ptr()                   # no new buffer
+    torch.testing.assert_close(again, (batch + 1).to(torch.float32), rtol=0, atol=0)
+    other, buf3 = as_float(batch[:1].contiguous(), buf)                            # another shape: a new one
+    assert buf3 is not buf and torch.equal(other, batch[:1].float())
 
 
 def reference_mosaic(ds, idx):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from yolox.data import TrainTransform, ValTransform
-from yolox.data.data_augment import (affine_boxes, augment_hsv, get_affine_matrix, hflip, letterbox,
+from yolox.data.data_augment import (affine_boxes, augment_hsv, get_affine_matrix, hflip, letterbox, shift_hsv,
                                      random_affine, xyxy2cxcywh)
 
 
@@ -80,6 +80,19 @@ def test_augment_hsv_matches_int16_formula():
     np.random.seed(5)
     augment_hsv(img)
     np.testing.assert_array_equal(img, expected)
+
+
+@pytest.mark.parametrize("gains", [(0, 0, 0), (4, 0, 0), (-4, 0, 0), (0, 29, 0), (0, 0, -29), (0, -17, 25),
+                                   (3, -17, 25), (-1, 1, -1), (179, 255, -255), (-5, -300, 300)])
+def test_shift_hsv_equals_the_int16_formula_on_every_value(gains):
+    """Every hue 0..179 against every saturation / value 0..255 (wrap and both clips reached)."""
+    hue, level = np.meshgrid(np.arange(180), np.arange(256), indexing="ij")
+    hsv = np.stack([hue, level, 255 - level], axis=-1).astype(np.uint8)
+    expected = hsv.astype(np.int16)
+    expected[..., 0] = (expected[..., 0] + gains[0]) % 180
+    expected[..., 1:] = np.clip(expected[..., 1:] + np.array(gains[1:]), 0, 255)
+    shift_hsv(hsv, np.array(gains, dtype=np.int16))
+    np.testing.assert_array_equal(hsv, expected.astype(np.uint8))
 
 
 def test_train_transform_letterbox_flip_filter_and_padding():

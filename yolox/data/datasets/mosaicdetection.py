@@ -247,7 +247,7 @@ class MosaicDetection(Dataset):
         th, tw = origin_img.shape[:2]
         y_off = random.randint(0, max(ch, th) - th)
         x_off = random.randint(0, max(cw, tw) - tw)
-        crop = np.full((th, tw, 3), PAD_VALUE, dtype=np.uint8)
+        crop = np.empty((th, tw, 3), dtype=np.uint8)
         ex, ey = nw * cw / big_w, nh * ch / big_h        # the image's extent in the jittered letterbox
         sh, sw = img.shape[:2]
         kx, ky = ex / sw, ey / sh
@@ -255,6 +255,7 @@ class MosaicDetection(Dataset):
         dx0, dx1 = (cw - right - x_off, cw - x_off) if flip else (-x_off, right - x_off)
         dx0, dx1 = max(dx0, 0), min(dx1, tw)
         dy0, dy1 = 0, min(min(int(round(ey)), ch) - y_off, th)
+        _fill_outside(crop, (0, 0, tw, th), (0, 0, tw, th), (dx0, dy0, dx1, dy1))
         if dx0 < dx1 and dy0 < dy1:
             if flip:   # column c of the jittered letterbox lands on cw - 1 - c - x_off
                 row0 = [-kx, 0.0, cw - 0.5 - 0.5 * kx - x_off - dx0]
@@ -268,4 +269,4 @@ class MosaicDetection(Dataset):
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, th)
 
         labels = np.concatenate([origin_labels, np.concatenate([boxes, cp_labels[:, 4:5]], axis=1)], axis=0)
-        return cv2.addWeighted(np.ascontiguousarray(origin_img), 0.5, crop, 0.5, 0.0), labels
+        return cv2.addWeighted(np.ascontiguousarray(origin_img), 0.5, crop, 0.5, 0.0, dst=crop), labels
