@@ -405,7 +405,7 @@ def main(argv=None):
                         exports[kind] = save_openvino(raw, raw.with_suffix(".xml"))
                     elif kind == "int8_ort":
                         exports[kind] = quantize(path_of("raw"), work / f"{name}_int8.onnx", data / "train2017",
-                                                 args.calib_images)[0]
+                                                 args.calib_images, backend="onnxruntime")[0]
                     elif kind == "int8_ov":
                         exports[kind] = quantize(path_of("raw"), work / f"{name}_int8.xml", data / "train2017",
                                                  args.calib_images, backend="openvino")[0]

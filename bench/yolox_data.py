@@ -22,7 +22,7 @@ What ``--compare`` prints (JSON lines):
 - ``yolox_data_pss``: with ``--cache ram`` and 4 fork workers after each pulled its share of
   ``--pss-batches`` batches: the summed PSS (``/proc/PID/smaps_rollup``) of main + workers, the
   same without a cache, and what the cache added relative to the cached arrays' bytes (goal <= 1.2).
-``--baseline DIR`` measures an older checkout of ours too (impl 'before').
+``--baseline DIR`` measures an older checkout of ours too (impl 'before', with the same cache kinds when it has a cache).
 
 Our loader yields uint8 images, which the trainer turns into float32 (the released batches' type)
 after the device copy: on CPU that conversion is in the main process, so it is timed with ours.
@@ -124,7 +124,7 @@ STAGE_OF = {
     "affine": {"random_affine", "get_affine_matrix", "affine_boxes", "apply_affine_to_bboxes",
                "get_aug_params", "_uniform"},
     "mixup": {"mixup", "_source", "adjust_box_anns"},
-    "hsv": {"augment_hsv", "shift_hsv", "hue_lut"},
+    "hsv": {"augment_hsv", "shift_hsv", "hue_lut", "hsv_lut"},
     "flip_letterbox": {"letterbox", "preproc", "_mirror", "hflip", "xyxy2cxcywh"},
     "collate": {"collate", "default_collate", "_hwc_views", "collate_tensor_fn", "collate_numpy_array_fn",
                 "collate_int_fn", "collate_float_fn", "collate_str_fn"},
@@ -292,7 +292,8 @@ def implementations(args):
     ours = [str(ROOT), str(HERE)]
     impls = [("ours", ours, args.caches)]
     if args.baseline:
-        impls.append(("before", [args.baseline, str(HERE)], ["none"]))
+        cached = (Path(args.baseline) / "yolox" / "data" / "cache.py").is_file()     # an older tree may have none
+        impls.append(("before", [args.baseline, str(HERE)], args.caches if cached else ["none"]))
     if args.compare:
         peer = [d for d in args.peer_path.split(os.pathsep) if d]
         if peer and (Path(peer[0]) / "yolox" / "__init__.py").is_file():

@@ -2,14 +2,24 @@
 
 Two back ends, the same calibration input:
 
-- ``onnxruntime`` (default; needs ``onnx`` + ``onnxruntime``): ``quantize_static`` in QDQ format
+- ``openvino`` (the default; ``pip install 'detkit[openvino]'``, which brings NNCF): NNCF's
+  post-training quantisation of the OpenVINO model with the MIXED preset (symmetric int8 weights
+  per channel, asymmetric activations: SiLU's outputs are not symmetric about 0) and its bias
+  correction. Writes an IR ``.xml`` + ``.bin``.
+- ``onnxruntime`` (needs ``onnx`` + ``onnxruntime``): ``quantize_static`` in QDQ format
   (QuantizeLinear / DequantizeLinear pairs around each quantised op, which onnxruntime fuses into
   int8 kernels and which other runtimes, OpenVINO included, read too), int8 weights per output
   channel, uint8 activations (x86's VNNI / AMX kernels multiply u8 x s8), activation ranges from
   the calibration images (``--method``: minmax, percentile or entropy). Writes an ``.onnx``.
-- ``openvino`` (``pip install 'detkit[openvino]'``, which brings NNCF): NNCF's post-training
-  quantisation of the OpenVINO model (its default preset: symmetric int8 weights and
-  activations, bias correction). Writes an IR ``.xml`` + ``.bin``.
+
+Why OpenVINO is the default (bench/formats.py, trained shapes weights, AP50 fp32 -> int8):
+YOLOX-nano 46.8 -> 47.9 with NNCF's MIXED preset (44.0 with its symmetric default) but 7.9 with
+onnxruntime's QDQ, SSD300 49.1 -> 49.3 and 48.1. onnxruntime's QDQ puts every convolution's
+pre-activation output through 8 bits and has no bias correction; per-layer SQNR
+(``onnxruntime.quantization.qdq_loss_debug``) was 11-20 dB on YOLOX-nano's conv outputs and the
+error compounds through its depthwise-separable blocks. Quantising only the convolutions'
+inputs recovered 24.7, and keeping the depthwise convolutions float 33.4, at half the speed: not
+worth a default. A depthwise model quantised with onnxruntime gets a warning saying so.
 
 Calibration images go through the runtime's own preprocessing (``Detector.preprocess``: YOLOX's
 letterbox, SSD's resize + normalisation), so the int8 ranges are those of what the model sees.
@@ -195,9 +205,10 @@ def quantize_openvino(model_path, out_path, batches, backend_metadata):
     kinds = {name: kind for name, kind, _, _ in nodes}
     exclude = [n for n in tail_nodes(nodes) if kinds[n] not in ("Result", "Parameter", "Constant")]
     dataset = nncf.Dataset(batches)
-    quantized = nncf.quantize(model, dataset, subset_size=len(batches),
+    quantized = nncf.quantize(model, dataset, subset_size=len(batches), preset=nncf.QuantizationPreset.MIXED,
                               ignored_scope=nncf.IgnoredScope(names=exclude, validate=False))
-    info = {"backend": "openvino", "tool": f"nncf {nncf.__version__}", "weights": "int8", "activations": "int8",
+    info = {"backend": "openvino", "tool": f"nncf {nncf.__version__}", "preset": "mixed",
+            "weights": "int8 symmetric", "activations": "int8 asymmetric",
             "images": len(batches), "float_tail_nodes": len(exclude)}
     for key, value in {**backend_metadata, META_QUANT: json.dumps(info)}.items():
         quantized.set_rt_info(value, ["framework", key])
@@ -206,7 +217,21 @@ def quantize_openvino(model_path, out_path, batches, backend_metadata):
     return info
 
 
-def quantize(model_path, out_path, calib_data, num_images=100, backend="onnxruntime", method="minmax"):
+def depthwise_convs(path):
+    """How many of the ONNX model's convolutions are depthwise (group = input channels > 1)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    shapes = {t.name: t.dims for t in graph.initializer}
+    count = 0
+    for node in graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        count += bool(dims is not None and group > 1 and dims[1] == 1)
+    return count
+
+
+def quantize(model_path, out_path, calib_data, num_images=100, backend="openvino", method="minmax"):
     """Quantise the exported detector ``model_path`` (a ``.onnx``; an IR ``.xml`` too with the
     openvino back end) to ``out_path`` from ``num_images`` images of ``calib_data``; returns
     (out_path, info dict)."""
@@ -236,6 +261,12 @@ def quantize(model_path, out_path, calib_data, num_images=100, backend="onnxrunt
         if out_path.suffix != ".onnx":
             raise UserError(f"--output {out_path}: --backend onnxruntime writes an .onnx")
         info = quantize_onnxruntime(model_path, out_path, batches, method)
+        depthwise = depthwise_convs(model_path)
+        if depthwise:
+            from loguru import logger
+            logger.warning(f"{model_path}: {depthwise} depthwise convolutions; onnxruntime's QDQ quantisation "
+                           "lost 39 AP50 points on YOLOX-nano's (46.8 -> 7.9) where --backend openvino kept "
+                           "them (47.9): check the int8 model's accuracy, or use --backend openvino")
     return out_path, info
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from accel.errors import UserError
 from detcore import onnx_runtime as rt
-from detcore.quantize import tail_nodes
+from detcore.quantize import depthwise_convs, tail_nodes
 from test_onnx_e2e import export_nano, nano, val_images  # noqa: F401  (fixtures)
 from yolox_tools import ROOT, SHAPES_EXP, load_tool
 
@@ -48,7 +48,7 @@ def raw_export(nano):  # noqa: F811
 def test_onnxruntime_int8_keeps_the_boxes_and_a_float_head(raw_export, shapes_coco, val_images, tmp_path):  # noqa: F811
     out = tmp_path / "nano_int8.onnx"
     load_tool("quantize").main([str(raw_export), "--calib-data", str(shapes_coco / "train2017"),
-                                "--num-images", "24", "--output", str(out)])
+                                "--num-images", "24", "--backend", "onnxruntime", "--output", str(out)])
     graph = onnx.load(str(out)).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 50
@@ -93,8 +93,10 @@ def test_bad_inputs_are_one_line(nano, raw_export, val_images, tmp_path):  # noq
     cases = [([str(raw_export), "--calib-data", str(empty)], f"--calib-data {empty} contains no images"),
              ([str(raw_export), "--calib-data", str(tmp_path / "gone")], "does not exist"),
              ([str(e2e), "--calib-data", str(val_images[0].parent)], "an end-to-end (--nms) export"),
-             ([str(raw_export), "--calib-data", str(val_images[0].parent), "--output", str(tmp_path / "x.xml")],
-              "writes an .onnx")]
+             ([str(raw_export), "--calib-data", str(val_images[0].parent), "--backend", "onnxruntime",
+               "--output", str(tmp_path / "x.xml")], "writes an .onnx"),
+             ([str(raw_export), "--calib-data", str(val_images[0].parent), "--output", str(tmp_path / "x.onnx")],
+              "--backend openvino writes an OpenVINO IR")]
     for argv, says in cases:
         proc = subprocess.run([sys.executable, str(ROOT / "tools" / "quantize.py"), *argv], capture_output=True,
                               text=True, cwd=tmp_path, timeout=300)
@@ -104,3 +106,14 @@ def test_bad_inputs_are_one_line(nano, raw_export, val_images, tmp_path):  # noq
     with pytest.raises(UserError, match="nothing to calibrate on"):
         from detcore.quantize import calibration_files
         calibration_files(str(empty / "*.jpg"), 10)
+
+
+def test_depthwise_convolutions_are_counted(tmp_path):
+    """What the onnxruntime back end's warning rests on: group = channels convolutions only."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.Conv2d(4, 8, 1),
+                              torch.nn.Conv2d(8, 8, 3, groups=2)).eval()
+    path = tmp_path / "dw.onnx"
+    torch.onnx.export(net, torch.zeros(1, 4, 8, 8), str(path), dynamo=False)
+    assert depthwise_convs(path) == 1
