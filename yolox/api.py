@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from accel.errors import UserError
-from yolox.core.cli import (ArgParser, apply_overrides, exportable_model, keyword_options,
-                            load_weights, resolve_data_dir, train_parser)
+from yolox.core.cli import apply_overrides, exportable_model, load_weights, resolve_data_dir
+from yolox.core.options import ArgParser, keyword_options, train_parser
 
 EvalResult = namedtuple("EvalResult", "ap50_95 ap50 summary")
 EvalResult.__doc__ = "COCO AP50:95 and AP50 of an evaluation, and the printed COCO summary."

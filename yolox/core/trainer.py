@@ -24,6 +24,7 @@ from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_e
                              set_rng_state)
 from detcore.report import LossMean, MetricWatch, RunReport
 from yolox.core.ema import ModelEMA
+from yolox.core.options import train_options
 
 LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
 # exp settings that do not change what a run computes: a resume may differ in them. ``patience``
@@ -37,13 +38,11 @@ RUN_VOLATILE = ("output_dir", "print_interval", "eval_interval", "save_history_c
 class Trainer:
     """Trains ``exp``'s model with tools/train.py's options as plain keywords
     (``Trainer(exp, batch_size=8, device="cpu", ckpt="w.pth")``; defaults are the CLI's, see
-    ``yolox.core.cli.train_options``) or, as upstream's ``exp.get_trainer(args)``, a parsed namespace.
+    ``yolox.core.options.train_options``) or, as upstream's ``exp.get_trainer(args)``, a parsed namespace.
     Everything else comes from the exp.
     """
 
     def __init__(self, exp, args=None, **options):
-        from yolox.core.cli import train_options
-
         args = train_options(args, **options)
         if not args.experiment_name:
             args.experiment_name = exp.exp_name

@@ -72,7 +72,7 @@ def add_demo_args(parser, onnx=False):
 def make_parser():
     """The PyTorch path's flags (a YOLOX checkpoint through its exp)."""
     from accel import add_device_args, add_precision_args
-    from yolox.core.cli import ArgParser, add_exp_args
+    from yolox.core.options import ArgParser, add_exp_args
 
     parser = ArgParser("demo.py", description="YOLOX demo: images, a video or a webcam")
     add_demo_args(parser)

@@ -16,7 +16,8 @@ from loguru import logger
 from accel import (Precision, add_device_args, add_precision_args, destroy,
                    init_distributed, is_main_process, launch_local, resolve_device)
 from accel.errors import UserError, cli_entry
-from yolox.core.cli import ArgParser, add_exp_args, build_exp, load_model
+from yolox.core.cli import build_exp, load_model
+from yolox.core.options import ArgParser, add_exp_args
 from detcore import eval_report
 from detcore.log import setup_logger
 

@@ -27,7 +27,8 @@ from torch import nn
 from accel.errors import UserError, cli_entry
 from detcore.export_graph import add_nms_args, check_nms_args
 from detcore.onnx_runtime import write_metadata
-from yolox.core.cli import ArgParser, add_export_args, export_model
+from yolox.core.cli import export_model
+from yolox.core.options import ArgParser, add_export_args
 
 NMS_DEFAULTS = {"conf": 0.3, "iou": 0.3, "max_det": 300}     # the demo's conf / nms; Ultralytics' max_det
 

@@ -11,7 +11,8 @@ import torch
 from loguru import logger
 
 from accel.errors import cli_entry
-from yolox.core.cli import ArgParser, add_export_args, export_model
+from yolox.core.cli import export_model
+from yolox.core.options import ArgParser, add_export_args
 
 
 def make_parser():

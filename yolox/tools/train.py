@@ -13,7 +13,8 @@ from accel.distributed import set_rendezvous
 from accel.errors import UserError, cli_entry
 from accel.policy import reserve_device_memory
 from detcore.report import split_wandb_options
-from yolox.core.cli import build_exp, train_parser
+from yolox.core.cli import build_exp
+from yolox.core.options import train_parser
 
 make_parser = train_parser
 
