@@ -24,6 +24,14 @@ What ``--compare`` prints (JSON lines):
   same without a cache, and what the cache added relative to the cached arrays' bytes (goal <= 1.2).
 ``--baseline DIR`` measures an older checkout of ours too (impl 'before', with the same cache kinds when it has a cache).
 
+The main process (both implementations) runs its torch ops on ``--main-threads`` threads, 1 by
+default: it stands in for a GPU trainer's host side, which receives the batch and copies it to the
+device with one thread. With torch's default (one thread per core) the 2-core machine, already
+full with 2 workers, spends the main process's CPU in OpenMP spin-waits: on 2026-12-06 (Intel
+Xeon) the main process took 2.4 ms of CPU per image with 2 threads against 1.7 with one, ours
+with ``--cache ram`` ran 232-247 against 264-273 images/s, and the ratio to the released pipeline
+was 3.54-3.62x (``--main-threads 0``) against the figures in docs/performance.md.
+
 Our loader yields uint8 images, which the trainer turns into float32 (the released batches' type)
 after the device copy: on CPU that conversion is in the main process, so it is timed with ours.
 Each batch is also read once in the main process (``consume``), as training reads it; ``--no-touch``
@@ -126,6 +134,7 @@ STAGE_OF = {
     "mixup": {"mixup", "_source", "adjust_box_anns"},
     "hsv": {"augment_hsv", "shift_hsv", "hue_lut", "hsv_lut"},
     "flip_letterbox": {"letterbox", "preproc", "_mirror", "hflip", "xyxy2cxcywh"},
+    "to_float": {"as_float", "copy_converted"},
     "collate": {"collate", "default_collate", "_hwc_views", "collate_tensor_fn", "collate_numpy_array_fn",
                 "collate_int_fn", "collate_float_fn", "collate_str_fn"},
 }
@@ -267,6 +276,9 @@ def child(cfg):
         cv2.setNumThreads(0)      # the stages as a loader worker runs them (ours sets it in worker_init_fn)
     args = (data, cfg["data_dir"], cfg["size"], cfg["batch"])
     cache = cfg.get("cache") or False
+    if cfg["mode"] == "rate" and cfg.get("main_threads"):
+        import torch
+        torch.set_num_threads(cfg["main_threads"])     # see --main-threads
     if cfg["mode"] == "rate":
         rate, cpu = rate_and_cpu(*args, cfg["batches"], cfg["workers"], cache, cfg.get("touch", True))
         out = {"img_s": rate, "cpu_ms_per_img": cpu}
@@ -327,6 +339,10 @@ def main():
     ap.add_argument("--pss-batches", type=int, default=12)
     ap.add_argument("--no-touch", action="store_true",
                     help="time the batches without reading them (see ``consume``; the older way)")
+    ap.add_argument("--main-threads", type=int, default=1,
+                    help="torch threads of the main process, which stands in for a GPU trainer's host side "
+                         "(receive, read, convert: one thread's work there); 0: torch's default, one per core "
+                         "(with 2 workers on 2 cores its OpenMP team spin-waits: see the module docstring)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -347,6 +363,7 @@ def main():
                 for impl, path, caches in impls:
                     for cache in caches:
                         cfg = {**common, "impl": impl, "path_first": path, "mode": "rate", "touch": not args.no_touch,
+                               "main_threads": args.main_threads,
                                "batches": args.batches, "workers": workers, "cache": None if cache == "none" else cache}
                         got = run_child(cfg)
                         rates.setdefault((impl, cache, workers), []).append(got["img_s"])
