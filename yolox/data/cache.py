@@ -28,7 +28,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import _return_freed_heap
+from detcore.heap import return_freed_heap
 
 CACHE_KINDS = ("ram", "disk")
 
@@ -104,7 +104,7 @@ class RamImageCache:
         self.buffer.flags.writeable = False
         # the decoding threads' freed buffers stay in their malloc arenas (measured: ~25 MB of RSS
         # at 128 images) that every forked worker would map too: give them back before the fork
-        _return_freed_heap()
+        return_freed_heap()
 
     def pull(self, index):
         """Image ``index`` as a read-only view into the shared buffer (None: not decodable)."""
