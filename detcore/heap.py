@@ -33,9 +33,9 @@ def keep_freed_heap(trim_bytes=64 << 20):
     Why (a YOLOX loader worker): each sample allocates and frees several 1.2-4.9 MB images (canvas,
     warp, MixUp window, HSV). glibc's default serves such blocks with mmap and unmaps them at free,
     so every sample faulted its pages in again: with 2 workers and ``--cache ram`` on the 2-core
-    Intel Xeon (2026-12-06) a worker took ~640 page faults and 5.6 ms of CPU per image, and 320 and
-    5.1 ms with these settings (bench/yolox_data.py). The cost is that a worker keeps its peak
-    working set (tens of MB) mapped."""
+    Intel Xeon (2026-12-06) the workers took ~650 page faults and 5.6 ms of CPU per image, and
+    ~335 and 4.9-5.0 ms with these settings. The cost is that a worker keeps its peak working set
+    mapped: main + 4 workers went from 623 to 670 MB of summed PSS (bench/yolox_data.py)."""
     mallopt = _libc("mallopt")
     if mallopt is None:
         return False
