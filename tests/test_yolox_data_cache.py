@@ -205,8 +205,12 @@ def test_collate_makes_the_default_batch_in_channels_last_layout():
     ours, plain = collate(items), torch.utils.data.default_collate(
         [(np.ascontiguousarray(i[0]), *i[1:]) for i in items])
     assert ours[0].is_contiguous(memory_format=torch.channels_last) and not ours[0].is_contiguous()
-    for a, b in zip(ours, plain):
-        torch.testing.assert_close(a, b) if isinstance(a, torch.Tensor) else [torch.testing.assert_close(x, y) for x, y in zip(a, b)]
+    torch.testing.assert_close(ours[0], plain[0])
+    torch.testing.assert_close(ours[1], plain[1])
+    # info and ids: numpy arrays (no shared-memory tensor each), the same values
+    assert isinstance(ours[2], np.ndarray) and isinstance(ours[3], np.ndarray)
+    np.testing.assert_array_equal(ours[2], np.stack([t.numpy() for t in plain[2]], axis=1))
+    np.testing.assert_array_equal(ours[3], plain[3].numpy())
     flipped = [(np.ascontiguousarray(i[0][:, :, ::-1]), *i[1:]) for i in items]    # plain CHW arrays
     assert collate(flipped)[0].is_contiguous()                                     # -> default_collate
 
