@@ -31,8 +31,8 @@ def collate(batch):
     layout the CPU/CUDA trainer runs in) are both skipped; ``.float()`` keeps the layout and the
     trainer's ``contiguous(memory_format=...)`` is then free (on HPU it makes the NCHW copy).
 
-    The per-image info and ids after the targets come as numpy arrays ([B, 2] (h, w), [B, 1]),
-    not tensors: every tensor of a worker's batch reaches the main process through its own
+    The per-image info and ids after the targets come in ``default_collate``'s structure but as
+    numpy arrays (``[h, w]`` each [B], ids [B, 1]), not tensors: every tensor of a worker's batch reaches the main process through its own
     shared-memory block, whose descriptor the main process fetches over a socket from the worker
     (torch's file_descriptor sharing; ~0.9 ms of waiting each, measured with 2 workers on 2
     cores), while small arrays travel inside the pickled batch. Training reads only the first two."""
@@ -47,8 +47,16 @@ def collate(batch):
         out = torch.empty(shape, dtype=torch.uint8)
     np.stack(hwc, out=out.numpy())
     targets = default_collate([item[1] for item in batch])
-    rest = [np.asarray([item[k] for item in batch]) for k in range(2, len(batch[0]))]
+    rest = [_stack_numpy([item[k] for item in batch]) for k in range(2, len(batch[0]))]
     return [out.permute(0, 3, 1, 2), targets, *rest]
+
+
+def _stack_numpy(values):
+    """``default_collate``'s structure with numpy arrays for tensors: a tuple per item becomes a
+    list of per-field arrays, anything else one stacked array."""
+    if isinstance(values[0], (tuple, list)):
+        return [_stack_numpy([v[k] for v in values]) for k in range(len(values[0]))]
+    return np.asarray(values)
 
 
 def as_float(images, buf=None):
