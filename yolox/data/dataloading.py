@@ -32,10 +32,11 @@ def collate(batch):
     trainer's ``contiguous(memory_format=...)`` is then free (on HPU it makes the NCHW copy).
 
     The per-image info and ids after the targets come in ``default_collate``'s structure but as
-    numpy arrays (``[h, w]`` each [B], ids [B, 1]), not tensors: every tensor of a worker's batch reaches the main process through its own
-    shared-memory block, whose descriptor the main process fetches over a socket from the worker
-    (torch's file_descriptor sharing; ~0.9 ms of waiting each, measured with 2 workers on 2
-    cores), while small arrays travel inside the pickled batch. Training reads only the first two."""
+    numpy arrays (``[h, w]`` each [B], ids [B, 1]), not tensors: every tensor of a worker's batch
+    reaches the main process through its own shared-memory block, whose descriptor the main
+    process fetches over a socket from the worker (torch's file_descriptor sharing; ~0.9 ms of
+    waiting each, measured with 2 workers on 2 cores), while small arrays travel inside the
+    pickled batch. Training reads only the first two."""
     hwc = _hwc_views([item[0] for item in batch]) if batch and isinstance(batch[0], (tuple, list)) else None
     if hwc is None:
         return default_collate(batch)
