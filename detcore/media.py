@@ -12,6 +12,7 @@ demos call in a ``finally``.
 import glob
 import json
 import sys
+import time
 from collections import namedtuple
 from itertools import islice
 from pathlib import Path
@@ -109,10 +110,8 @@ def open_source(path=None, camid=None, flag="--path", kind=None):
     opens), a glob (``*?[``), a folder (its images, recursively), an image file or a video file;
     ``camid`` (``webcam --camid N``) a camera. ``kind`` 'image' / 'video' (YOLOX's demo types)
     says what a plain path must be. Anything that cannot be opened is one line."""
-    if kind == "webcam":
+    if kind == "webcam" or (camid is not None and path is None):
         camid = 0 if camid is None else camid
-        return Source("camera", cap=open_camera(camid), label=str(camid), flag="--camid")
-    if camid is not None and path is None:
         return Source("camera", cap=open_camera(camid), label=str(camid), flag="--camid")
     if path is None:
         raise UserError(f"{flag} is required (an image, a folder, a glob, a video, a stream URL or a camera index)")
@@ -245,6 +244,46 @@ class ResultWriter:
         if self.json_path is not None:
             lines.append(f"saved {len(self.results)} detections as COCO results to {self.json_path}")
         return lines
+
+
+def print_boxes(dets, names):
+    """Rows (x1, y1, x2, y2, score, class) as one indented line each, the class by name."""
+    for x1, y1, x2, y2, score, cls in dets.tolist():
+        print(f"  {names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+
+
+def run_source(source, writer, batch_size, predict_batch, names, read=None, as_bgr=None):
+    """Both demos' loop: batches of ``batch_size`` frames through ``predict_batch`` (the frames'
+    images -> rows each), one line per frame, results to ``writer`` (``as_bgr``: the frame's image
+    as the BGR array to draw on, when it is not one already); without a save flag the boxes are
+    printed. A stream that stops ends the loop with one line (a camera also on Ctrl-C); the writer
+    is closed in any case, so the video, txt files and json written so far are complete."""
+    done = 0
+    try:
+        for batch in source.batches(batch_size, read):
+            t0 = time.time()
+            results = predict_batch([f.image for f in batch])
+            ms = 1000 * (time.time() - t0) / len(batch)
+            for frame, dets in zip(batch, results):
+                done += 1
+                print(f"{frame.label}: {len(dets)} detections in {ms:.1f} ms")
+                writer.add(frame, as_bgr(frame.image) if as_bgr else frame.image, dets)
+                if not writer.saves:
+                    print_boxes(dets, names)
+    except KeyboardInterrupt:
+        if source.kind != "camera":
+            raise
+        print(f"stopped after {done} frames (Ctrl-C)")
+    finally:
+        writer.close()
+    if not done:
+        if source.is_stream:
+            raise UserError(f"{source.flag} {source.label}: no frame could be read from it")
+        raise UserError(f"{source.flag} {source.label}: none of its {len(source.files)} image(s) could be read")
+    if source.kind in ("stream", "camera"):
+        print(source.ended())
+    for line in writer.summary():
+        print(line)
 
 
 def add_output_args(parser, txt_class="class", classes_help="keep only these class indices (before NMS)"):

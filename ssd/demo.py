@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 from accel import add_device_args, mark_step, resolve_device  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import postprocess_device  # noqa: E402
-from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source  # noqa: E402
+from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source, run_source  # noqa: E402
 from detcore.weights import strip_prefixes  # noqa: E402
 from ssd import SSD300, Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import to_normalised_tensor  # noqa: E402
@@ -174,6 +174,11 @@ def _pil(item):
     return item if isinstance(item, Image.Image) else Image.fromarray(np.ascontiguousarray(item[:, :, ::-1]))
 
 
+def _bgr(item):
+    """A frame as the BGR array the results are drawn on (``_pil``'s inverse)."""
+    return np.ascontiguousarray(np.asarray(item)[:, :, ::-1]) if isinstance(item, Image.Image) else item
+
+
 @cli_entry
 def main(argv=None):
     args = make_parser().parse_args(argv)
@@ -194,30 +199,8 @@ def main(argv=None):
     writer = ResultWriter(out_dir, names, save_img=save, save_txt=args.save_txt, save_conf=args.save_conf,
                           save_json=args.save_json, ann_file=args.ann, label_offset=1, fps=source.fps,
                           stream_stem=source.stem if source.is_stream else None)
-    done = 0
-    try:
-        for batch in source.batches(args.batch_size, read=read_rgb):
-            pils = [_pil(f.image) for f in batch]
-            t0 = time.time()
-            results = predictor.predict_batch(pils)
-            ms = 1000 * (time.time() - t0) / len(batch)
-            for frame, img, dets in zip(batch, pils, results):
-                done += 1
-                print(f"{frame.label}: {len(dets)} detections in {ms:.1f} ms")
-                writer.add(frame, np.ascontiguousarray(np.asarray(img)[:, :, ::-1]), dets)
-                if not writer.saves:
-                    for x1, y1, x2, y2, score, cls in dets.tolist():
-                        print(f"  {names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
-    finally:
-        writer.close()
-    if not done:
-        if source.is_stream:
-            raise UserError(f"--path {args.path}: no frame could be read from it")
-        raise UserError(f"--path {args.path}: none of its {len(source.files)} image(s) could be read")
-    if source.kind in ("stream", "camera"):
-        print(source.ended())
-    for line in writer.summary():
-        print(line)
+    run_source(source, writer, args.batch_size, lambda images: predictor.predict_batch([_pil(i) for i in images]),
+               names, read=read_rgb, as_bgr=_bgr)
 
 
 if __name__ == "__main__":

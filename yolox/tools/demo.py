@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from accel.errors import UserError, cli_entry
-from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source as open_media
+from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source as open_media, run_source
 
 DEMO_TYPES = ("image", "video", "webcam")
 DEFAULT_OUTPUT_DIR = "./YOLOX_outputs"      # the exps' output_dir, for --onnx runs that have no exp
@@ -174,46 +174,13 @@ def open_source(args):
     return open_media(args.path, args.camid, kind=args.demo)
 
 
-def print_boxes(dets, names):
-    for x1, y1, x2, y2, score, cls in dets.tolist():
-        print(f"  {names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
-
-
 def run(args, source, predict_batch, names, out_dir, label_offset=0, read=None):
-    """Batches of ``--batch-size`` frames through ``predict_batch`` (BGR images -> rows each), one
-    line per frame, results to the ``ResultWriter``; without a save flag the boxes are printed.
-    A stream that stops ends the loop with one line (a webcam also on Ctrl-C); the writer is
-    closed in any case, so the video, txt files and json written so far are complete."""
+    """``detcore.media.run_source`` with the ``ResultWriter`` the flags ask for."""
     writer = ResultWriter(out_dir, names, save_img=args.save_result, save_txt=args.save_txt,
                           save_conf=args.save_conf, save_json=args.save_json, ann_file=args.ann,
                           label_offset=label_offset, fps=source.fps,
                           stream_stem=source.stem if source.is_stream else None)
-    done = 0
-    try:
-        for batch in source.batches(args.batch_size, read):
-            t0 = time.time()
-            results = predict_batch([f.image for f in batch])
-            ms = 1000 * (time.time() - t0) / len(batch)
-            for frame, dets in zip(batch, results):
-                done += 1
-                print(f"{frame.label}: {len(dets)} detections in {ms:.1f} ms")
-                writer.add(frame, frame.image, dets)
-                if not writer.saves:
-                    print_boxes(dets, names)
-    except KeyboardInterrupt:
-        if source.kind != "camera":
-            raise
-        print(f"stopped after {done} frames (Ctrl-C)")
-    finally:
-        writer.close()
-    if not done:
-        if source.is_stream:
-            raise UserError(f"{source.flag} {source.label}: no frame could be read from it")
-        raise UserError(f"{source.flag} {source.label}: none of its {len(source.files)} image(s) could be read")
-    if source.kind in ("stream", "camera"):
-        print(source.ended())
-    for line in writer.summary():
-        print(line)
+    run_source(source, writer, args.batch_size, predict_batch, names, read)
 
 
 def timestamp():
