@@ -391,6 +391,15 @@ def _listed_files(columns, img_dir, ann_file):
     return ids, rows, names, sizes
 
 
+def skip_or_stop(msg, bad, total):
+    """The data sets' one policy for files that cannot be used: when they are more than half of
+    ``total`` the data is wrong as a whole (one line, ``UserError``), else they are skipped with a
+    warning saying how many."""
+    if 2 * bad > total:
+        raise UserError(msg)
+    logger.warning(f"skipping {msg}")
+
+
 def _present_images(listed, img_dir, ann_file):
     """(image ids whose file exists and is not empty, their rows in the columns, their file
     names) of ``_listed_files``' answer; the rest are skipped with a warning."""
@@ -398,11 +407,8 @@ def _present_images(listed, img_dir, ann_file):
     ids, rows, names, sizes = listed
     bad = np.flatnonzero(sizes <= 0)
     if len(bad):
-        msg = (f"{len(bad)} of {len(ids)} images listed in {ann_file} are missing or empty "
-               f"(e.g. {img_dir / names[bad[0]]})")
-        if 2 * len(bad) > len(ids):
-            raise UserError(msg)
-        logger.warning(f"skipping {msg}")
+        skip_or_stop(f"{len(bad)} of {len(ids)} images listed in {ann_file} are missing or empty "
+                     f"(e.g. {img_dir / names[bad[0]]})", len(bad), len(ids))
     good = np.flatnonzero(sizes > 0)
     return ids[good], rows[good], [names[i] for i in good.tolist()]
 

@@ -29,10 +29,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import BoxTable, Columns, IndexedSource, PerImage, coco_from_dict
+from detcore.coco import BoxTable, Columns, IndexedSource, PerImage, coco_from_dict, skip_or_stop
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -164,11 +163,8 @@ class VocSource(IndexedSource):
                 missing.append(xml)
         self.missing_xmls = missing        # listed images skipped for want of an xml (the data check counts them)
         if missing:
-            msg = (f"{len(missing)} of {len(stems)} images listed in {self.ann_file} have no "
-                   f"annotation file (e.g. {missing[0]})")
-            if 2 * len(missing) > len(stems):
-                raise UserError(msg)
-            logger.warning(f"skipping {msg}")
+            skip_or_stop(f"{len(missing)} of {len(stems)} images listed in {self.ann_file} have no "
+                         f"annotation file (e.g. {missing[0]})", len(missing), len(stems))
         return records
 
     def _class_names(self, records, class_names):

@@ -43,7 +43,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import BoxTable, Columns, IndexedSource, coco_from_dict
+from detcore.coco import BoxTable, Columns, IndexedSource, coco_from_dict, skip_or_stop
 
 # Ultralytics' IMG_FORMATS (the suffixes it lists as images)
 IMAGE_SUFFIXES = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"})
@@ -323,11 +323,8 @@ class YoloSource(IndexedSource):
         unreadable = [p for p, s in zip(images, sizes) if s is None and os.path.isfile(p)
                       and os.path.getsize(p) > 0]
         if unreadable:
-            msg = (f"{len(unreadable)} of {len(images)} {self.split} images of {self.data.file} "
-                   f"cannot be read (e.g. {unreadable[0]})")
-            if 2 * len(unreadable) > len(images):
-                raise UserError(msg)
-            logger.warning(f"skipping {msg}")
+            skip_or_stop(f"{len(unreadable)} of {len(images)} {self.split} images of {self.data.file} "
+                         f"cannot be read (e.g. {unreadable[0]})", len(unreadable), len(images))
         keep = [i for i, s in enumerate(sizes) if s is not None or _no_file(images[i])]
         cls, boxes, owner, where = [], [], [], []
         for i in keep:
