@@ -12,7 +12,7 @@ from PIL import Image
 from accel.errors import UserError
 from detcore import onnx_runtime as rt
 from test_onnx_runtime import assert_same_detections
-from yolox_tools import SHAPES_EXP, calibrate, detecting_nano, load_tool
+from yolox_tools import SHAPES_EXP, detecting_nano, detecting_ssd_checkpoint, load_tool
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -114,24 +114,8 @@ def test_thresholds_the_graph_cannot_honour_are_one_line(nano, val_images):
 def ssd(val_images, tmp_path_factory):
     """(checkpoint, folder) of a seeded 5-label SSD300 whose batch-norm statistics come from the
     val images (as tests/test_onnx_runtime.py: it then detects without training)."""
-    from ssd import SSD300
-    from ssd.data import to_normalised_tensor
-
-    torch.manual_seed(0)
-    net = SSD300(label_num=5)
-    batch = []
-    for path in val_images[:4]:
-        with Image.open(path) as img:
-            batch.append(to_normalised_tensor(img.convert("RGB")))
-    calibrate(net, torch.stack(batch))
-    with torch.no_grad():
-        for conv in (*net.conf, *net.loc):
-            conv.weight.mul_(0.1)
     folder = tmp_path_factory.mktemp("ssd_e2e")
-    ckpt = folder / "iter_0.pt"
-    torch.save({"model": net.state_dict(),
-                "label_map": {0: "background", 1: "circle", 2: "rectangle", 3: "triangle", 4: "star"}}, ckpt)
-    return ckpt, folder
+    return detecting_ssd_checkpoint(val_images[:4], folder), folder
 
 
 @pytest.mark.parametrize("agnostic", [False, True])

@@ -16,7 +16,7 @@ from PIL import Image
 from accel import Precision
 from accel.errors import UserError
 from detcore import onnx_runtime as rt
-from yolox_tools import ROOT, SHAPES_EXP, calibrate, detecting_nano, load_tool
+from yolox_tools import ROOT, SHAPES_EXP, detecting_nano, detecting_ssd_checkpoint, load_tool
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -71,24 +71,10 @@ def yolox_exports(val_images, tmp_path_factory):
 def ssd_exports(val_images, tmp_path_factory):
     """(checkpoint, {"raw": path, "decoded": path}): a seeded 5-label SSD300 calibrated on the val
     images, exported both ways through ssd/export_onnx.py."""
-    from ssd import SSD300
-    from ssd.data import to_normalised_tensor
     from ssd.export_onnx import main as export_main
 
-    torch.manual_seed(0)
-    net = SSD300(label_num=5)
-    batch = []
-    for path in val_images[:4]:
-        with Image.open(path) as img:
-            batch.append(to_normalised_tensor(img.convert("RGB")))
-    calibrate(net, torch.stack(batch))
-    with torch.no_grad():    # calibrated, the heads saturate (many scores exactly 1.0, boxes e^8 wide)
-        for conv in (*net.conf, *net.loc):
-            conv.weight.mul_(0.1)
-    folder = tmp_path_factory.mktemp("ssd_onnx")
-    ckpt = folder / "iter_0.pt"
-    torch.save({"model": net.state_dict(),
-                "label_map": {0: "background", 1: "circle", 2: "rectangle", 3: "triangle", 4: "star"}}, ckpt)
+    ckpt = detecting_ssd_checkpoint(val_images[:4], tmp_path_factory.mktemp("ssd_onnx"))
+    folder = ckpt.parent
     paths = {}
     for kind in ("raw", "decoded"):
         paths[kind] = folder / f"ssd_{kind}.onnx"
