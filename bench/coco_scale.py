@@ -468,16 +468,13 @@ def bench_eval(args, emit):
 
 
 def main(argv=None):
-    from common import emit, machine
+    from common import add_peer_path_arg, emit, machine
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", default="/tmp/detkit_coco_scale", help="where the generated sets are kept")
     parser.add_argument("--sizes", default="1000,10000,118287",
                         help="comma-separated image counts; the largest is the one the targets are read at")
-    parser.add_argument("--peer-path", default=os.environ.get(
-                        "YOLOX030_PATH", "/work/ref_compare/yolox-0.3.0:/work/ref_compare/yolox-0.3.0-deps"),
-                        help="folders put first on the released YOLOX child's sys.path: its source "
-                             "(holding yolox/), then its pure-Python dependencies (thop, tqdm)")
+    add_peer_path_arg(parser)
     parser.add_argument("--no-peer", action="store_true", help="leave out the released YOLOX")
     parser.add_argument("--baseline", default="",
                         help="a checkout of this project (e.g. `git archive` of an older commit) measured too")

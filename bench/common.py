@@ -150,6 +150,16 @@ def add_device_arg(parser):
     return parser
 
 
+def add_peer_path_arg(parser):
+    """``--peer-path``: where the released YOLOX 0.3.0's source and its pure-Python dependencies
+    are (bench/README.md says how to fetch them), for the benchmarks that run it in a child."""
+    parser.add_argument("--peer-path", default=os.environ.get(
+                        "YOLOX030_PATH", "/work/ref_compare/yolox-0.3.0:/work/ref_compare/yolox-0.3.0-deps"),
+                        help="folders put first on the released YOLOX child's sys.path: its source "
+                             "(holding yolox/), then its pure-Python dependencies (thop, tqdm)")
+    return parser
+
+
 def make_shapes(out, num_train, num_val, seed=0):
     """tools/make_shapes.py's generator (tools/ is not a package, so load it by path)."""
     spec = importlib.util.spec_from_file_location("make_shapes", ROOT / "tools" / "make_shapes.py")

@@ -318,7 +318,7 @@ def implementations(args):
 
 
 def main():
-    from common import emit, machine, make_shapes
+    from common import add_peer_path_arg, emit, machine, make_shapes
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num-train", type=int, default=128)
@@ -330,10 +330,7 @@ def main():
     ap.add_argument("--caches", default="none,ram,disk", help="our cache kinds to time")
     ap.add_argument("--compare", action="store_true",
                     help="also time the released YOLOX 0.3.0 pipeline, profile both, measure the RAM cache's PSS")
-    ap.add_argument("--peer-path", default=os.environ.get(
-                    "YOLOX030_PATH", "/work/ref_compare/yolox-0.3.0:/work/ref_compare/yolox-0.3.0-deps"),
-                    help="folders put first on the released YOLOX child's sys.path: its source (holding "
-                         "yolox/), then its pure-Python dependencies (thop, tqdm)")
+    add_peer_path_arg(ap)
     ap.add_argument("--baseline", default="", help="an older checkout of this project, measured too ('before')")
     ap.add_argument("--profile-samples", type=int, default=96)
     ap.add_argument("--pss-batches", type=int, default=12)
