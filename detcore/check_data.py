@@ -34,7 +34,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError, cli_entry
-from detcore.coco import auditing, jpeg_truncated
+from detcore.coco import auditing, header_size, jpeg_truncated
 
 # (key, label) in the order they are printed; every one counts towards --strict
 DEFECTS = (
@@ -136,13 +136,12 @@ def summary_line(source, name=None):
 def _inspect(path):
     """(width, height, truncated) of an image file from its header and last bytes; None when it
     has no image header PIL can read. PIL's ``open`` reads the header only, no pixels."""
-    from PIL import Image
-
+    size = header_size(path)
+    if size is None:
+        return None
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-        return width, height, jpeg_truncated(path)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return (*size, jpeg_truncated(path))
+    except OSError:
         return None
 
 

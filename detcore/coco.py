@@ -452,6 +452,18 @@ _TAIL_BYTES = 4096
 _TRUNCATED_NAMED = mmap.mmap(-1, 1)
 
 
+def header_size(path):
+    """(width, height) of an image file from its header (PIL's ``open`` decodes no pixels); None
+    when there is no file or no header PIL can read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 def jpeg_truncated(path):
     """True when ``path`` starts as a JPEG (SOI, FF D8) but does not end with its end-of-image
     marker (EOI, FF D9) once trailing zero bytes (padding some writers add) are stripped: a file

@@ -90,9 +90,8 @@ def coco_paths(root, flag="--data"):
     if not root.is_dir():
         raise UserError(f"{flag}: {root} is not a directory (expected a COCO root with train2017/, "
                         "val2017/ and annotations/)")
-    ann = root / "annotations"
-    return (root / "train2017", ann / "instances_train2017.json",
-            root / "val2017", ann / "instances_val2017.json")
+    (train, train_json), (val, val_json) = COCO_SPLITS["train"], COCO_SPLITS["val"]
+    return root / train, root / "annotations" / train_json, root / val, root / "annotations" / val_json
 
 
 def _image_set(devkit, year, name):

@@ -43,7 +43,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.coco import BoxTable, Columns, IndexedSource, coco_from_dict, skip_or_stop
+from detcore.coco import BoxTable, Columns, IndexedSource, coco_from_dict, header_size, skip_or_stop
 
 # Ultralytics' IMG_FORMATS (the suffixes it lists as images)
 IMAGE_SUFFIXES = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"})
@@ -259,18 +259,6 @@ def _parse_lines(label_file, numbered, text):
     return np.asarray(rows, np.float64).reshape(-1, 5)
 
 
-def _image_size(path):
-    """(width, height) from the image header (PIL decodes no pixels); None when there is no
-    file or its header cannot be read (the image is then skipped with the missing ones)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, ValueError, SyntaxError):
-        return None
-
-
 class YoloSource(IndexedSource):
     """One split of a YOLO data set: the attributes of ``CocoSource`` (``coco``, ``class_ids``,
     ``class_names``, ``ids``, ``table``, ``boxes``, ``unreadable``, ``img_dir``, ``ann_file``,
@@ -319,7 +307,7 @@ class YoloSource(IndexedSource):
 
     def _columns(self, images, labels, num_classes):
         """The split as ``Columns`` in pixels for ``BoxTable.clean``, and image id -> label file."""
-        sizes = [_image_size(p) for p in images]
+        sizes = [header_size(p) for p in images]
         unreadable = [p for p, s in zip(images, sizes) if s is None and os.path.isfile(p)
                       and os.path.getsize(p) > 0]
         if unreadable:
