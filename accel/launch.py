@@ -66,8 +66,7 @@ def _int(env, name):
 def detect(env=None):
     """The ``Launch`` of this process (see the module docstring for the order)."""
     env = os.environ if env is None else env
-    slurm_job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
-    common = dict(slurm_job_id=slurm_job,
+    common = dict(slurm_job_id=_slurm_job(env),
                   restart_count=_int(env, "TORCHELASTIC_RESTART_COUNT") if "TORCHELASTIC_RESTART_COUNT" in env else 0,
                   slurm_restart_count=_int(env, "SLURM_RESTART_COUNT") if "SLURM_RESTART_COUNT" in env else 0)
     for launcher, rank_var, local_var, size_var, local_size_var in _LAUNCHERS:
@@ -87,6 +86,11 @@ def detect(env=None):
         return Launch(launcher, rank, local, size, local_size, addr, port, **common)
     addr, port = _address(env)
     return Launch(None, master_addr=addr, master_port=port, **common)
+
+
+def _slurm_job(env):
+    """The Slurm job id (its current and its older variable name), None outside a job."""
+    return env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
 
 
 def _same_slurm_step(env, rank, size):
@@ -111,10 +115,11 @@ def _address(env):
     slurm = "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env
     nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     addr = env.get("MASTER_ADDR") or (expand_hostlist(nodes)[0] if slurm and nodes else DEFAULT_MASTER_ADDR)
+    job = _slurm_job(env)
     if env.get("MASTER_PORT"):
         port = _int(env, "MASTER_PORT")
-    elif slurm and (env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")):
-        port = slurm_port(env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID"))
+    elif slurm and job:
+        port = slurm_port(job)
     else:
         port = DEFAULT_MASTER_PORT
     return addr, port
