@@ -49,13 +49,13 @@ CONSOLE_SCRIPTS = [
     "detkit-demo = yolox.tools.demo:main",
     "detkit-export-onnx = yolox.tools.export_onnx:main",
     "detkit-export-torchscript = yolox.tools.export_torchscript:main",
-    "detkit-make-shapes = detcore.make_shapes:main",
-    "detkit-convert-data = detcore.convert:main",
-    "detkit-check-data = detcore.check_data:main",
+    "detkit-make-shapes = detcore.data.shapes:main",
+    "detkit-convert-data = detcore.data.convert:main",
+    "detkit-check-data = detcore.data.check:main",
     "detkit-ssd-train = ssd.train:main",
     "detkit-ssd-demo = ssd.demo:main",
     "detkit-ssd-export-onnx = ssd.export_onnx:main",
-    "detkit-quantize = detcore.quantize_cli:main",
+    "detkit-quantize = detcore.deploy.quantize_cli:main",
 ]
 
 setup(

@@ -3,7 +3,7 @@
 The names below load on first use (PEP 562 module ``__getattr__``) instead of at ``import accel``:
 device, precision and distributed import torch, while ``accel.errors`` (the one-line UserError and
 ``cli_entry`` every CLI uses) must stay importable without it, because the onnxruntime demo
-(``detcore/onnx_runtime.py``, ``tools/demo.py --onnx``) runs exported models on numpy and
+(``detcore/deploy/runtime.py``, ``tools/demo.py --onnx``) runs exported models on numpy and
 onnxruntime alone. ``from accel import X``, ``accel.X`` and ``accel.<submodule>`` work as before.
 """
 import importlib

@@ -10,7 +10,7 @@ A second signal while that happens restores the default action and ends the proc
 Slurm: a job submitted with ``--signal=USR1@90 --requeue`` gets SIGUSR1 90 s before its time
 runs out (or from ``scancel --signal=USR1``). After the checkpoint, rank 0 requeues the job
 (``scontrol requeue``), once, and the requeued job resumes by itself from that checkpoint
-(``detcore.checkpoints``). Only SIGUSR1 requeues: SIGTERM is also how ``scancel`` cancels a job
+(``detcore.training.checkpoints``). Only SIGUSR1 requeues: SIGTERM is also how ``scancel`` cancels a job
 and how Slurm itself preempts one (it requeues by itself where its preemption mode says so),
 and requeueing then would undo a cancel. When any rank got SIGTERM, the run is not requeued.
 """

@@ -321,8 +321,8 @@ def child_eval(impl, root, rows_file, project=str(ROOT)):
     else:
         import tempfile
 
-        from detcore import coco_eval
-        from detcore.coco import CocoSource
+        from detcore.evaluation import coco_eval
+        from detcore.data.coco import CocoSource
 
         if impl == "ours_pycocotools":                 # our path with the peer's scorer
             from pycocotools.cocoeval import COCOeval

@@ -100,8 +100,8 @@ class Subject:
 
     # torch side
     def preprocess(self, bgr):
-        from detcore.letterbox import letterbox
-        from detcore.onnx_runtime import ssd_input
+        from detcore.deploy.letterbox import letterbox
+        from detcore.deploy.runtime import ssd_input
         if self.family == "ssd":
             return torch.from_numpy(ssd_input(bgr))
         return torch.from_numpy(letterbox(bgr, self.size)[0][None])
@@ -150,8 +150,8 @@ class Subject:
         if kind in ("raw", "e2e"):
             path = folder / f"{self.name}_{kind}.onnx"
             if self.family == "ssd":
-                from detcore.export_graph import append_nms
-                from detcore.onnx_runtime import write_metadata
+                from detcore.deploy.export_graph import append_nms
+                from detcore.deploy.runtime import write_metadata
                 from ssd.export_onnx import NmsInputs, export
                 names = self.names or [str(i) for i in range(81)]
                 if kind == "raw":
@@ -380,8 +380,8 @@ def main(argv=None):
     torch.set_num_threads(threads)
 
     from accel.precision import cpu_bf16_is_native
-    from detcore.onnx_runtime import Detector
-    from detcore.quantize import quantize
+    from detcore.deploy.runtime import Detector
+    from detcore.deploy.quantize import quantize
 
     bf16 = cpu_bf16_is_native()
     emit(bench="formats_machine", **{**machine(), "threads": threads}, bf16_native=bf16)
@@ -400,7 +400,7 @@ def main(argv=None):
             def path_of(kind):
                 if kind not in exports:
                     if kind == "ir":
-                        from detcore.export_graph import save_openvino
+                        from detcore.deploy.export_graph import save_openvino
                         raw = path_of("raw")
                         exports[kind] = save_openvino(raw, raw.with_suffix(".xml"))
                     elif kind == "int8_ort":

@@ -18,10 +18,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from accel.errors import UserError
-from detcore import sources
-from detcore.coco import CocoSource, PerImage, UnreadableImages, find_sorted
+from detcore.data import layout as sources
+from detcore.data.coco import CocoSource, PerImage, UnreadableImages, find_sorted
 # the layouts' paths as they were defined here (callers and tests import them from ssd.data)
-from detcore.sources import VOC_TEST, VOC_TRAIN, coco_paths, voc_layout  # noqa: F401
+from detcore.data.layout import VOC_TEST, VOC_TRAIN, coco_paths, voc_layout  # noqa: F401
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -120,8 +120,8 @@ def train_transform(rng, img, boxes, labels, crop_tries=1):
 
 class CocoDetection(Dataset):
     """One split of detection data for SSD: a COCO json + image folder (``img_dir``,
-    ``ann_file``), or any ``detcore.coco.IndexedSource`` (a VOC split
-    from ``detcore.voc.VocSource``), read and cleaned by the policy both models share. Labels:
+    ``ann_file``), or any ``detcore.data.coco.IndexedSource`` (a VOC split
+    from ``detcore.data.voc.VocSource``), read and cleaned by the policy both models share. Labels:
     the source's class order -> 1..K (0 is background); for COCO the sorted category ids.
 
     ``train=True`` applies the random augmentation; otherwise every image is kept and only
@@ -302,7 +302,7 @@ class EpochSampler(torch.utils.data.DistributedSampler):
 
 def open_sources(root, train=True, class_names=None):
     """(train source or None, val source) of the ``--data`` path, labelled alike: a COCO root, a
-    Pascal VOC devkit or a YOLO data.yaml, recognised by ``detcore.sources`` (the one place that
+    Pascal VOC devkit or a YOLO data.yaml, recognised by ``detcore.data.layout`` (the one place that
     looks at the layout; see it for the splits each layout gives). ``train=False``
     (``--eval-only``) reads what the val split's labels need only; ``class_names`` (a
     checkpoint's) fixes the label order where the layout infers it (VOC) and is checked against

@@ -12,7 +12,7 @@ ssd_output/vis_res/<timestamp>/), which is printed; without it each box is print
 ``<name>.mp4`` with --save_result); ``--batch-size`` images go through the network together;
 ``--save-txt`` writes YOLO labels (class = label - 1), ``--save-json`` a COCO results json (ids
 from ``--ann``), ``--classes`` keeps some labels, ``--agnostic-nms`` runs one NMS across classes
-(``detcore/media.py``, shared with tools/demo.py).
+(``detcore/deploy/media.py``, shared with tools/demo.py).
 """
 import sys
 import time
@@ -33,8 +33,8 @@ from PIL import Image  # noqa: E402
 from accel import add_device_args, mark_step, resolve_device  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import postprocess_device  # noqa: E402
-from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source, run_source  # noqa: E402
-from detcore.weights import strip_prefixes  # noqa: E402
+from detcore.deploy.media import ResultWriter, add_output_args, check_batch_size, open_source, run_source  # noqa: E402
+from detcore.training.weights import strip_prefixes  # noqa: E402
 from ssd import SSD300, Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import to_normalised_tensor  # noqa: E402
 from ssd.engine import (label_count, label_names, load_strict, place_model, read_checkpoint,  # noqa: E402

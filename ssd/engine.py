@@ -19,17 +19,17 @@ from accel import watchdog
 from accel.preemption import PreemptionGuard, shield_worker
 from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
                           sgd_class)
-from detcore import voc_eval
-from detcore.checkpoints import Checkpoints, rank_states, restore_rank_state
-from detcore import eval_report
-from detcore.check_data import report_at_start
-from detcore.coco_eval import gather_and_score
-from detcore.log import setup_logger
-from detcore.progress import Progress
-from detcore.report import LossMean, MetricWatch, RunReport
-from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
+from detcore.evaluation import voc_eval
+from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state
+from detcore.evaluation import report as eval_report
+from detcore.data.check import report_at_start
+from detcore.evaluation.coco_eval import gather_and_score
+from detcore.training.log import setup_logger
+from detcore.training.progress import Progress
+from detcore.training.report import LossMean, MetricWatch, RunReport
+from detcore.training.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
-from detcore.weights import load_matching, strip_prefixes
+from detcore.training.weights import load_matching, strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.data import CocoDetection, EncodedTargets, EpochSampler, collate, collate_encoded, open_sources
 from ssd.mlperf_log import MLPerfLogger
@@ -177,7 +177,7 @@ def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, pre
     # the pycocotools index is built on the main process only (the other ranks never need it)
     result = gather_and_score(lambda: dataset.coco, local, dataset.ids, seconds, images, keep_rows=keep_rows)
     if hasattr(getattr(dataset, "source", None), "difficult"):
-        # a VOC split (detcore.voc): the COCO numbers above drive the loop (--threshold), the
+        # a VOC split (detcore.data.voc): the COCO numbers above drive the loop (--threshold), the
         # VOC devkit's table (AP per class at IoU 0.5, 11-point for VOC2007) is printed with them
         voc = voc_eval.gather_and_score(dataset.source, voc_eval.rows_from_coco(local, dataset.cat_ids))
         result.summary += "VOC devkit AP:\n" + voc.summary
@@ -372,7 +372,7 @@ class SSDRun:
 
     def _resume_source(self):
         """The checkpoint this run starts from: --checkpoint, or by itself the folder's newest
-        one after a torchrun restart or a preemption (detcore.checkpoints); None for a fresh run,
+        one after a torchrun restart or a preemption (detcore.training.checkpoints); None for a fresh run,
         which clears the periodic files an earlier run left in the folder."""
         args = self.args
         self.checkpoints = Checkpoints(self.out_dir, CHECKPOINT_NAME, args.checkpoint_interval,
@@ -466,7 +466,7 @@ class SSDRun:
 
     def run_config(self):
         """The flags that decide what this run computes (all but RUN_VOLATILE); a checkpoint of
-        other flags is not resumed by itself (detcore.checkpoints). The seed counts only when given."""
+        other flags is not resumed by itself (detcore.training.checkpoints). The seed counts only when given."""
         config = {k: v for k, v in vars(self.args).items() if k not in RUN_VOLATILE}
         config.update(world_size=self.info.world_size)
         if self.args.seed is not None:

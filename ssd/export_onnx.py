@@ -7,14 +7,14 @@ By default the graph returns the network's two maps as the reference's model doe
 ltrb in [0, 1] image coordinates and ``scores`` [N, 8732, labels] softmax probabilities, what
 ``Encoder.decode_batch`` feeds its per-class NMS. The batch dimension is dynamic. The file's
 metadata names the model, the output kind and the checkpoint's label names (``label_map``), for
-``tools/demo.py --onnx`` (``detcore/onnx_runtime.py``).
+``tools/demo.py --onnx`` (``detcore/deploy/runtime.py``).
 
 ``--nms`` exports the end-to-end graph: the decoding above, then ``Encoder.decode_batch``'s
 selection in the graph (per class the 200 best scores, ONNX ``NonMaxSuppression`` per class, or
 across classes with ``--agnostic-nms``, ``--conf`` / ``--iou`` / ``--max-det`` baked in); outputs
 ``num_dets [N]``, ``boxes [N, max_det, 4]`` (x1, y1, x2, y2 in pixels of the 300x300 network
 input: x image width / 300 and height / 300 for source pixels), ``scores``, ``classes`` (labels,
-1 = the first class; ``detcore/export_graph.py``). ``--format openvino`` also writes an OpenVINO
+1 = the first class; ``detcore/deploy/export_graph.py``). ``--format openvino`` also writes an OpenVINO
 IR (.xml + .bin, fp32 weights) of the same graph beside the .onnx.
 """
 import sys
@@ -34,8 +34,8 @@ from loguru import logger  # noqa: E402
 from torch import nn  # noqa: E402
 
 from accel.errors import UserError, cli_entry  # noqa: E402
-from detcore.export_graph import add_nms_args, check_nms_args  # noqa: E402
-from detcore.onnx_runtime import write_metadata  # noqa: E402
+from detcore.deploy.export_graph import add_nms_args, check_nms_args  # noqa: E402
+from detcore.deploy.runtime import write_metadata  # noqa: E402
 from ssd import Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import INPUT_SIZE  # noqa: E402
 from ssd.demo import load_detector  # noqa: E402
@@ -104,7 +104,7 @@ def export(model, path, batch_size=1, opset=11, input_name="image", output_names
 
 @cli_entry
 def main(argv=None):
-    from detcore.export_graph import append_nms, output_paths, save_openvino
+    from detcore.deploy.export_graph import append_nms, output_paths, save_openvino
 
     args = make_parser().parse_args(argv)
     if args.batch_size < 1:

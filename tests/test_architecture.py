@@ -63,12 +63,57 @@ def test_accel_imports_nothing_above_it():
 
 
 def test_one_home_for_coco_reading_and_scoring():
-    """Both detectors read COCO through detcore.coco and score through detcore.coco_eval."""
+    """Both detectors read COCO through detcore.data.coco and score through detcore.evaluation.coco_eval."""
     for path in sources("yolox", "ssd"):
         mods = set(imported_modules(path))
         assert "pycocotools.coco" not in mods or path.name == "coco_classes.py", path
         assert "pycocotools.cocoeval" not in mods and "faster_coco_eval" not in mods, path
     users = {p.relative_to(ROOT).as_posix() for p in sources("yolox", "ssd")
-             if {"detcore.coco", "detcore.coco_eval"} & set(imported_modules(p))}
+             if {"detcore.data.coco", "detcore.evaluation.coco_eval"} & set(imported_modules(p))}
     assert {"yolox/data/datasets/coco.py", "ssd/data.py", "yolox/evaluators/coco_evaluator.py",
             "ssd/engine.py"} <= users
+
+
+DETCORE_FLOORS = ("data", "evaluation", "training", "deploy")
+
+
+def test_detcore_is_split_by_concern():
+    """Every detcore module lives in one of the four concern packages, except the small shared
+    homes (box conversions, file writing) and the old-path aliases."""
+    top = sorted(p.name for p in (ROOT / "detcore").glob("*.py"))
+    assert set(top) <= {"__init__.py", "boxes.py", "files.py", "moved.py", *OLD_PATHS_FILES}, top
+    for floor in DETCORE_FLOORS:
+        assert (ROOT / "detcore" / floor / "__init__.py").read_text().startswith('"""')
+
+
+def test_deploy_imports_no_torch():
+    """The exported-model runtime must run where torch is not installed."""
+    users = [p.relative_to(ROOT).as_posix() for p in sources("detcore/deploy")
+             if any(m.split(".")[0] in ("torch", "torchvision", "yolox", "ssd") for m in imported_modules(p))]
+    assert users == []
+
+
+OLD_PATHS = {"detcore.check_data": "detcore.data.check", "detcore.convert": "detcore.data.convert",
+             "detcore.make_shapes": "detcore.data.shapes", "detcore.quantize_cli": "detcore.deploy.quantize_cli",
+             "detcore.onnx_runtime": "detcore.deploy.runtime"}
+OLD_PATHS_FILES = {old.split(".")[1] + ".py" for old in OLD_PATHS}
+
+
+def test_old_import_paths_are_the_new_modules_and_warn(tmp_path):
+    """0.1's documented paths keep working for a release: the same module object, one FutureWarning."""
+    import subprocess
+    import sys
+    code = ("import warnings, importlib\n"
+            f"pairs = {OLD_PATHS!r}\n"
+            "for old, new in pairs.items():\n"
+            "    with warnings.catch_warnings(record=True) as w:\n"
+            "        warnings.simplefilter('always')\n"
+            "        assert importlib.import_module(old) is importlib.import_module(new), old\n"
+            "    assert [str(x.message).split()[0] for x in w if x.category is FutureWarning] == [old], old\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "ok", out.stderr
+    run = subprocess.run([sys.executable, "-m", "detcore.make_shapes", "--help"], cwd=tmp_path,
+                         capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0 and "usage:" in run.stdout

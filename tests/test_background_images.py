@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from detcore.coco_eval import score
-from detcore.make_shapes import make_shapes
-from detcore.sources import open_split
+from detcore.evaluation.coco_eval import score
+from detcore.data.shapes import make_shapes
+from detcore.data.layout import open_split
 from yolox_tools import TINY, ssd_run
 
 

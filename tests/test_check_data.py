@@ -1,4 +1,4 @@
-"""detkit-check-data (detcore.check_data): every defect planted once in a small generated set is
+"""detkit-check-data (detcore.data.check): every defect planted once in a small generated set is
 counted once, from the same reading the trainers do; --strict exits 1 with one line, a clean set
 passes; --plot writes the labels PNG; a VOC devkit is checked the same way. Also the
 truncated-JPEG warning of training reads (named once per run, across forked workers) and the
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import load_make_shapes
-from detcore import check_data as cd
-from detcore import coco as detcoco
+from detcore.data import check as cd
+from detcore.data import coco as detcoco
 
 NAMES = ("circle", "rectangle", "triangle", "star")
 

@@ -13,7 +13,7 @@ import torch
 from accel.checkpoint import save_atomic
 from accel.errors import PREEMPTED_EXIT_CODE, Preempted, UserError, cli_entry
 from accel.preemption import PreemptionGuard
-from detcore.checkpoints import Checkpoints, check_same_run, rank_states, restore_rank_state
+from detcore.training.checkpoints import Checkpoints, check_same_run, rank_states, restore_rank_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"max_epoch": 2, "batch_size": 4, "input_size": (160, 160)}

@@ -1,4 +1,4 @@
-"""detcore.class_stats: the per-class table, curves, confusion matrix and per-image errors.
+"""detcore.evaluation.class_stats: the per-class table, curves, confusion matrix and per-image errors.
 
 A hand-computed case pins every number; random cases check the matching against pycocotools'
 own per-image evaluation (``evalImgs``) and the APs against its ``precision`` array."""
@@ -10,8 +10,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detcore import class_stats as cs
-from detcore import coco_eval
+from detcore.evaluation import class_stats as cs
+from detcore.evaluation import coco_eval
 
 
 def _coco(images, anns, names=("a", "b")):

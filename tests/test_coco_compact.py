@@ -17,8 +17,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from accel.errors import UserError
-from detcore import coco_eval
-from detcore.coco import CocoSource, load_coco, read_json
+from detcore.evaluation import coco_eval
+from detcore.data.coco import CocoSource, load_coco, read_json
 from ssd.data import CocoDetection
 from yolox.data import COCODataset
 

@@ -1,4 +1,4 @@
-"""detcore.coco_eval: the faster evaluator gives pycocotools' numbers and pycocotools' summary text."""
+"""detcore.evaluation.coco_eval: the faster evaluator gives pycocotools' numbers and pycocotools' summary text."""
 import contextlib
 import io
 import json
@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detcore import coco_eval
+from detcore.evaluation import coco_eval
 
 
 def _rows(gt_json, seed=0):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from accel.errors import UserError
-from detcore import convert as conv
-from detcore.coco_eval import score
-from detcore.make_shapes import make_shapes
-from detcore.sources import open_split
+from detcore.data import convert as conv
+from detcore.evaluation.coco_eval import score
+from detcore.data.shapes import make_shapes
+from detcore.data.layout import open_split
 from yolox_tools import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_cli_wrapper_console_script_and_whole_or_nothing(coco_set, tmp_path, cap
     with pytest.raises(UserError, match="has no test split"):
         conv.convert(coco_set, tmp_path / "t", "coco", splits=["test"])
     setup = (ROOT / "setup.py").read_text()
-    assert re.search(r'"detkit-convert-data = detcore\.convert:main"', setup)
+    assert re.search(r'"detkit-convert-data = detcore\.data\.convert:main"', setup)
     calls = []
 
     def failing(src, dst, link):
@@ -125,7 +125,7 @@ def test_cli_wrapper_console_script_and_whole_or_nothing(coco_set, tmp_path, cap
 
 
 def test_make_shapes_writes_a_yolo_set(tmp_path, capsys):
-    from detcore.make_shapes import main
+    from detcore.data.shapes import main
 
     main(["--out", str(tmp_path / "s"), "--num-train", "2", "--num-val", "1", "--format", "yolo",
           "--background", "1"])

@@ -1,4 +1,4 @@
-"""Batch and stream inference in the demos (``detcore/media.py``): --batch-size gives the boxes of
+"""Batch and stream inference in the demos (``detcore/deploy/media.py``): --batch-size gives the boxes of
 batch 1; --save-txt writes YOLO labels of the printed boxes; --save-json writes COCO results
 that pycocotools loadRes reads, with the annotation file's ids; --classes and --agnostic-nms
 filter; a glob is a source; a stream that drops mid-way keeps its video, txt and json; a stream
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detcore.media import Source
+from detcore.deploy.media import Source
 from test_onnx_e2e import ssd, val_images  # noqa: F401  (fixtures)
 from yolox_tools import ROOT, SHAPES_EXP, detecting_nano, load_tool
 
@@ -122,7 +122,7 @@ class DroppingCapture:
 
 
 def test_a_stream_that_drops_keeps_what_was_saved(nano160, shapes_coco, tmp_path, capsys):
-    from detcore.onnx_runtime import Detector
+    from detcore.deploy.runtime import Detector
 
     _, onnx_path = nano160
     frames = [cv2.resize(cv2.imread(str(p)), (320, 256)) for p in sorted((shapes_coco / "val2017").glob("*.jpg"))]

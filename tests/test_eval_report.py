@@ -1,4 +1,4 @@
-"""detcore.eval_report: the per-class csv, confusion csv, plots and --analyze output of one
+"""detcore.evaluation.report: the per-class csv, confusion csv, plots and --analyze output of one
 evaluation, on the generated shapes set with known detections; a failure is one warning."""
 import csv
 import json
@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from detcore import coco_eval, eval_report
-from detcore.coco import CocoSource
+from detcore.evaluation import coco_eval
+
+from detcore.evaluation import report as eval_report
+from detcore.data.coco import CocoSource
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""detcore.heap: a loader worker keeps the megabyte-sized blocks it frees (no page faults for the
+"""detcore.data.heap: a loader worker keeps the megabyte-sized blocks it frees (no page faults for the
 next sample's), a data-set build gives its freed heap back."""
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from detcore.heap import keep_freed_heap
+    from detcore.data.heap import keep_freed_heap
     kept = keep_freed_heap() if sys.argv[1] == "keep" else None
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

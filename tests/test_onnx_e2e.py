@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from accel.errors import UserError
-from detcore import onnx_runtime as rt
+from detcore.deploy import runtime as rt
 from test_onnx_runtime import assert_same_detections
 from yolox_tools import SHAPES_EXP, detecting_nano, detecting_ssd_checkpoint, load_tool
 

@@ -1,4 +1,4 @@
-"""detcore/onnx_runtime.py (numpy + onnxruntime, no torch): an exported YOLOX or SSD300 gives the
+"""detcore/deploy/runtime.py (numpy + onnxruntime, no torch): an exported YOLOX or SSD300 gives the
 PyTorch demo's boxes, scores and classes on the shapes val images (within 1e-3 after NMS), raw and
 decoded exports alike; its pieces equal their PyTorch counterparts (default boxes, SSD input, NMS);
 a .onnx that is not a detector is one line; importing it and running `tools/demo.py --onnx`
@@ -15,7 +15,7 @@ from PIL import Image
 
 from accel import Precision
 from accel.errors import UserError
-from detcore import onnx_runtime as rt
+from detcore.deploy import runtime as rt
 from yolox_tools import ROOT, SHAPES_EXP, detecting_nano, detecting_ssd_checkpoint, load_tool
 
 ort = pytest.importorskip("onnxruntime")
@@ -197,8 +197,8 @@ def test_demo_onnx_imports_no_torch_and_bad_files_are_one_line(yolox_exports, va
     out = tmp_path / "out"
     script = f"""
 import runpy, sys
-import detcore.onnx_runtime
-assert "torch" not in sys.modules, "importing detcore.onnx_runtime loaded torch"
+import detcore.deploy.runtime
+assert "torch" not in sys.modules, "importing detcore.deploy.runtime loaded torch"
 sys.argv = ["demo.py", "image", "--onnx", {str(paths['raw'])!r}, "--path", {str(val_images[0].parent)!r},
             "--save_result", "--output_dir", {str(out)!r}, "--conf", "0.3", "--nms", "0.45"]
 runpy.run_path({str(ROOT / 'tools' / 'demo.py')!r}, run_name="__main__")

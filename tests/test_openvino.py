@@ -1,4 +1,4 @@
-"""The torch-free runtime under OpenVINO (``detcore/backends.py``): an .onnx run with
+"""The torch-free runtime under OpenVINO (``detcore/deploy/backends.py``): an .onnx run with
 ``runtime="openvino"`` and the IR that ``--format openvino`` writes give onnxruntime's detections
 (boxes within 1e-3 of the image size, scores within 1e-3) at batch 1 and 8, for the end-to-end
 graph and for the plain one (whose post-processing is the same numpy code); a broken IR, the
@@ -9,7 +9,7 @@ import cv2
 import pytest
 
 from accel.errors import UserError
-from detcore import onnx_runtime as rt
+from detcore.deploy import runtime as rt
 from test_onnx_e2e import export_nano, nano, ssd, val_images  # noqa: F401  (fixtures)
 from test_onnx_runtime import assert_same_detections
 from yolox_tools import SHAPES_EXP, load_tool

@@ -32,7 +32,7 @@ def test_writes_the_ssd_backbone_keys_and_ssd_loads_them(shapes_coco, tmp_path, 
 def test_crops_are_labelled_shapes_and_background(shapes_coco):
     import random
 
-    from detcore.coco import CocoSource
+    from detcore.data.coco import CocoSource
 
     root = Path(shapes_coco)
     src = CocoSource(root / "annotations" / "instances_train2017.json", root / "train2017")

@@ -1,4 +1,4 @@
-"""tools/quantize.py (``detcore/quantize.py``): static INT8 of an exported detector with
+"""tools/quantize.py (``detcore/deploy/quantize.py``): static INT8 of an exported detector with
 onnxruntime (QDQ) and with NNCF (OpenVINO IR) from N calibration images; the int8 model runs in
 the torch-free runtime with most of the fp32 model's boxes; the head's decoding stays float; an
 empty calibration folder, an end-to-end export and a wrong output name are one line each."""
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from accel.errors import UserError
-from detcore import onnx_runtime as rt
-from detcore.quantize import depthwise_convs, tail_nodes
+from detcore.deploy import runtime as rt
+from detcore.deploy.quantize import depthwise_convs, tail_nodes
 from test_onnx_e2e import export_nano, nano, val_images  # noqa: F401  (fixtures)
 from yolox_tools import ROOT, SHAPES_EXP, load_tool
 
@@ -104,7 +104,7 @@ def test_bad_inputs_are_one_line(nano, raw_export, val_images, tmp_path):  # noq
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], \
             (argv, proc.stderr)
     with pytest.raises(UserError, match="nothing to calibrate on"):
-        from detcore.quantize import calibration_files
+        from detcore.deploy.quantize import calibration_files
         calibration_files(str(empty / "*.jpg"), 10)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from accel import checkpoint, distributed
 from accel.errors import UserError
-from detcore.report import split_wandb_options
+from detcore.training.report import split_wandb_options
 from ssd import SSD300, engine
 from ssd import train as ssd_train
 from yolox.exp import get_exp
@@ -152,7 +152,7 @@ def test_wandb_trailing_options_as_upstream(monkeypatch):
     with pytest.raises(UserError, match="wandb-\\* options need -l wandb"):
         yolox_train.check_args(args)
     monkeypatch.setitem(sys.modules, "wandb", None)
-    from detcore.report import RunReport
+    from detcore.training.report import RunReport
     with pytest.raises(UserError, match="--logger wandb needs the wandb package"):
         RunReport("/tmp", kind="wandb")
 

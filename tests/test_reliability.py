@@ -12,7 +12,7 @@ import torch
 
 from accel import checkpoint
 from accel.errors import UserError, cli_entry, report_position
-from detcore.toolbox import RunLock
+from detcore.training.toolbox import RunLock
 from ssd.data import CocoDetection
 from yolox.exp import get_exp
 

@@ -1,9 +1,9 @@
 """Evaluation-side boundary facts that a bug-seeding run found unguarded:
 
-4. VOC matching (``detcore.voc_eval``) counts a detection as a hit only when its IoU is strictly
+4. VOC matching (``detcore.evaluation.voc_eval``) counts a detection as a hit only when its IoU is strictly
    above the threshold (the devkit's ``ovmax > ovthresh``), with the devkit's inclusive-pixel IoU
    (width = x2 - x1 + 1): a detection at IoU exactly 0.5 is a false positive at IoU 0.5;
-5. the torch-free runtime's NMS (``detcore.onnx_runtime.nms``) suppresses only IoU strictly above
+5. the torch-free runtime's NMS (``detcore.deploy.runtime.nms``) suppresses only IoU strictly above
    the threshold, as ``torchvision.ops.nms``: a box at exactly the threshold survives.
 
 Every IoU below is a ratio of small integers, exact in floating point.
@@ -15,8 +15,8 @@ import pytest
 import torch
 from torchvision.ops import batched_nms, nms as tv_nms
 
-from detcore import onnx_runtime as rt
-from detcore.voc_eval import class_aps, score
+from detcore.deploy import runtime as rt
+from detcore.evaluation.voc_eval import class_aps, score
 
 
 # ------------------------------------------------------------------ 4. VOC strict IoU > threshold

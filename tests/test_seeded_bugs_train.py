@@ -22,7 +22,7 @@ from torch import nn
 
 from accel.errors import UserError
 from accel.precision import Precision
-from detcore.weights import load_matching
+from detcore.training.weights import load_matching
 from yolox.core.ema import ModelEMA
 from yolox.core.trainer import Trainer
 from yolox.utils import freeze_module

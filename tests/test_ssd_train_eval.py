@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from detcore import coco_eval
-from detcore.coco_eval import score
+from detcore.evaluation import coco_eval
+from detcore.evaluation.coco_eval import score
 from ssd import engine as ev
 from ssd.data import CocoDetection, collate
 

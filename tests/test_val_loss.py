@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detcore.report import LossMean, loss_pairs
+from detcore.training.report import LossMean, loss_pairs
 
 
 def test_loss_mean_by_hand():

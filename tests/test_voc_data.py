@@ -1,4 +1,4 @@
-"""Pascal VOC reading (detcore.voc.VocSource, yolox VOCDetection): the same boxes as the COCO export
+"""Pascal VOC reading (detcore.data.voc.VocSource, yolox VOCDetection): the same boxes as the COCO export
 of the same generated images, the shared cleaning policy, bad input as one line naming the file,
 and a tiny YOLOX-nano training run + VOC eval through tools/train.py."""
 import csv
@@ -8,8 +8,8 @@ import pytest
 
 from accel.errors import UserError
 from conftest import load_make_shapes
-from detcore.coco import CocoSource
-from detcore.voc import VocSource
+from detcore.data.coco import CocoSource
+from detcore.data.voc import VocSource
 from yolox_tools import ROOT, load_tool
 
 CATEGORIES = ("circle", "rectangle", "triangle", "star")

@@ -1,4 +1,4 @@
-"""VOC detection AP (detcore.voc_eval, VOCEvaluator): hand-computed values for both metrics with a
+"""VOC detection AP (detcore.evaluation.voc_eval, VOCEvaluator): hand-computed values for both metrics with a
 difficult box and a duplicate, agreement with the COCO path, a loop reference, and the table."""
 from types import SimpleNamespace
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from detcore.coco_eval import score as coco_score
-from detcore.voc import VocSource
-from detcore.voc_eval import IOU_THRESHOLDS, class_aps, score, voc_ap
+from detcore.evaluation.coco_eval import score as coco_score
+from detcore.data.voc import VocSource
+from detcore.evaluation.voc_eval import IOU_THRESHOLDS, class_aps, score, voc_ap
 
 
 def write_voc(root, images, sets=(("2007", "test"),), extra_xml=None):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from accel.errors import UserError
-from detcore.make_shapes import make_shapes
-from detcore.sources import detect, open_sources, open_split
-from detcore.yolo import YoloSource, label_path
+from detcore.data.shapes import make_shapes
+from detcore.data.layout import detect, open_sources, open_split
+from detcore.data.yolo import YoloSource, label_path
 from yolox_tools import TINY
 
 

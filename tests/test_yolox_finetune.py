@@ -6,8 +6,8 @@ from torch import nn
 
 from accel.errors import UserError
 from conftest import load_make_shapes
-from detcore.toolbox import seed_everything
-from detcore.weights import load_matching
+from detcore.training.toolbox import seed_everything
+from detcore.training.weights import load_matching
 from yolox.core.cli import build_exp
 from yolox.utils import adjust_status, freeze_module
 from yolox_tools import ROOT, SHAPES_EXP, TINY, load_tool

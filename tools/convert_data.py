@@ -1,7 +1,7 @@
 """python tools/convert_data.py SRC --out DIR --format {coco,voc,yolo} [--splits train,val] [--link {hard,sym}]
 
 The data converter's command line in a checkout, kept as a thin wrapper: the code is
-detcore.convert (also ``python -m detcore.convert`` and ``detkit-convert-data``, which work from
+detcore.data.convert (also ``python -m detcore.data.convert`` and ``detkit-convert-data``, which work from
 an installed copy). The checkout goes first on sys.path so this file runs the code beside it.
 """
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detcore.convert import convert, main  # noqa: E402,F401
+from detcore.data.convert import convert, main  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """python tools/make_shapes.py --out DIR --num-train N --num-val M --seed S [--format {coco,voc,yolo}] [--classes ...] [--background N]
 
 The synthetic shapes generator's command line in a checkout, kept as a thin wrapper: the code is
-detcore.make_shapes (also ``python -m detcore.make_shapes`` and ``detkit-make-shapes``, which work
+detcore.data.shapes (also ``python -m detcore.data.shapes`` and ``detkit-make-shapes``, which work
 from an installed copy). The checkout goes first on sys.path so this file runs the code beside it.
 """
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detcore.make_shapes import (CATEGORIES, main, make_shapes, parse_classes,  # noqa: E402,F401
+from detcore.data.shapes import (CATEGORIES, main, make_shapes, parse_classes,  # noqa: E402,F401
                                  render_image, voc_xml)
 
 if __name__ == "__main__":

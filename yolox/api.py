@@ -52,7 +52,7 @@ class Detector:
     ``yolox.exp.build.EXP_NAMES``) or the path of an exp file (``-f``). ``ckpt``: the weights that
     ``evaluate``, ``predict`` and the exports use until ``train`` writes new ones (default: the
     CLI's, ``<output_dir>/<exp_name>/best_ckpt.pth``). ``data_dir``: the data, as ``--data_dir``
-    takes it: a COCO root, a VOC devkit or a YOLO ``data.yaml`` (``detcore.sources``); its class
+    takes it: a COCO root, a VOC devkit or a YOLO ``data.yaml`` (``detcore.data.layout``); its class
     names name ``predict``'s labels, and its class count becomes the model's where the exp has
     the default (``exp.sync_classes``). Any other keyword sets an exp attribute, as a trailing ``key value`` pair on
     the command line does (``input_size=(320, 320)``, ``max_epoch=10``).
@@ -174,7 +174,7 @@ class Detector:
             args = keyword_options(parser, "Detector.predict", device=device, **precision)
             exp = copy.copy(self.exp)
             if self.data_dir is not None:
-                from detcore.sources import class_names_of
+                from detcore.data.layout import class_names_of
                 exp.sync_classes(names=class_names_of(resolve_data_dir(self.data_dir, None),
                                                       flag="data_dir"))
             exp.test_conf, exp.nmsthre = conf, nms

@@ -11,7 +11,7 @@ DEFAULT_DATA_DIR = Path("datasets") / "COCO"
 
 def resolve_data_dir(flag, exp_value, env=None):
     """--data_dir, else the exp's data_dir, else $YOLOX_DATADIR, else ./datasets/COCO; must exist
-    (a folder: COCO root, VOC devkit or YOLO data set; or a data.yaml file: ``detcore.sources``
+    (a folder: COCO root, VOC devkit or YOLO data set; or a data.yaml file: ``detcore.data.layout``
     says which it is when the data is read)."""
     env = os.environ if env is None else env
     for source, value in (("--data_dir", flag), ("exp data_dir", exp_value),

@@ -16,13 +16,13 @@ from accel.errors import Preempted, UserError, report_position
 from accel.preemption import PreemptionGuard
 from accel import watchdog
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
-from detcore import eval_report
-from detcore.check_data import report_at_start
-from detcore.checkpoints import Checkpoints, rank_states, restore_rank_state
-from detcore.log import setup_logger
-from detcore.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
+from detcore.evaluation import report as eval_report
+from detcore.data.check import report_at_start
+from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state
+from detcore.training.log import setup_logger
+from detcore.training.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
                              set_rng_state)
-from detcore.report import LossMean, MetricWatch, RunReport
+from detcore.training.report import LossMean, MetricWatch, RunReport
 from yolox.core.ema import ModelEMA
 from yolox.core.options import train_options
 
@@ -209,7 +209,7 @@ class Trainer:
                     f"precision {self.precision.mode}; output {self.file_name}")
 
     def data_report(self):
-        """The training split's one-line summary and labels.png (``detcore.check_data``)."""
+        """The training split's one-line summary and labels.png (``detcore.data.check``)."""
         source = getattr(getattr(self.train_loader.dataset, "_dataset", None), "source", None)
         if source is not None:
             report_at_start(source, self.file_name)
@@ -434,7 +434,7 @@ class Trainer:
 
     def run_config(self):
         """The settings that decide what this run computes; a checkpoint of other settings is
-        not resumed by itself (detcore.checkpoints). The seed counts only when given."""
+        not resumed by itself (detcore.training.checkpoints). The seed counts only when given."""
         config = {k: v for k, v in self.exp.settings().items() if k not in RUN_VOLATILE}
         config.update(batch_size=self.batch_size, precision=self.precision.mode)
         if self._seed_given:
@@ -486,7 +486,7 @@ class Trainer:
         a resume by itself after a torchrun restart or a preemption (``Checkpoints.auto_resume``),
         or else ``-c`` alone (weights for fine-tuning: every tensor whose name and shape fit, the
         rest keep their fresh initialisation). Returns the checkpoint resumed, or None."""
-        from detcore.weights import load_matching
+        from detcore.training.weights import load_matching
 
         args = self.args
         if args.resume:

@@ -28,7 +28,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.heap import return_freed_heap
+from detcore.data.heap import return_freed_heap
 
 CACHE_KINDS = ("ram", "disk")
 

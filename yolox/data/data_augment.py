@@ -11,7 +11,7 @@ import random
 import cv2
 import numpy as np
 
-from detcore.letterbox import PAD_VALUE, letterbox  # noqa: F401  (re-exported: mosaic, tests)
+from detcore.deploy.letterbox import PAD_VALUE, letterbox  # noqa: F401  (re-exported: mosaic, tests)
 
 
 def xyxy2cxcywh(boxes):

@@ -9,7 +9,7 @@ from torch.utils.data import default_collate
 
 from accel.device import copy_converted
 from accel.preemption import shield_worker
-from detcore.heap import keep_freed_heap
+from detcore.data.heap import keep_freed_heap
 from yolox.data.samplers import YoloBatchSampler
 
 
@@ -103,7 +103,7 @@ def worker_init_reset_seed(worker_id):
     Also turns OpenCV's own thread pool off in the worker (``cv2.setNumThreads(0)``, as upstream's
     ``configure_module`` does for the trainer): the workers already run one per core, and each
     warp or colour conversion fanning out to every core again only adds contention. And keeps the
-    megabyte-sized images each sample frees on the worker's heap (``detcore.heap.keep_freed_heap``)
+    megabyte-sized images each sample frees on the worker's heap (``detcore.data.heap.keep_freed_heap``)
     instead of unmapping and faulting them in again for the next sample.
     """
     shield_worker(worker_id)

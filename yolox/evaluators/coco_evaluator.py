@@ -7,9 +7,9 @@ import torch
 
 from accel import is_main_process, mark_step
 from accel.policy import postprocess_device
-from detcore.coco_eval import drop_non_finite, gather_and_score, score
-from detcore.progress import Progress
-from detcore.report import LossMean
+from detcore.evaluation.coco_eval import drop_non_finite, gather_and_score, score
+from detcore.training.progress import Progress
+from detcore.training.report import LossMean
 
 # the training loss terms the validation loss reports (num_fg is a count, not a loss)
 VAL_LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss")

@@ -1,14 +1,14 @@
-"""Pascal VOC AP evaluation of YOLOX (upstream's ``VOCEvaluator``; scoring: ``detcore.voc_eval``).
+"""Pascal VOC AP evaluation of YOLOX (upstream's ``VOCEvaluator``; scoring: ``detcore.evaluation.voc_eval``).
 
 Inference is ``COCOEvaluator``'s (same loader, model call, NMS device and letterbox undo); only
 the rows' layout and the scoring differ. Returns what upstream HEAD returns, which the trainer
 reads as COCOEvaluator's: (mAP over IoU 0.50:0.95, mAP at IoU 0.50, summary), the summary being
 upstream's VOC table. The metric (11-point for sets before 2010) follows the evaluated years.
-The per-class table of ``detcore.class_stats`` (P/R, COCO-style AP) is printed after it, from the
+The per-class table of ``detcore.evaluation.class_stats`` (P/R, COCO-style AP) is printed after it, from the
 same rows scored through the set's COCO index; ``last_result`` keeps that ``CocoScore``.
 """
-from detcore.coco_eval import gather_and_score as coco_gather_and_score
-from detcore.voc_eval import gather_and_score, rows_from_coco
+from detcore.evaluation.coco_eval import gather_and_score as coco_gather_and_score
+from detcore.evaluation.voc_eval import gather_and_score, rows_from_coco
 from yolox.evaluators.coco_evaluator import COCOEvaluator
 
 

@@ -63,7 +63,7 @@ class Exp(BaseExp):
         self.eval_interval = 10
         self.save_history_ckpt = True
         # also checkpoint every N iterations inside an epoch (0: epoch ends only), keeping the
-        # newest ckpt_keep of those iter_NNNNNNNN_ckpt.pth files (detcore.checkpoints)
+        # newest ckpt_keep of those iter_NNNNNNNN_ckpt.pth files (detcore.training.checkpoints)
         self.ckpt_interval = 0
         self.ckpt_keep = 2
         self.steps = 0  # stop after this many iterations; 0 = no limit
@@ -131,10 +131,10 @@ class Exp(BaseExp):
     def data_source(self, split, class_names=None):
         """The ``detcore`` source of ``split`` ('train', 'val', 'test') of ``data_dir``: a COCO
         root (``train_ann`` / ``val_ann`` / ``test_ann`` under annotations/), a VOC devkit or a
-        YOLO data.yaml, told apart by ``detcore.sources`` alone. A source ``sync_classes`` opened
+        YOLO data.yaml, told apart by ``detcore.data.layout`` alone. A source ``sync_classes`` opened
         is handed over once (the next call for the split reads the files again): the train json
         is parsed once per run, and no source outlives the data set that took it."""
-        from detcore.sources import open_split
+        from detcore.data.layout import open_split
 
         data_dir = self._require_data_dir()
         opened = self.__dict__.setdefault("_opened_sources", {}).pop((str(data_dir), split), None)
@@ -158,7 +158,7 @@ class Exp(BaseExp):
         into the K-class model (every tensor whose shape fits). Returns the names, or None when
         the exp file overrides the split's data method (``get_dataset`` for train, else
         ``get_eval_dataset``): its own data code then owns the classes, in a layout
-        ``detcore.sources`` may not know.
+        ``detcore.data.layout`` may not know.
         """
         from loguru import logger
 

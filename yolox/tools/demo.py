@@ -13,14 +13,14 @@ python -m yolox.tools.demo video --onnx m.onnx --runtime openvino --path rtsp://
 --camid N`` a camera); ``--batch-size`` frames go through the network together; ``--save-txt``
 writes YOLO labels, ``--save-json`` a COCO results json (ids from ``--ann`` when given),
 ``--classes`` keeps some classes, ``--agnostic-nms`` runs one NMS across classes
-(``detcore/media.py``). A stream that stops (ends, or drops mid-way) ends the run with one line,
+(``detcore/deploy/media.py``). A stream that stops (ends, or drops mid-way) ends the run with one line,
 and what was saved stays.
 
 With --save_result the drawn images, or the annotated video (mp4v at the source's frame rate and
 size; ``camera.mp4`` for a webcam), go to <output_dir>/<experiment>/vis_res/<timestamp>/ and the
 folder is printed; without it the detections are printed one line per box. A webcam runs until
 Ctrl-C. With --onnx the model, its input size and its class names come from the .onnx
-(``detcore/onnx_runtime.py``: numpy + onnxruntime + OpenCV; nothing here imports torch then), and
+(``detcore/deploy/runtime.py``: numpy + onnxruntime + OpenCV; nothing here imports torch then), and
 the output folder is --output_dir/<-expn or the file's stem>/vis_res/<timestamp>/.
 
 Also ``python tools/demo.py ...`` in a checkout and the ``detkit-demo`` console script. Nothing
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from accel.errors import UserError, cli_entry
-from detcore.media import ResultWriter, add_output_args, check_batch_size, open_source as open_media, run_source
+from detcore.deploy.media import ResultWriter, add_output_args, check_batch_size, open_source as open_media, run_source
 
 DEMO_TYPES = ("image", "video", "webcam")
 DEFAULT_OUTPUT_DIR = "./YOLOX_outputs"      # the exps' output_dir, for --onnx runs that have no exp
@@ -175,7 +175,7 @@ def open_source(args):
 
 
 def run(args, source, predict_batch, names, out_dir, label_offset=0, read=None):
-    """``detcore.media.run_source`` with the ``ResultWriter`` the flags ask for."""
+    """``detcore.deploy.media.run_source`` with the ``ResultWriter`` the flags ask for."""
     writer = ResultWriter(out_dir, names, save_img=args.save_result, save_txt=args.save_txt,
                           save_conf=args.save_conf, save_json=args.save_json, ann_file=args.ann,
                           label_offset=label_offset, fps=source.fps,
@@ -188,8 +188,8 @@ def timestamp():
 
 
 def onnx_main(argv):
-    """--onnx: detcore.onnx_runtime on numpy + onnxruntime + OpenCV; nothing imports torch."""
-    from detcore.onnx_runtime import Detector
+    """--onnx: detcore.deploy.runtime on numpy + onnxruntime + OpenCV; nothing imports torch."""
+    from detcore.deploy.runtime import Detector
 
     parser = make_onnx_parser()
     args, extra = parser.parse_known_args(argv)
@@ -212,7 +212,7 @@ def torch_main(argv):
     args = make_parser().parse_intermixed_args(argv)
     exp = build_exp(args, need_data=False)
     if args.data_dir:       # the data's class names (and count, when the exp has the default)
-        from detcore.sources import class_names_of
+        from detcore.data.layout import class_names_of
         exp.sync_classes(names=class_names_of(args.data_dir, flag="--data_dir"))
     exp.test_conf, exp.nmsthre = args.conf, args.nms
     if args.tsize is not None:

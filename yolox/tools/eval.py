@@ -18,8 +18,8 @@ from accel import (Precision, add_device_args, add_precision_args, destroy,
 from accel.errors import UserError, cli_entry
 from yolox.core.cli import build_exp, load_model
 from yolox.core.options import ArgParser, add_exp_args
-from detcore import eval_report
-from detcore.log import setup_logger
+from detcore.evaluation import report as eval_report
+from detcore.training.log import setup_logger
 
 
 def make_parser():

@@ -6,14 +6,14 @@ class logits after sigmoid, before decoding) that its ONNXRuntime / OpenVINO / T
 decode themselves; ``--decode_in_inference`` puts the box decoding in the graph instead, so the
 output equals ``model.eval()(images)``. onnx-simplifier runs when installed, unless ``--no-onnxsim``.
 The file's metadata records which of the two it holds (``detkit_output``: raw / decoded, the same
-shape) and the exp's ``class_names``, for ``tools/demo.py --onnx`` (``detcore/onnx_runtime.py``).
+shape) and the exp's ``class_names``, for ``tools/demo.py --onnx`` (``detcore/deploy/runtime.py``).
 
 ``--nms`` exports the end-to-end graph: decoding, score = objectness x best class (one class per
 anchor, as ``yolox.utils.postprocess``) and ONNX ``NonMaxSuppression`` per class (or across
 classes with ``--agnostic-nms``) with ``--conf``, ``--iou`` and ``--max-det`` baked in; outputs
 ``num_dets [N]``, ``boxes [N, max_det, 4]`` (x1, y1, x2, y2 in pixels of the letterboxed network
 input: divide by the letterbox ratio for source-image pixels), ``scores``, ``classes``
-(``detcore/export_graph.py``). ``--dynamic`` makes the batch dimension dynamic (any batch at run
+(``detcore/deploy/export_graph.py``). ``--dynamic`` makes the batch dimension dynamic (any batch at run
 time), with or without ``--nms``. ``--format openvino`` also writes an OpenVINO IR (.xml + .bin,
 fp32 weights) of the same graph beside the .onnx.
 """
@@ -25,8 +25,8 @@ from loguru import logger
 from torch import nn
 
 from accel.errors import UserError, cli_entry
-from detcore.export_graph import add_nms_args, check_nms_args
-from detcore.onnx_runtime import write_metadata
+from detcore.deploy.export_graph import add_nms_args, check_nms_args
+from detcore.deploy.runtime import write_metadata
 from yolox.core.cli import export_model
 from yolox.core.options import ArgParser, add_export_args
 
@@ -104,7 +104,7 @@ def save_onnx(model, path, input_size, batch_size=1, opset=11, input_name="image
     """The CLI's whole export of an eval-mode ``model`` to ``path`` (folder made, onnx-simplifier
     unless ``onnxsim`` is False, one log line); yolox.api's ``export_onnx`` calls it too.
     ``nms``: a dict (conf, iou, max_det, agnostic) for the end-to-end graph."""
-    from detcore.export_graph import append_nms
+    from detcore.deploy.export_graph import append_nms
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     h, w = input_size
@@ -137,7 +137,7 @@ def save_onnx(model, path, input_size, batch_size=1, opset=11, input_name="image
 
 @cli_entry
 def main(argv=None):
-    from detcore.export_graph import output_paths, save_openvino
+    from detcore.deploy.export_graph import output_paths, save_openvino
 
     args = make_parser().parse_args(argv)
     check_nms_args(args)

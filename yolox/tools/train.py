@@ -12,7 +12,7 @@ from accel import destroy, dist_env, launch_local, resolve_device
 from accel.distributed import set_rendezvous
 from accel.errors import UserError, cli_entry
 from accel.policy import reserve_device_memory
-from detcore.report import split_wandb_options
+from detcore.training.report import split_wandb_options
 from yolox.core.cli import build_exp
 from yolox.core.options import train_parser
 

@@ -1,5 +1,5 @@
 """Datasets: COCO json + images, Pascal VOC, and the mosaic/mixup training wrapper."""
-from detcore.coco import load_coco
+from detcore.data.coco import load_coco
 from yolox.data.datasets.coco import COCODataset, SourceDataset
 from yolox.data.datasets.coco_classes import COCO_CLASSES
 from yolox.data.datasets.datasets_wrapper import Dataset

@@ -1,12 +1,12 @@
 """Pascal VOC detection dataset for YOLOX (upstream's ``VOCDetection`` name and arguments).
 
 Reading, the box convention (upstream's 1-based -> 0-based ``- 1``), difficult flags and the
-cleaning policy live in ``detcore.voc.VocSource``; letterboxing, caching and ``pull_item`` are
+cleaning policy live in ``detcore.data.voc.VocSource``; letterboxing, caching and ``pull_item`` are
 ``SourceDataset``'s, shared with ``COCODataset``, so MosaicDetection, the trainer and both
 evaluators use a VOC set exactly as a COCO one.
 """
 from accel.errors import UserError
-from detcore.voc import VocSource
+from detcore.data.voc import VocSource
 from yolox.data.datasets.coco import SourceDataset
 from yolox.data.datasets.voc_classes import VOC_CLASSES
 

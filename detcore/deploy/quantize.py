@@ -55,13 +55,13 @@ def _need(module, extra, flag="--backend"):
 
 def calibration_files(path, count, flag="--calib-data"):
     """The first ``count`` images (sorted) of a folder or glob; one line when there are none."""
-    from detcore.media import open_source
+    from detcore.deploy.media import open_source
 
     text = str(path)
     if not Path(text).exists() and not any(c in text for c in "*?["):
         raise UserError(f"{flag} {text} does not exist (expected a folder of training images or a glob)")
     if Path(text).is_dir():
-        from detcore.draw import IMAGE_EXT
+        from detcore.deploy.draw import IMAGE_EXT
         files = sorted(p for p in Path(text).rglob("*") if p.suffix.lower() in IMAGE_EXT)
         if not files:
             raise UserError(f"{flag} {text} contains no images ({', '.join(IMAGE_EXT)}): nothing to calibrate on")
@@ -235,7 +235,7 @@ def quantize(model_path, out_path, calib_data, num_images=100, backend="openvino
     """Quantise the exported detector ``model_path`` (a ``.onnx``; an IR ``.xml`` too with the
     openvino back end) to ``out_path`` from ``num_images`` images of ``calib_data``; returns
     (out_path, info dict)."""
-    from detcore.onnx_runtime import Detector
+    from detcore.deploy.runtime import Detector
 
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")

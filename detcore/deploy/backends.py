@@ -1,4 +1,4 @@
-"""Inference backends of the torch-free runtime (``detcore.onnx_runtime.Detector``): onnxruntime
+"""Inference backends of the torch-free runtime (``detcore.deploy.runtime.Detector``): onnxruntime
 and OpenVINO behind one small interface, so the detector's pre- and post-processing exist once.
 
 A backend only loads a file and runs it; it knows nothing about detectors. It exposes:

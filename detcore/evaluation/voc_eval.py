@@ -8,7 +8,7 @@ Definition (the VOC devkit's, via py-faster-rcnn and upstream YOLOX):
   is taken, and neither if the box is difficult; at or below the threshold it is a false positive;
 - difficult boxes do not count as positives;
 - IoU uses the devkit's inclusive-pixel convention (width = x2 - x1 + 1); the boxes here are the
-  0-based ones of ``detcore.voc`` (upstream writes detections + 1 and reads the xml's 1-based
+  0-based ones of ``detcore.data.voc`` (upstream writes detections + 1 and reads the xml's 1-based
   boxes, the same IoU);
 - AP is the area under the precision envelope (all points) or, with ``use_07_metric``, VOC2007's
   mean of the envelope at the 11 recalls 0, 0.1, ..., 1 (taken as exact tenths);
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel import all_gather_object, broadcast_object, is_main_process
-from detcore.coco import find_sorted
+from detcore.data.coco import find_sorted
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _RULE = "-" * 62
@@ -216,8 +216,8 @@ def score(rows, source, use_07_metric=None):
 
 def gather_and_score(source, local_rows, seconds=0.0, images=0):
     """Every rank's rows -> VOC AP on the main process -> the same VocScore on every rank (as
-    ``detcore.coco_eval.gather_and_score``); ``seconds``/``images`` add a timing line."""
-    from detcore.coco_eval import drop_non_finite
+    ``detcore.evaluation.coco_eval.gather_and_score``); ``seconds``/``images`` add a timing line."""
+    from detcore.evaluation.coco_eval import drop_non_finite
 
     gathered = all_gather_object((drop_non_finite(local_rows), seconds, images))
     result = None

@@ -1,5 +1,5 @@
 """YOLOX's input geometry, shared by training, evaluation, the PyTorch demo and the torch-free
-ONNX runtime (numpy + OpenCV only, so ``detcore.onnx_runtime`` can use it without importing torch).
+ONNX runtime (numpy + OpenCV only, so ``detcore.deploy.runtime`` can use it without importing torch).
 """
 import cv2
 import numpy as np

@@ -1,5 +1,5 @@
 """Drawing of detkit's diagnostics: the confusion matrix, the precision-recall curve and the
-F1 / precision / recall against confidence curves of one evaluation (``detcore.class_stats``),
+F1 / precision / recall against confidence curves of one evaluation (``detcore.evaluation.class_stats``),
 and the labels plot of a data set. Computing lives in class_stats; this module only draws.
 
 matplotlib is imported on first use with the Agg backend (no display needed), and every PNG is

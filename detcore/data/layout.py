@@ -4,10 +4,10 @@ it (they read ``IndexedSource``'s in-memory index, whatever the files were).
 
 Layouts, in the order they are recognised:
 
-- YOLO: a ``*.yaml`` / ``*.yml`` file (Ultralytics' data.yaml, ``detcore.yolo``), or a folder
+- YOLO: a ``*.yaml`` / ``*.yml`` file (Ultralytics' data.yaml, ``detcore.data.yolo``), or a folder
   holding ``data.yaml`` (or exactly one yaml) and no ``annotations/``;
 - Pascal VOC: a devkit (a folder holding VOC<year>/Annotations, also one level down in
-  ``VOCdevkit/``) or one VOC<year>/ folder (``detcore.voc``): train is the trainval lists of
+  ``VOCdevkit/``) or one VOC<year>/ folder (``detcore.data.voc``): train is the trainval lists of
   2007 and 2012, val VOC2007 test (as the detection papers);
 - COCO: a folder holding ``annotations/`` (``annotations/instances_{train,val}2017.json`` with
   ``train2017/`` and ``val2017/`` by default; the exp's ``train_ann`` / ``val_ann`` may name
@@ -128,12 +128,12 @@ def open_split(path, split, class_names=None, ann_file=None, img_folder=None, fl
         raise ValueError(f"split must be one of {', '.join(COCO_SPLITS)}, got {split!r}")
     layout = detect(path, flag)
     if layout.kind == "yolo":
-        from detcore.yolo import YoloSource
+        from detcore.data.yolo import YoloSource
         return YoloSource(layout.path, split, class_names=class_names)
     if layout.kind == "voc":
-        from detcore.voc import VocSource
+        from detcore.data.voc import VocSource
         return VocSource(layout.path, voc_sets(layout.path, layout.years, split, flag), class_names=class_names)
-    from detcore.coco import CocoSource
+    from detcore.data.coco import CocoSource
     folder, json_name = COCO_SPLITS[split]
     return CocoSource(layout.path / "annotations" / (ann_file or json_name), layout.path / (img_folder or folder))
 
@@ -167,10 +167,10 @@ def class_names_of(path, flag="--data"):
     the Python API's predict need to name classes)."""
     layout = detect(path, flag)
     if layout.kind == "yolo":
-        from detcore.yolo import DataYaml
+        from detcore.data.yolo import DataYaml
         return DataYaml(layout.path).names
     if layout.kind == "coco":
-        from detcore.coco import check_instances, read_json
+        from detcore.data.coco import check_instances, read_json
         ann = layout.path / "annotations" / COCO_SPLITS["val"][1]
         cats = {c["id"]: c for c in check_instances(read_json(ann, polygons=False), ann)["categories"]}
         return tuple(cats[i].get("name", str(i)) for i in sorted(cats))

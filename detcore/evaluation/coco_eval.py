@@ -4,7 +4,7 @@ main process -> the same result broadcast to every rank.
 faster-coco-eval (a C++ port of COCOeval) gives the same numbers as pycocotools several times
 faster (bench/eval.py); it is used when installed, pycocotools otherwise. Either way the printed
 summary is the standard 12-line pycocotools text, formatted here from the stats, followed by
-the per-class table of ``detcore.class_stats`` computed from the same evaluation.
+the per-class table of ``detcore.evaluation.class_stats`` computed from the same evaluation.
 """
 import contextlib
 import io
@@ -14,7 +14,7 @@ import numpy as np
 from loguru import logger
 
 from accel import all_gather_object, broadcast_object, is_main_process
-from detcore.class_stats import class_stats
+from detcore.evaluation.class_stats import class_stats
 
 # (metric, IoU range, area, maxDets) of the 12 COCO stats, in pycocotools' order.
 _STATS = (
@@ -62,7 +62,7 @@ def evaluate_bbox(coco_gt, rows, img_ids=None):
 @dataclass
 class CocoScore:
     """The 12 COCO stats (zeros without detections), the printable summary and the per-class
-    report (``detcore.class_stats.ClassStats``; None when it could not be computed)."""
+    report (``detcore.evaluation.class_stats.ClassStats``; None when it could not be computed)."""
     stats: np.ndarray
     summary: str
     classes: object = None

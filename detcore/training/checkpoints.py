@@ -25,7 +25,7 @@ from accel import all_gather_object, barrier, get_rank, get_world_size, is_main_
 from accel.distributed import restart_reason
 from accel.checkpoint import load as load_checkpoint
 from accel.errors import UserError
-from detcore.toolbox import rng_state, save_on_main, set_rng_state
+from detcore.training.toolbox import rng_state, save_on_main, set_rng_state
 
 
 class Checkpoints:

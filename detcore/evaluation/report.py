@@ -1,7 +1,7 @@
 """What an evaluation leaves in the run's folder besides the log, for both detectors:
 
 - ``results_per_class.csv``: one row per class (and "all") per evaluation, beside results.csv;
-- ``confusion_matrix.csv`` and the plots of ``detcore.plots`` (at a final evaluation, or always
+- ``confusion_matrix.csv`` and the plots of ``detcore.evaluation.plots`` (at a final evaluation, or always
   for ``tools/eval.py``);
 - with ``--analyze K``: ``errors/`` holding the K images with the most errors drawn (ground truth
   and predictions, labelled TP / FP / FN) and ``errors/per_image.json`` with the counts of every
@@ -89,7 +89,7 @@ def write_plots(result, folder):
         folder.mkdir(parents=True, exist_ok=True)
         replace_atomic(folder / CONFUSION_CSV, classes.confusion_csv().encode())
         written.append(folder / CONFUSION_CSV)
-        from detcore.plots import plot_evaluation
+        from detcore.evaluation.plots import plot_evaluation
 
         written += plot_evaluation(classes, folder)
     except ImportError:
@@ -113,7 +113,7 @@ def analyze(result, coco_gt, rows, img_ids, source, k, folder):
         ranked = sorted(classes.per_image.items(), key=lambda kv: (-(kv[1][1] + kv[1][2]), kv[0]))
         listing = [{"image_id": i, "file": str(source.file_name(i)), "tp": tp, "fp": fp, "fn": fn,
                     "errors": fp + fn} for i, (tp, fp, fn) in ranked]
-        from detcore import class_stats as cs
+        from detcore.evaluation import class_stats as cs
 
         cat_ids = sorted(coco_gt.getCatIds())
         gts = cs.ground_truth(coco_gt, img_ids, cat_ids)          # once, for every drawn image
@@ -140,8 +140,8 @@ def _draw_image(img_id, classes, gts, cat_ids, rows, img_ids, source, out):
     evaluated image's ground truth (``class_stats.ground_truth``)."""
     import cv2
 
-    from detcore import class_stats as cs
-    from detcore.draw import draw_errors
+    from detcore.evaluation import class_stats as cs
+    from detcore.deploy.draw import draw_errors
 
     dets = cs.detections(rows[rows[:, 0] == img_id], img_ids, cat_ids)
     gts = gts.subset(gts.img == np.searchsorted(np.asarray(sorted(img_ids)), img_id))

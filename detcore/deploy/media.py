@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from accel.errors import UserError
-from detcore.draw import (IMAGE_EXT, VideoSink, _native_stderr_silenced, draw, frame_rate, image_files,
+from detcore.deploy.draw import (IMAGE_EXT, VideoSink, _native_stderr_silenced, draw, frame_rate, image_files,
                           open_camera, open_video)
 
 Frame = namedtuple("Frame", "name image index label")

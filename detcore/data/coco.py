@@ -14,7 +14,7 @@ The policy, applied once at start-up and vectorised over all annotations:
   run reads is named in a warning (``warn_if_truncated_jpeg``).
 
 What the policy did is kept as counts (``BoxTable.cleaning``: images skipped, boxes clipped and
-dropped, crowd boxes ignored), which ``detcore.check_data.summary_line`` prints at start. Inside
+dropped, crowd boxes ignored), which ``detcore.data.check.summary_line`` prints at start. Inside
 ``auditing()`` (``detkit-check-data``) the cleaning also keeps what it read before changing
 anything (``BoxTable.audit``, an ``Audit``): the data check reports the raw annotations from the
 same reading, not from a second parser.
@@ -45,7 +45,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.heap import return_freed_heap
+from detcore.data.heap import return_freed_heap
 
 _IMAGE_KEYS = ("id", "width", "height")
 _ANN_KEYS = ("id", "image_id", "category_id", "bbox")
@@ -520,7 +520,7 @@ class IndexedSource(abc.ABC):
     name), ``class_ids`` / ``class_names``, the kept ``ids`` (sorted), their cleaned boxes as one
     ``table`` (``BoxTable``; ``boxes[img_id]`` -> (boxes, class index) reads it), ``unreadable``,
     and ``coco``: a pycocotools index for COCO scoring, built on first use and then kept.
-    ``CocoSource`` reads a json; ``detcore.voc.VocSource`` builds the same from VOC xmls."""
+    ``CocoSource`` reads a json; ``detcore.data.voc.VocSource`` builds the same from VOC xmls."""
 
     def _hold(self, table, class_ids, class_names):
         self.table, self.class_ids, self.class_names = table, list(class_ids), tuple(class_names)

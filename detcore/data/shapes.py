@@ -1,0 +1,371 @@
+"""Synthetic COCO-format detection data: coloured shapes on textured, noisy backgrounds.
+
+COCO cannot be downloaded here, so the demo and the tests train and evaluate on this set through
+the very loaders real COCO uses. Every image is drawn from its own numpy Generator seeded with
+(seed, split, index), so the output is byte-identical for a given seed and does not depend on the
+order or number of images generated before it.
+
+Usage: python -m detcore.data.shapes --out DIR --num-train N --num-val M --seed S
+                                  [--format {coco,voc,yolo}] [--classes NAME,NAME,...]
+                                  [--background N]
+(also ``python tools/make_shapes.py`` in a checkout and the ``detkit-make-shapes`` console script)
+COCO (default): DIR/{train2017,val2017}/*.jpg and DIR/annotations/instances_{train,val}2017.json.
+VOC: DIR/VOCdevkit/VOC2007/{Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{trainval,test}.txt},
+the train images as trainval and the val images as test, numbered 000001.. across both; the
+same images and boxes as the COCO export (VOC's 1-based inclusive pixel coordinates), with small
+boxes marked difficult, as real VOC marks hard objects.
+YOLO: DIR/data.yaml (names, train: images/train, val: images/val; no ``path``, so both detkit
+and Ultralytics read it relative to the yaml), DIR/images/{train,val}/*.jpg and
+DIR/labels/{train,val}/*.txt ("class cx cy w h" normalised, class = category id - 1); the same
+images and boxes as the COCO export.
+``--background N`` adds N images without objects to each split (numbered after the others): COCO
+images without annotations, VOC xmls without objects, YOLO images with an empty label file
+(even ones) or none at all (odd ones), the two ways a YOLO set marks a background image. Why: a
+set of real photos has such negatives, and both detectors must train and evaluate on them.
+``--classes`` keeps a subset of the categories, in the given order (their class ids follow it):
+shapes of the other categories are not drawn at all, while every random draw still happens, so
+the kept shapes are exactly where they are in the full set.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from accel.errors import UserError, cli_entry
+
+CATEGORIES = ("circle", "rectangle", "triangle", "star")
+SIZE_RANGE = (256, 480)        # image width and height are drawn independently from this range
+MIN_OBJ = 16                   # smallest shape extent in pixels (keeps the task learnable)
+MAX_OBJECTS = 6                # objects per image are drawn from 0..MAX_OBJECTS
+MIN_VISIBLE = 0.3              # drop a shape when less than this fraction of it stays visible
+MIN_BOX_SIDE = 4               # drop a visible remnant thinner than this (pixels)
+DIFFICULT_SIDE = 24            # VOC export: longer side under this -> difficult (~18% of boxes)
+JPEG_QUALITY = 92
+_SPLITS = (("train2017", 0), ("val2017", 1))
+FORMATS = ("coco", "voc", "yolo")
+
+
+def _background(rng, h, w):
+    """Smooth random colour field (upsampled coarse grid) plus a base tone: a cheap texture."""
+    base = rng.uniform(40, 215, size=3)
+    gh, gw = rng.integers(3, 9, size=2)
+    coarse = rng.normal(0.0, 22.0, size=(gh, gw, 3)).astype(np.float32)
+    texture = cv2.resize(coarse, (int(w), int(h)), interpolation=cv2.INTER_CUBIC)
+    stripes = np.sin(np.arange(w, dtype=np.float32) * rng.uniform(0.05, 0.4) + rng.uniform(0, 6.3))
+    img = base.astype(np.float32) + texture + rng.uniform(0, 12) * stripes[None, :, None]
+    return img, base
+
+
+def _shape_colour(rng, base):
+    """A colour far from the background tone so shapes stay distinct from it."""
+    cands = rng.uniform(0, 255, size=(16, 3))
+    dist = np.linalg.norm(cands - base, axis=1)
+    far = dist > 110
+    return cands[int(np.argmax(far)) if far.any() else int(np.argmax(dist))]
+
+
+def _polygon(rng, cls, cx, cy, r):
+    """Vertices (int32 [K,2]) of a rectangle, triangle or star with circumradius ``r``."""
+    rot = rng.uniform(0, 2 * np.pi)
+    if cls == 1:   # rectangle: random aspect ratio, random rotation
+        ar = rng.uniform(0.45, 1.0)
+        half = np.arctan(ar)
+        ang = rot + np.array([half, np.pi - half, np.pi + half, -half])
+        rad = np.full(4, r)
+    elif cls == 2:  # triangle: jittered equilateral
+        ang = rot + np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.25, 0.25, 3)
+        rad = np.full(3, r)
+    else:           # five-pointed star
+        ang = rot + np.arange(10) * np.pi / 5
+        rad = np.where(np.arange(10) % 2 == 0, r, r * rng.uniform(0.4, 0.5))
+    pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], axis=1)
+    return np.round(pts).astype(np.int32)
+
+
+def _draw_objects(rng, img, h, w, base, class_ids=None):
+    """Draw 0..MAX_OBJECTS shapes; later ones occlude earlier ones. Returns (owner map, classes, areas).
+
+    ``class_ids`` maps a CATEGORIES index to the category id to write, or None to leave that
+    shape out (default: all, ids 1..4). A left-out shape still makes all its random draws, so
+    the rest of the image is the same as with every category.
+    """
+    owner = np.full((h, w), 255, np.uint8)   # index of the shape that owns each pixel
+    classes, full_areas = [], []
+    n = int(rng.integers(0, MAX_OBJECTS + 1))
+    max_ext = max(MIN_OBJ + 1, min(h, w) // 2)
+    for _ in range(n):
+        cls = int(rng.integers(0, len(CATEGORIES)))
+        ext = float(np.exp(rng.uniform(np.log(MIN_OBJ), np.log(max_ext))))
+        r = ext / 2
+        cx, cy = rng.uniform(r * 0.4, w - r * 0.4), rng.uniform(r * 0.4, h - r * 0.4)
+        colour = tuple(float(c) for c in _shape_colour(rng, base))
+        pts = None if cls == 0 else _polygon(rng, cls, cx, cy, r)    # draws even when left out
+        cat_id = cls + 1 if class_ids is None else class_ids[cls]
+        if cat_id is None:
+            continue
+        k = len(classes)
+        if cls == 0:
+            centre, rad = (int(round(cx)), int(round(cy))), int(round(r))
+            cv2.circle(img, centre, rad, colour, -1, cv2.LINE_AA)
+            cv2.circle(owner, centre, rad, k, -1, cv2.LINE_8)
+            area = np.pi * r * r
+        else:
+            cv2.fillPoly(img, [pts], colour, cv2.LINE_AA)
+            cv2.fillPoly(owner, [pts], k, cv2.LINE_8)
+            area = cv2.contourArea(pts.astype(np.float32))
+        classes.append(cat_id)
+        full_areas.append(max(area, 1.0))
+    return owner, classes, full_areas
+
+
+def _visible_boxes(owner, classes, full_areas):
+    """COCO annotations (bbox of what is visible) for shapes that are not (almost) fully hidden."""
+    anns = []
+    if not classes:
+        return anns
+    counts = np.bincount(owner.ravel(), minlength=256)[: len(classes)]
+    for k, (cls, full) in enumerate(zip(classes, full_areas)):
+        if counts[k] < MIN_VISIBLE * full:
+            continue
+        mask = owner == k
+        ys = np.flatnonzero(mask.any(axis=1))
+        xs = np.flatnonzero(mask.any(axis=0))
+        bw, bh = xs[-1] + 1 - xs[0], ys[-1] + 1 - ys[0]
+        if min(bw, bh) < MIN_BOX_SIDE:
+            continue
+        anns.append({"category_id": cls, "bbox": [float(xs[0]), float(ys[0]), float(bw), float(bh)],
+                     "area": float(counts[k])})
+    return anns
+
+
+def render_image(seed, split_idx, index, class_ids=None):
+    """Render one image: returns (BGR uint8 image, list of partial COCO annotations).
+    ``class_ids``: see ``_draw_objects`` (None: every category)."""
+    rng = np.random.default_rng([seed, split_idx, index])
+    w, h = (int(v) for v in rng.integers(SIZE_RANGE[0], SIZE_RANGE[1] + 1, size=2))
+    bg, base = _background(rng, h, w)
+    img = np.clip(bg, 0, 255).astype(np.uint8)   # 8-bit so cv2 anti-aliases the shape edges
+    owner, classes, full_areas = _draw_objects(rng, img, h, w, base, class_ids)
+    noisy = img + rng.normal(0.0, rng.uniform(3, 10), size=img.shape).astype(np.float32)
+    return np.clip(noisy, 0, 255).astype(np.uint8), _visible_boxes(owner, classes, full_areas)
+
+
+def render_background(seed, split_idx, index):
+    """Render one image without objects (the texture and noise of ``render_image``), drawn from
+    its own seed stream so adding background images changes none of the others."""
+    rng = np.random.default_rng([seed, split_idx + len(_SPLITS), index])
+    w, h = (int(v) for v in rng.integers(SIZE_RANGE[0], SIZE_RANGE[1] + 1, size=2))
+    bg, _ = _background(rng, h, w)
+    img = np.clip(bg, 0, 255).astype(np.uint8)
+    noisy = img + rng.normal(0.0, rng.uniform(3, 10), size=img.shape).astype(np.float32)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def split_images(seed, split_idx, num, background=0, class_ids=None):
+    """(1-based number, BGR image, partial COCO annotations) of a split: ``num`` images with
+    shapes, then ``background`` without objects. Every writer draws from here, so the three
+    formats hold the same images and boxes."""
+    for i in range(num):
+        img, anns = render_image(seed, split_idx, i, class_ids)
+        yield i + 1, img, anns
+    for i in range(background):
+        yield num + i + 1, render_background(seed, split_idx, i), []
+
+
+def _write_split(out, split, split_idx, num, seed, names=CATEGORIES, background=0):
+    img_dir = out / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    class_ids = _class_ids(names)
+    images, annotations = [], []
+    for img_id, img, anns in split_images(seed, split_idx, num, background, class_ids):
+        name = f"{img_id:012d}.jpg"
+        if not cv2.imwrite(str(img_dir / name), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+            raise UserError(f"--out {out}: could not write {img_dir / name}")
+        images.append({"id": img_id, "file_name": name, "width": img.shape[1], "height": img.shape[0],
+                       "license": 1})
+        for ann in anns:
+            ann.update(id=len(annotations) + 1, image_id=img_id, iscrowd=0, segmentation=[])
+            annotations.append(ann)
+    coco = {
+        "info": {"description": f"detkit synthetic shapes ({split}, seed {seed})", "version": "1.0",
+                 "year": 2024, "contributor": "tools/make_shapes.py"},
+        "licenses": [{"id": 1, "name": "CC0", "url": ""}],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(names)],
+    }
+    ann_file = out / "annotations" / f"instances_{split}.json"
+    ann_file.write_text(json.dumps(coco))
+    return ann_file
+
+
+def _class_ids(names):
+    """CATEGORIES index -> category id (1-based position in ``names``) or None (not drawn);
+    None for all four in their own order, the byte-identical default."""
+    if tuple(names) == CATEGORIES:
+        return None
+    return [names.index(c) + 1 if c in names else None for c in CATEGORIES]
+
+
+_VOC_OBJECT = """  <object>
+    <name>{name}</name>
+    <pose>Unspecified</pose>
+    <truncated>{truncated}</truncated>
+    <difficult>{difficult}</difficult>
+    <bndbox>
+      <xmin>{xmin}</xmin>
+      <ymin>{ymin}</ymin>
+      <xmax>{xmax}</xmax>
+      <ymax>{ymax}</ymax>
+    </bndbox>
+  </object>
+"""
+
+
+def voc_xml(stem, width, height, anns, names):
+    """A VOC annotation xml of one image. COCO bbox [x, y, w, h] (0-based, w pixels wide) ->
+    VOC's 1-based inclusive pixels: xmin = x + 1, xmax = x + w. Truncated: touching the border."""
+    objects = []
+    for ann in anns:
+        x, y, bw, bh = (int(v) for v in ann["bbox"])
+        objects.append(_VOC_OBJECT.format(
+            name=names[ann["category_id"] - 1],
+            truncated=int(x == 0 or y == 0 or x + bw == width or y + bh == height),
+            difficult=int(max(bw, bh) < DIFFICULT_SIDE),
+            xmin=x + 1, ymin=y + 1, xmax=x + bw, ymax=y + bh))
+    return (f"<annotation>\n  <folder>VOC2007</folder>\n  <filename>{stem}.jpg</filename>\n"
+            f"  <source>\n    <database>detkit synthetic shapes</database>\n  </source>\n"
+            f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n"
+            f"    <depth>3</depth>\n  </size>\n  <segmented>0</segmented>\n"
+            + "".join(objects) + "</annotation>\n")
+
+
+def _write_voc(out, num_train, num_val, seed, names, background=0):
+    """The VOC2007-layout export: train images -> trainval, val images -> test."""
+    root = out / "VOCdevkit" / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    class_ids = _class_ids(names)
+    number = 0
+    for (_, split_idx), num, list_name in zip(_SPLITS, (num_train, num_val), ("trainval", "test")):
+        stems = []
+        for _, img, anns in split_images(seed, split_idx, num, background, class_ids):
+            number += 1
+            stem = f"{number:06d}"
+            jpg = root / "JPEGImages" / f"{stem}.jpg"
+            if not cv2.imwrite(str(jpg), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+                raise UserError(f"--out {out}: could not write {jpg}")
+            xml = voc_xml(stem, img.shape[1], img.shape[0], anns, names)
+            (root / "Annotations" / f"{stem}.xml").write_text(xml)
+            stems.append(stem)
+        (root / "ImageSets" / "Main" / f"{list_name}.txt").write_text("".join(f"{s}\n" for s in stems))
+    return root
+
+
+def yolo_line(cls, x, y, w, h, width, height):
+    """One YOLO label line: class index and the pixel box [x, y, w, h] as centre and size
+    normalised by the image size (8 decimals: a round trip keeps boxes within 1e-6 of the size)."""
+    return (f"{cls} {(x + w / 2) / width:.8f} {(y + h / 2) / height:.8f} "
+            f"{w / width:.8f} {h / height:.8f}\n")
+
+
+def _write_yolo(out, num_train, num_val, seed, names, background=0):
+    """The Ultralytics-layout export: data.yaml, images/{train,val}, labels/{train,val}."""
+    import yaml
+
+    class_ids = _class_ids(names)
+    for (split, split_idx), num in zip((("train", 0), ("val", 1)), (num_train, num_val)):
+        img_dir, label_dir = out / "images" / split, out / "labels" / split
+        img_dir.mkdir(parents=True, exist_ok=True)
+        label_dir.mkdir(parents=True, exist_ok=True)
+        for img_id, img, anns in split_images(seed, split_idx, num, background, class_ids):
+            stem = f"{img_id:012d}"
+            if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+                raise UserError(f"--out {out}: could not write {img_dir / stem}.jpg")
+            if img_id > num and (img_id - num) % 2:
+                continue                           # odd background images: no label file at all
+            lines = [yolo_line(a["category_id"] - 1, *a["bbox"], img.shape[1], img.shape[0]) for a in anns]
+            (label_dir / f"{stem}.txt").write_text("".join(lines))
+    data = {"train": "images/train", "val": "images/val", "names": list(names)}
+    (out / "data.yaml").write_text("# detkit synthetic shapes (tools/make_shapes.py)\n"
+                                   + yaml.safe_dump(data, sort_keys=False))
+    return out / "data.yaml"
+
+
+def parse_classes(text):
+    """``--classes star,circle`` -> ("star", "circle"); one-line UserError for a bad list."""
+    names = tuple(n.strip() for n in str(text).split(","))
+    unknown = [n for n in names if n not in CATEGORIES]
+    if not names or unknown:
+        raise UserError(f"--classes: unknown class {unknown[0] if unknown else ''!r} "
+                        f"(choose from {','.join(CATEGORIES)})")
+    if len(set(names)) != len(names):
+        raise UserError(f"--classes: {text} names a class twice")
+    return names
+
+
+def make_shapes(out, num_train, num_val, seed=0, fmt="coco", classes=None, background=0):
+    """Generate the data set under ``out`` in ``fmt`` ("coco", "voc" or "yolo") with the
+    categories ``classes`` (names, default all, in CATEGORIES order) and ``background`` images
+    without objects per split; returns ``out`` as a Path."""
+    out = Path(out)
+    if num_train < 0 or num_val < 0 or background < 0:
+        raise UserError(f"--num-train/--num-val/--background must be >= 0, got "
+                        f"{num_train}/{num_val}/{background}")
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt}")
+    names = CATEGORIES if classes is None else parse_classes(
+        classes if isinstance(classes, str) else ",".join(classes))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if fmt == "coco":
+            (out / "annotations").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create directory ({exc.strerror})") from exc
+    if fmt == "voc":
+        _write_voc(out, num_train, num_val, seed, names, background)
+        return out
+    if fmt == "yolo":
+        _write_yolo(out, num_train, num_val, seed, names, background)
+        return out
+    for (split, split_idx), num in zip(_SPLITS, (num_train, num_val)):
+        _write_split(out, split, split_idx, num, seed, names, background)
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one ``error:`` line and exit code 2 (cli_entry)."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+@cli_entry
+def main(argv=None):
+    parser = _Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--num-train", type=int, default=1000)
+    parser.add_argument("--num-val", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", choices=FORMATS, default="coco",
+                        help="coco (default), voc (VOCdevkit/VOC2007 layout, train -> trainval, "
+                             "val -> test) or yolo (data.yaml, images/, labels/)")
+    parser.add_argument("--background", type=int, default=0,
+                        help="also N images without objects in each split (default 0)")
+    parser.add_argument("--classes", default=None,
+                        help=f"comma-separated subset of {','.join(CATEGORIES)} in the wanted "
+                             "class order (default: all four)")
+    args = parser.parse_args(argv)
+    out = make_shapes(args.out, args.num_train, args.num_val, args.seed, args.format, args.classes,
+                      args.background)
+    where = {"voc": out / "VOCdevkit", "yolo": out / "data.yaml"}.get(args.format, out)
+    extra = f" (+{args.background} background each)" if args.background else ""
+    print(f"wrote {args.num_train} train / {args.num_val} val images{extra} to {where}")
+
+
+if __name__ == "__main__":
+    main()
