@@ -10,6 +10,7 @@ This module imports nothing of torch (the onnxruntime demo uses it without torch
 that knows process groups and signals registers how a run ends (``on_end``) when it starts, so
 the dependency points from accel.distributed and accel.preemption to here and never back.
 """
+import argparse
 import functools
 import os
 import re
@@ -23,6 +24,21 @@ _where = []   # callables a running trainer registers: "epoch E, iteration I; la
 _ends = {}
 # how gloo's plain RuntimeErrors say a peer timed out or went away
 _PEER_GONE = re.compile(r"[Tt]imed out|Connection (closed|reset)|[Bb]roken pipe|peer")
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one ``error:`` line naming the tool and exit code 2 (through
+    ``cli_entry``), instead of argparse's usage block and ``sys.exit`` from inside parsing. Every
+    command line of the project builds its parser from this class. ``name_tool=False`` leaves the
+    tool's name out of the line, as the data tools (check, convert, make_shapes) have always
+    printed their errors."""
+
+    def __init__(self, *args, name_tool=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name_tool = name_tool
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}" if self.name_tool else message)
 
 
 class UserError(Exception):

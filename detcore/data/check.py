@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
-from accel.errors import UserError, cli_entry
+from accel.errors import ArgParser, UserError, cli_entry
 from detcore.data.coco import auditing, header_size, jpeg_truncated
 
 # (key, label) in the order they are printed; every one counts towards --strict
@@ -290,12 +290,6 @@ def labels_of(source):
     return np.bincount(table.cls, minlength=len(source.class_names)), boxes
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are one ``error:`` line and exit code 2 (cli_entry)."""
-
-    def error(self, message):
-        raise UserError(message)
-
 
 def report_at_start(source, folder, name="train"):
     """What a trainer says of its training split before the first step: the one-line summary in
@@ -323,7 +317,7 @@ def _class_list(text):
 
 @cli_entry
 def main(argv=None):
-    parser = _Parser(prog="detkit-check-data", description=__doc__.splitlines()[0])
+    parser = ArgParser(prog="detkit-check-data", description=__doc__.splitlines()[0], name_tool=False)
     parser.add_argument("-d", "--data", "--data_dir", dest="data", required=True,
                         help="a COCO root (annotations/, train2017/, val2017/), a Pascal VOC devkit or a "
                              "YOLO data.yaml")

@@ -45,7 +45,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from loguru import logger
 
-from accel.errors import UserError, cli_entry
+from accel.errors import ArgParser, UserError, cli_entry
 from detcore.data.layout import COCO_SPLITS, detect, open_split, voc_sets
 
 FORMATS = ("coco", "voc", "yolo")
@@ -272,15 +272,9 @@ def _umask():
     return mask
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are one ``error:`` line and exit code 2 (cli_entry)."""
-
-    def error(self, message):
-        raise UserError(message)
-
 
 def make_parser():
-    parser = _Parser(prog="detkit-convert-data", description=__doc__.splitlines()[0])
+    parser = ArgParser(prog="detkit-convert-data", description=__doc__.splitlines()[0], name_tool=False)
     parser.add_argument("src", help="the data: a COCO root, a VOC devkit or a YOLO data.yaml")
     parser.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="layout to write")

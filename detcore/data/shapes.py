@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from accel.errors import UserError, cli_entry
+from accel.errors import ArgParser, UserError, cli_entry
 
 CATEGORIES = ("circle", "rectangle", "triangle", "star")
 SIZE_RANGE = (256, 480)        # image width and height are drawn independently from this range
@@ -337,16 +337,10 @@ def make_shapes(out, num_train, num_val, seed=0, fmt="coco", classes=None, backg
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are one ``error:`` line and exit code 2 (cli_entry)."""
-
-    def error(self, message):
-        raise UserError(message)
-
 
 @cli_entry
 def main(argv=None):
-    parser = _Parser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0], name_tool=False)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=200)

@@ -3,17 +3,13 @@ work): flags, one line per bad input (exit 2), a summary of what was written."""
 import argparse
 from pathlib import Path
 
-from accel.errors import UserError, cli_entry
+from accel.errors import ArgParser, UserError, cli_entry
 from detcore.deploy.quantize import BACKENDS, METHODS, default_output, quantize
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{self.prog}: {message}")
-
 
 def make_parser():
-    p = _Parser("quantize.py", description="Static INT8 quantisation of an exported YOLOX / SSD300 model.")
+    p = ArgParser("quantize.py", description="Static INT8 quantisation of an exported YOLOX / SSD300 model.")
     p.add_argument("model", metavar="MODEL", help="the fp32 export (.onnx; an IR .xml with --backend openvino), "
                                                   "without --nms")
     p.add_argument("--calib-data", "--calib_data", dest="calib_data", required=True,

@@ -8,14 +8,12 @@ import argparse
 
 from accel import add_device_args, add_precision_args
 from accel.distributed import DEFAULT_TIMEOUT_S
+from accel import errors
 from accel.errors import UserError
 
 
-class ArgParser(argparse.ArgumentParser):
-    """argparse whose errors become UserErrors (one ``error:`` line, exit code 2)."""
-
-    def error(self, message):
-        raise UserError(f"{self.prog}: {message}")
+class ArgParser(errors.ArgParser):
+    """The tools' parser: also turns trailing ``key value`` exp overrides into ``opts``."""
 
     def parse_known_args(self, args=None, namespace=None):
         ns, extra = super().parse_known_args(args, namespace)

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from accel.errors import UserError, cli_entry
+from accel.errors import ArgParser, UserError, cli_entry
 from detcore.deploy.media import ResultWriter, add_output_args, check_batch_size, open_source as open_media, run_source
 
 DEMO_TYPES = ("image", "video", "webcam")
@@ -39,12 +39,6 @@ DEFAULT_OUTPUT_DIR = "./YOLOX_outputs"      # the exps' output_dir, for --onnx r
 ONNX_SCOPE = ("with --onnx the model, its input size and its classes come from the .onnx: -c, -f, -n, --tsize, "
               "--fuse, --device, precision flags and exp overrides do not apply")
 
-
-class DemoArgParser(argparse.ArgumentParser):
-    """argparse whose errors are one ``error:`` line (exit 2), for the torch-free --onnx path."""
-
-    def error(self, message):
-        raise UserError(f"{self.prog}: {message}")
 
 
 def add_demo_args(parser, onnx=False):
@@ -88,7 +82,7 @@ def make_parser():
 
 def make_onnx_parser():
     """The --onnx path's flags; argparse only, so parsing them imports no torch."""
-    parser = DemoArgParser("demo.py --onnx", description="Run an exported YOLOX or SSD300 .onnx with onnxruntime")
+    parser = ArgParser("demo.py --onnx", description="Run an exported YOLOX or SSD300 .onnx with onnxruntime")
     add_demo_args(parser, onnx=True)
     parser.add_argument("-expn", "--experiment-name", dest="experiment_name", default=None,
                         help="output subfolder (default: the .onnx file's stem)")
