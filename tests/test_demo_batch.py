@@ -166,8 +166,13 @@ def test_pytorch_demos_batch_like_batch_1(nano160, shapes_coco, tmp_path, capsys
     _, a, _ = saved(tmp_path / "y1")
     _, b, _ = saved(tmp_path / "y5")
     assert a.keys() == b.keys() and len(a) > 3
-    for stem in a:
-        np.testing.assert_allclose(a[stem], b[stem], atol=1e-4)
+    for stem in a:       # the same boxes; two of near-equal score may be listed in either order
+        np.testing.assert_allclose(_by_box(a[stem]), _by_box(b[stem]), rtol=1e-4, atol=1e-4)
+
+
+def _by_box(rows):
+    rows = np.atleast_2d(rows)
+    return rows[np.lexsort(np.round(rows, 3).T[::-1])]
 
 
 def test_ssd_demo_batches_and_writes_labels(ssd, shapes_coco, tmp_path, capsys):  # noqa: F811
