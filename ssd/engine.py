@@ -13,21 +13,21 @@ from mlperf_logging.mllog import constants as C
 from torch.utils.data import DataLoader
 
 import accel
-from accel import checkpoint
+from detcore.training import checkpoints as checkpoint
 from accel.errors import Preempted, UserError, report_position
 from accel import watchdog
 from accel.preemption import PreemptionGuard, shield_worker
 from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
                           sgd_class)
 from detcore.evaluation import voc_eval
-from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state
+from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state, save_on_main
 from detcore.evaluation import report as eval_report
 from detcore.data.check import report_at_start
 from detcore.evaluation.coco_eval import gather_and_score
 from detcore.training.log import setup_logger
 from detcore.training.progress import Progress
 from detcore.training.report import LossMean, MetricWatch, RunReport
-from detcore.training.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
+from detcore.training.toolbox import (RunLock, draw_seed, rng_state, seed_everything, set_lr,
                              set_rng_state)
 from detcore.training.weights import load_matching, strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco

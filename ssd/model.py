@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from accel import checkpoint
+from detcore.training import checkpoints as checkpoint
 from accel.errors import UserError
 
 OUT_CHANNELS = [256, 512, 512, 256, 256, 256]

@@ -1,4 +1,4 @@
-"""accel.checkpoint and accel.errors: atomic writes, safe loads, one-line CLI errors."""
+"""detcore.training.checkpoints, detcore.files and accel.errors: atomic writes, safe loads, one-line CLI errors."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accel import checkpoint
+from detcore.training import checkpoints as checkpoint
 from accel.errors import UserError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accel.checkpoint import save_atomic
+from detcore.training.checkpoints import save_atomic
 from accel.errors import PREEMPTED_EXIT_CODE, Preempted, UserError, cli_entry
 from accel.preemption import PreemptionGuard
 from detcore.training.checkpoints import Checkpoints, check_same_run, rank_states, restore_rank_state
@@ -54,7 +54,7 @@ def test_newest_never_picks_a_half_written_file(tmp_path):
     cps = Checkpoints(tmp_path, "latest_ckpt.pth", every=1)
     assert cps.newest() is None
     write(cps, 3)
-    # what a write killed midway leaves (accel.checkpoint's temp file), and a stray copy
+    # what a write killed midway leaves (detcore.files.write_atomic's temp file), and a stray copy
     (tmp_path / ".iter_00000009_ckpt.pth.abc123.tmp").write_bytes(b"\x00" * 10)
     (tmp_path / "iter_00000011_ckpt.pth.partial").write_bytes(b"\x00" * 10)
     assert cps.newest() == tmp_path / "iter_00000003_ckpt.pth"

@@ -24,7 +24,7 @@ LINE = re.compile(r"^(\S+): (\d+) detections in ", re.M)
 @pytest.fixture(scope="module")
 def nano160(shapes_coco, tmp_path_factory):
     """(checkpoint, raw .onnx with a dynamic batch) of the shapes YOLOX-nano at 160 that detects."""
-    from accel.checkpoint import save_atomic
+    from detcore.training.checkpoints import save_atomic
 
     _, model = detecting_nano(sorted((shapes_coco / "val2017").glob("*.jpg")), 160)
     folder = tmp_path_factory.mktemp("demo_batch")

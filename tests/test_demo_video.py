@@ -46,7 +46,7 @@ def clip(shapes_coco, tmp_path_factory):
 @pytest.fixture(scope="module")
 def nano(shapes_coco, tmp_path_factory):
     """(checkpoint, raw-map .onnx) of a 4-class YOLOX-nano at 160 that detects untrained."""
-    from accel.checkpoint import save_atomic
+    from detcore.training.checkpoints import save_atomic
 
     _, model = detecting_nano(sorted((shapes_coco / "val2017").glob("*.jpg")), 160)
     folder = tmp_path_factory.mktemp("nano_video")

@@ -127,7 +127,7 @@ def yolox_runs(tiny_shapes, tmp_path_factory):
 
 
 def test_yolox_patience_stops_and_a_resumed_run_stops_at_the_same_evaluation(yolox_runs):
-    from accel.checkpoint import load
+    from detcore.training.checkpoints import load
 
     straight, _, split = yolox_runs
     for folder in (straight, split):

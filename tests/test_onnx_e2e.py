@@ -30,7 +30,7 @@ def val_images(shapes_coco):
 @pytest.fixture(scope="module")
 def nano(val_images, tmp_path_factory):
     """(exp, decoding model, checkpoint, folder) of the shapes YOLOX-nano that detects untrained."""
-    from accel.checkpoint import save_atomic
+    from detcore.training.checkpoints import save_atomic
 
     exp, model = detecting_nano(val_images, SIZE)
     folder = tmp_path_factory.mktemp("e2e")

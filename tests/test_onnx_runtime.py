@@ -52,7 +52,7 @@ def val_images(shapes_coco):
 def yolox_exports(val_images, tmp_path_factory):
     """(exp, model, {"raw": path, "decoded": path}): the 4-class shapes YOLOX-nano that detects
     without training (``detecting_nano``), exported at 256 both ways through tools/export_onnx.py."""
-    from accel.checkpoint import save_atomic
+    from detcore.training.checkpoints import save_atomic
 
     exp, model = detecting_nano(val_images, YOLOX_SIZE)
     folder = tmp_path_factory.mktemp("yolox_onnx")

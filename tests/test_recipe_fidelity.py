@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from accel import checkpoint, distributed
+from accel import distributed
+from detcore.training import checkpoints as checkpoint
 from accel.errors import UserError
 from detcore.training.report import split_wandb_options
 from ssd import SSD300, engine

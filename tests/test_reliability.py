@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel import checkpoint
+from detcore.training import checkpoints as checkpoint
 from accel.errors import UserError, cli_entry, report_position
 from detcore.training.toolbox import RunLock
 from ssd.data import CocoDetection
@@ -76,7 +76,7 @@ def test_full_disk_or_read_only_keeps_the_previous_file(tmp_path, monkeypatch, c
     def refuse(*args):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(checkpoint.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(UserError) as err:
         checkpoint.save_atomic({"v": torch.tensor(2)}, path)
     assert str(err.value) == f"cannot write {path}: {reason} (the previous file, if any, is intact)"

@@ -7,7 +7,7 @@ import torch
 import torch._dynamo
 
 from accel import policy
-from accel.checkpoint import load
+from detcore.training.checkpoints import load
 from yolox.core.cli import build_exp
 from yolox_tools import SHAPES_EXP, TINY, load_tool
 

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from accel.checkpoint import load
+from detcore.training.checkpoints import load
 from yolox_tools import ROOT, SHAPES_EXP, TINY
 
 

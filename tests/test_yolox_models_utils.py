@@ -79,7 +79,7 @@ def test_fuse_model_matches_unfused(nano):
 
 
 def test_load_ckpt_round_trip_from_file(nano, tmp_path):
-    from accel.checkpoint import save_atomic
+    from detcore.training.checkpoints import save_atomic
     path = tmp_path / "nano.pth"
     save_atomic({"model": nano.state_dict(), "start_epoch": 3}, path)
     fresh = get_exp(exp_name="yolox-nano").get_model()

@@ -15,7 +15,7 @@ def _export_main(tool="export_onnx"):
 @pytest.fixture(scope="module")
 def nano_ckpt(tmp_path_factory):
     """(eval model, checkpoint path) of a yolox-nano whose objectness biases moved off their init."""
-    from accel.checkpoint import save_atomic
+    from detcore.training.checkpoints import save_atomic
     torch.manual_seed(0)
     model = get_exp(exp_name="yolox-nano").get_model().eval()
     with torch.no_grad():  # move the heads off their init so the outputs are informative

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from accel.checkpoint import load
+from detcore.training.checkpoints import load
 from yolox.core.cli import build_exp
 from yolox_tools import SHAPES_EXP, TINY, load_tool
 

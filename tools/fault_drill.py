@@ -128,7 +128,7 @@ def compare(model, reference_out, drill_out):
     """(equal, number of tensors, first differing key) of the two runs' final checkpoints."""
     import torch
 
-    from accel.checkpoint import load
+    from detcore.training.checkpoints import load
 
     keep = ("model", "model_raw", "optimizer")
     a, b = (tensors({k: load(o / FINAL[model]).get(k) for k in keep}) for o in (reference_out, drill_out))

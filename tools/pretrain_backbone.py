@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from accel.checkpoint import save_atomic  # noqa: E402
+from detcore.training.checkpoints import save_atomic  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from detcore.data.coco import CocoSource  # noqa: E402
 from ssd.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402

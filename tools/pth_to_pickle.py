@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from accel import checkpoint  # noqa: E402
-from accel.checkpoint import replace_atomic  # noqa: E402
+from detcore.training import checkpoints as checkpoint  # noqa: E402
+from detcore.files import replace_atomic  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 
 

@@ -5,30 +5,16 @@ and the labels plot of a data set. Computing lives in class_stats; this module o
 matplotlib is imported on first use with the Agg backend (no display needed), and every PNG is
 written atomically, so a crash mid-write never leaves half an image behind.
 """
-import io
-
 import numpy as np
 
-from accel.checkpoint import replace_atomic
+from detcore.files import pyplot, save_png
 
 PLOT_NAMES = {"confusion": "confusion_matrix.png", "pr": "PR_curve.png", "F1": "F1_curve.png",
               "P": "P_curve.png", "R": "R_curve.png"}
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _save(fig, path):
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    replace_atomic(path, buf.getvalue())
-    return path
+    return save_png(fig, path, dpi=110)
 
 
 def _short(name, n=14):
@@ -38,7 +24,7 @@ def _short(name, n=14):
 def plot_confusion(stats, path):
     """Counts and row-normalised (each true class sums to 1) side by side; rows true class,
     columns predicted, the last row and column background; thresholds in the title."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(stats.confusion, np.float64)
     labels = [_short(n) for n in stats.names] + ["background"]
     rows = cm.sum(axis=1, keepdims=True)
@@ -73,7 +59,7 @@ def plot_confusion(stats, path):
 def plot_pr(stats, path):
     """COCO's interpolated precision against recall at IoU 0.50: each class thin, the mean over
     classes thick; the legend's mAP@0.5 is the evaluation's AP50."""
-    plt = _pyplot()
+    plt = pyplot()
     recall, pr = stats.curves["recall"], stats.curves["pr"]
     fig, ax = plt.subplots(figsize=(8, 6))
     valid = stats.valid
@@ -95,7 +81,7 @@ def plot_pr(stats, path):
 def plot_conf_curve(stats, which, path):
     """``which`` ("F1", "P" or "R") against confidence: each class thin, the mean thick, the
     operating confidence (max mean F1) marked."""
-    plt = _pyplot()
+    plt = pyplot()
     ylabel = {"F1": "F1", "P": "precision", "R": "recall"}[which]
     conf, curves = stats.curves["conf"], stats.curves[which]
     valid = stats.valid
@@ -147,7 +133,7 @@ def plot_labels(class_names, counts, boxes, path, title=None, bins=None):
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(counts, dtype=np.int64).reshape(-1)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     k = len(class_names)

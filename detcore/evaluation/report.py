@@ -10,15 +10,13 @@
 A report must never end a run or lose its checkpoint: every failure here is one warning line and
 whatever could be written stays written. Only the main process writes.
 """
-import csv
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 from loguru import logger
 
-from accel.checkpoint import replace_atomic
+from detcore.files import format_row, pyplot, read_rows, replace_atomic, write_rows
 
 PER_CLASS_CSV = "results_per_class.csv"
 CONFUSION_CSV = "confusion_matrix.csv"
@@ -43,22 +41,8 @@ def write_per_class_csv(classes, folder, epoch=None):
     """Append this evaluation's per-class rows to ``results_per_class.csv``; rows of this epoch
     or later from an earlier attempt (a resumed run) are replaced."""
     path = Path(folder) / PER_CLASS_CSV
-    old = []
-    if path.is_file():
-        with open(path, newline="") as f:
-            old = list(csv.DictReader(f))
-        if epoch is not None:
-            old = [r for r in old if r.get("epoch") in (None, "") or int(float(r["epoch"])) < epoch]
     new = classes.csv_rows(**({} if epoch is None else {"epoch": epoch}))
-    new = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in new]
-    rows = old + new
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    replace_atomic(path, text.getvalue().encode())
-    return path
+    return write_rows(path, read_rows(path, before_epoch=epoch) + [format_row(r) for r in new])
 
 
 def write_evaluation(result, folder, epoch=None, plots=True):
@@ -91,9 +75,8 @@ def write_plots(result, folder):
         written.append(folder / CONFUSION_CSV)
         from detcore.evaluation.plots import plot_evaluation
 
-        written += plot_evaluation(classes, folder)
-    except ImportError:
-        logger.warning("matplotlib is not installed: evaluation plots not drawn (pip install matplotlib)")
+        if pyplot("evaluation plots") is not None:
+            written += plot_evaluation(classes, folder)
     except Exception as exc:      # noqa: BLE001
         _warn(f"evaluation plots in {folder}", exc)
     return written

@@ -1,7 +1,7 @@
 """Where a run's checkpoints go and which one a run continues from, the same for both trainers.
 
 - Periodic checkpoints: every ``every`` iterations (and at a preemption) the main process writes
-  ``<prefix><iteration:08d><suffix>`` atomically (``accel.checkpoint``: a crash mid-write leaves
+  ``<prefix><iteration:08d><suffix>`` atomically (``save_atomic``: a crash mid-write leaves
   only a hidden temp file, never a half-written checkpoint under this name) and keeps the newest
   ``keep`` of them. An epoch-end checkpoint (the trainer's ``latest`` file) supersedes the periodic
   ones at or before its iteration, which are then deleted: any periodic file left is newer than it.
@@ -15,17 +15,87 @@
   differ instead of overwriting another run's state.
 - A fresh run in a folder deletes the periodic files of the run it replaces, so a later restart
   can never pick them up.
+- Reading and writing: ``save_atomic`` (torch.save through ``detcore.files.write_atomic``),
+  ``save_on_main`` (the main process writes, every rank waits) and ``load`` (weights-only, plus
+  the NumPy scalars upstream checkpoints hold; a missing or corrupt file is one line).
 """
+import contextlib
+import pickle
 import re
 from pathlib import Path
 
+import numpy as np
+import torch
 from loguru import logger
 
 from accel import all_gather_object, barrier, get_rank, get_world_size, is_main_process
 from accel.distributed import restart_reason
-from accel.checkpoint import load as load_checkpoint
 from accel.errors import UserError
-from detcore.training.toolbox import rng_state, save_on_main, set_rng_state
+from detcore.files import write_atomic
+from detcore.training.toolbox import rng_state, set_rng_state
+
+
+def save_atomic(obj, path):
+    """torch.save ``obj`` to ``path`` atomically (``detcore.files.write_atomic``)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_on_main(state, path):
+    """Write a checkpoint atomically from the main process; every rank waits for it."""
+    if is_main_process():
+        save_atomic(state, path)
+    barrier()
+
+
+def numpy_scalar_globals():
+    """Exactly what a pickled NumPy scalar needs (upstream/Habana YOLOX checkpoints store
+    ``best_ap`` as ``numpy.float64``): the scalar constructor under its NumPy 1 and NumPy 2
+    module names, ``numpy.dtype`` and the dtype classes of the scalar kinds metrics use."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:                                   # NumPy 1
+        from numpy.core.multiarray import scalar
+    kinds = ("float64", "float32", "float16", "int64", "int32", "bool")
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+            np.dtype, *{type(np.dtype(k)) for k in kinds}]
+
+
+def _allowing_numpy_scalars():
+    """A context in which weights-only loading also accepts ``numpy_scalar_globals()``
+    (torch >= 2.5). Older torch cannot rebuild NumPy scalars weights-only at all; there such a
+    checkpoint fails with a line saying so (see ``load``)."""
+    ser = torch.serialization
+    return ser.safe_globals(numpy_scalar_globals()) if hasattr(ser, "safe_globals") else contextlib.nullcontext()
+
+
+def load(path, map_location="cpu"):
+    """Load a checkpoint with ``weights_only=True`` (plus NumPy scalars, nothing else); a
+    missing, corrupt or non-torch file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist (expected a .pth file)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise UserError(f"checkpoint {path} is not a torch checkpoint (neither torch.save's zip "
+                        "format nor a pickle)")
+    try:
+        with _allowing_numpy_scalars():
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError,
+            UnicodeDecodeError, OSError) as exc:
+        # torch's own advice (load with weights_only=False: that would run arbitrary code) is
+        # left out; what remains says what was refused
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:
+            text = text.split("WeightsUnpickler error:", 1)[1]
+        lines = [ln.strip() for ln in text.splitlines()
+                 if ln.strip() and "weights_only" not in ln and "Check the documentation" not in ln]
+        why = lines[0] if lines else type(exc).__name__
+        if "numpy" in why and not hasattr(torch.serialization, "safe_globals"):
+            why += f"; torch {torch.__version__} cannot load NumPy values weights-only (torch >= 2.5 can)"
+        raise UserError(f"checkpoint {path} is not a loadable torch checkpoint "
+                        f"({type(exc).__name__}: {why[:200]})") from None
 
 
 class Checkpoints:
@@ -104,7 +174,7 @@ class Checkpoints:
         # an epoch-end file alone needs no load (a whole checkpoint, on every rank) to know that
         if path is None or (not restarted and path == self.latest):
             return None, None
-        state = load_checkpoint(path)
+        state = load(path)
         if not (restarted or (isinstance(state, dict) and state.get("preempted"))):
             return None, None
         check_same_run(state, run_config, path, what)

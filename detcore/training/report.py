@@ -6,8 +6,6 @@ Also ``MetricWatch``, the one best-metric / early-stopping rule both trainers fo
 ``best_metric`` + ``patience``, SSD's ``--best-metric`` + ``--patience``): it decides which
 evaluation is reported as the best and when a run stops, so it lives beside the report.
 """
-import csv
-import io
 import math
 
 from pathlib import Path
@@ -16,8 +14,8 @@ import torch
 from loguru import logger
 
 from accel import all_gather_object
-from accel.checkpoint import replace_atomic
 from accel.errors import UserError
+from detcore.files import format_row, pyplot, read_rows, save_png, write_rows
 
 CSV_NAME, PNG_NAME = "results.csv", "results.png"
 VAL_PREFIX = "val/"      # results.csv: the validation twin of a training loss column "x" is "val/x"
@@ -204,12 +202,8 @@ class RunReport:
             raise UserError(f"--logger {kind}: expected tensorboard or wandb")
 
     def _previous_rows(self, start_epoch):
-        """Rows of the epochs before ``start_epoch`` (a resumed run continues the table)."""
-        path = self.out_dir / CSV_NAME
-        if not start_epoch or not path.is_file():
-            return []
-        with open(path, newline="") as f:
-            return [r for r in csv.DictReader(f) if int(float(r["epoch"])) <= start_epoch]
+        """Rows of the ``start_epoch`` epochs done before (a resumed run continues the table)."""
+        return read_rows(self.out_dir / CSV_NAME, before_epoch=start_epoch + 1) if start_epoch else []
 
     def scalars(self, step, values):
         if self.tb is not None:
@@ -223,22 +217,13 @@ class RunReport:
         images/s, wall time, ``val/`` losses; "" where the epoch was not evaluated)."""
         if not self.enabled:
             return
-        self.rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        columns = list(dict.fromkeys(k for r in self.rows for k in r))
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        replace_atomic(self.out_dir / CSV_NAME, text.getvalue().encode())
-        self._plot(columns)
+        self.rows.append(format_row(row))
+        write_rows(self.out_dir / CSV_NAME, self.rows)
+        self._plot(list(dict.fromkeys(k for r in self.rows for k in r)))
 
     def _plot(self, columns):
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            logger.warning("matplotlib is not installed: results.png not drawn (pip install matplotlib)")
+        plt = pyplot("results.png")
+        if plt is None:
             return
 
         def series(key):
@@ -266,10 +251,7 @@ class RunReport:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend()
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        replace_atomic(self.out_dir / PNG_NAME, buf.getvalue())
+        save_png(fig, self.out_dir / PNG_NAME, dpi=90)
 
     def close(self):
         if self.tb is not None:

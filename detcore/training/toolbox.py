@@ -1,4 +1,4 @@
-"""The training toolbox both trainers use, so seeding, resume state, learning rate and saving
+"""The training toolbox both trainers use, so seeding, RNG state, learning rate and the run lock
 behave the same in YOLOX and SSD."""
 import atexit
 import os
@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from loguru import logger
 
-from accel import barrier, broadcast_object, is_main_process
-from accel.checkpoint import make_output_dir, save_atomic, why_not_written
+from accel import broadcast_object
+from detcore.files import make_output_dir, why_not_written
 from accel.errors import UserError
 
 
@@ -55,13 +55,6 @@ def set_rng_state(state):
 def set_lr(optimizer, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def save_on_main(state, path):
-    """Write a checkpoint atomically from the main process; every rank waits for it."""
-    if is_main_process():
-        save_atomic(state, path)
-    barrier()
 
 
 class RunLock:

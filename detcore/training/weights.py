@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from loguru import logger
 
-from accel import checkpoint as ckpt_io
+from detcore.training import checkpoints as ckpt_io
 from accel.errors import UserError
 
 
@@ -56,7 +56,7 @@ def _model_state(ckpt, source):
 def load_ckpt(model, ckpt, source="checkpoint"):
     """Load weights strictly from a path, a ``{"model": state_dict}`` dict or a bare state dict.
 
-    Paths go through ``accel.checkpoint.load`` (``weights_only=True``). Missing, unexpected or
+    Paths go through ``detcore.training.checkpoints.load`` (``weights_only=True``). Missing, unexpected or
     mis-shaped keys raise a UserError instead of torch's multi-page RuntimeError.
     """
     source, state = _model_state(ckpt, source)

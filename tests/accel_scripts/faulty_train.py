@@ -53,9 +53,9 @@ def inject():
 
         coco_data.SourceDataset.pull_item = pull_item
     elif FAULT == "save_fails":
-        from accel import checkpoint
+        from detcore.training import checkpoints as checkpoint
 
-        original = checkpoint._write_atomic
+        original = checkpoint.write_atomic
         writes = [0]
 
         def write(path, fill):
@@ -64,7 +64,7 @@ def inject():
                 return original(path, lambda f: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
             return original(path, fill)
 
-        checkpoint._write_atomic = write
+        checkpoint.write_atomic = write
     else:
         raise SystemExit(f"unknown FAULT {FAULT!r}")
 

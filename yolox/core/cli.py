@@ -71,7 +71,7 @@ def load_weights(exp, ckpt, device, fuse=False):
     a training checkpoint records are taken where the data did not set them."""
     from loguru import logger
 
-    from accel.checkpoint import load as load_checkpoint
+    from detcore.training.checkpoints import load as load_checkpoint
     from yolox.utils import fuse_model, load_ckpt
 
     state = load_checkpoint(ckpt)
@@ -109,7 +109,7 @@ def exportable_model(exp, ckpt=None, random_weights=False, decode_in_inference=F
     decoded in the graph when ``decode_in_inference``."""
     from loguru import logger
 
-    from accel.checkpoint import load as load_checkpoint
+    from detcore.training.checkpoints import load as load_checkpoint
     from yolox.utils import load_ckpt
 
     _check_weights_choice(ckpt, random_weights)

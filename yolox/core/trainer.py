@@ -10,7 +10,7 @@ from loguru import logger
 
 from accel import (Precision, all_reduce_norm, broadcast_object, init_distributed, resolve_device,
                    set_threads_per_process, unwrap, wrap_ddp)
-from accel.checkpoint import load as load_checkpoint
+from detcore.training.checkpoints import load as load_checkpoint
 from accel.distributed import log_rank_agreement
 from accel.errors import Preempted, UserError, report_position
 from accel.preemption import PreemptionGuard
@@ -18,9 +18,9 @@ from accel import watchdog
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
 from detcore.evaluation import report as eval_report
 from detcore.data.check import report_at_start
-from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state
+from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state, save_on_main
 from detcore.training.log import setup_logger
-from detcore.training.toolbox import (RunLock, draw_seed, rng_state, save_on_main, seed_everything, set_lr,
+from detcore.training.toolbox import (RunLock, draw_seed, rng_state, seed_everything, set_lr,
                              set_rng_state)
 from detcore.training.report import LossMean, MetricWatch, RunReport
 from yolox.core.ema import ModelEMA
