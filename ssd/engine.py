@@ -29,7 +29,7 @@ from detcore.training.progress import Progress
 from detcore.training.report import LossMean, MetricWatch, RunReport
 from detcore.training.toolbox import (RunLock, draw_seed, rng_state, seed_everything, set_lr,
                              set_rng_state)
-from detcore.training.weights import load_matching, strip_prefixes
+from detcore.training.weights import load_ckpt, load_matching, strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.data import CocoDetection, EncodedTargets, EpochSampler, collate, collate_encoded, open_sources
 from ssd.mlperf_log import MLPerfLogger
@@ -229,31 +229,19 @@ def label_names(state):
     return {int(k): str(v) for k, v in label_map.items() if str(k).lstrip("-").isdigit()}
 
 
-def _mismatch(own, state):
-    """What keeps ``state`` out of a model whose state dict is ``own``, in a few words; None if
-    it fits. A label-count difference is said as such: it is the usual reason."""
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    reshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
-    if not (missing or unexpected or reshaped):
-        return None
+def label_difference(own, state, missing, unexpected, reshaped):
+    """The usual reason a checkpoint does not fit (``load_ckpt``'s ``explain``): only the
+    class-confidence convs differ, because it predicts another number of labels."""
     theirs, mine = label_count(state), label_count(own)
     if not missing and not unexpected and all(k.startswith("conf.") for k in reshaped) and theirs:
         return f"it predicts {theirs} labels, --data has {mine} (background included)"
-    parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
-             ((missing, "tensors missing"), (unexpected, "unexpected tensors"),
-              (reshaped, "tensors of another shape")) if keys]
-    return ", ".join(parts)
+    return None
 
 
 def load_strict(model, state, path, hint):
     """Every tensor of ``model`` from ``state["model"]`` (DDP / compile prefixes stripped), or
     one line naming the file, what does not fit and ``hint`` (what to do instead)."""
-    weights = strip_prefixes(state["model"])
-    why = _mismatch(model.state_dict(), weights)
-    if why:
-        raise UserError(f"--checkpoint {path}: does not fit this model ({why}); {hint}")
-    model.load_state_dict(weights)
+    load_ckpt(model, state, source=f"--checkpoint {path}", hint=hint, explain=label_difference)
 
 
 RESUME_HINT = ("a resume file (ssd300_latest.pth) continues its own run on the same labels; to "

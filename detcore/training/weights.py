@@ -1,5 +1,6 @@
-"""Strict weight loading for both detectors, with errors that say which model a checkpoint
-belongs to instead of torch's multi-page RuntimeError."""
+"""Weight loading for both detectors: strict (resume, evaluation, export) and shape-aware
+(fine-tuning), with one-line errors that say which model a checkpoint belongs to instead of
+torch's multi-page RuntimeError."""
 from pathlib import Path
 
 import torch
@@ -53,29 +54,41 @@ def _model_state(ckpt, source):
     return source, state
 
 
-def load_ckpt(model, ckpt, source="checkpoint"):
+def differences(own, state):
+    """(missing, unexpected, reshaped): sorted key lists that keep ``state`` out of a model whose
+    state dict is ``own``."""
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    return missing, unexpected, reshaped
+
+
+def load_ckpt(model, ckpt, source="checkpoint", hint="check that -n/-f matches the checkpoint", explain=None):
     """Load weights strictly from a path, a ``{"model": state_dict}`` dict or a bare state dict.
 
-    Paths go through ``detcore.training.checkpoints.load`` (``weights_only=True``). Missing, unexpected or
-    mis-shaped keys raise a UserError instead of torch's multi-page RuntimeError.
+    Paths go through ``detcore.training.checkpoints.load`` (``weights_only=True``). Missing,
+    unexpected or mis-shaped keys are one UserError ending in ``hint`` instead of torch's
+    multi-page RuntimeError. ``explain(own, state, missing, unexpected, reshaped)`` may name the
+    usual reason in the model's own terms (another label count): then the line says
+    ``SOURCE: does not fit this model (REASON)``; otherwise it lists the keys.
     """
     source, state = _model_state(ckpt, source)
     own = model.state_dict()
-    missing = own.keys() - state.keys()
-    unexpected = state.keys() - own.keys()
-    shape = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or unexpected or shape:
+    missing, unexpected, reshaped = differences(own, state)
+    if missing or unexpected or reshaped:
+        why = explain(own, state, missing, unexpected, reshaped) if explain is not None else None
+        if why:
+            raise UserError(f"{source}: does not fit this model ({why}); {hint}")
         parts = []
         if missing:
             parts.append(f"missing keys: {_few(missing)}")
         if unexpected:
             parts.append(f"unexpected keys: {_few(unexpected)}")
-        if shape:
-            k = sorted(shape)[0]
-            parts.append(f"shape mismatch for {len(shape)} keys, e.g. {k}: "
+        if reshaped:
+            k = reshaped[0]
+            parts.append(f"shape mismatch for {len(reshaped)} keys, e.g. {k}: "
                          f"{tuple(state[k].shape)} vs {tuple(own[k].shape)}")
-        raise UserError(f"{source} belongs to another model ({'; '.join(parts)}); "
-                        "check that -n/-f matches the checkpoint")
+        raise UserError(f"{source} belongs to another model ({'; '.join(parts)}); {hint}")
     model.load_state_dict(state, strict=True)
     return model
 
@@ -101,11 +114,8 @@ def load_matching(model, ckpt, source="checkpoint", min_shared=MIN_SHARED,
     """
     source, state = _model_state(ckpt, source)
     own = model.state_dict()
-    shared = own.keys() & state.keys()
-    reshaped = sorted(k for k in shared if own[k].shape != state[k].shape)
-    loaded = sorted(shared.difference(reshaped))
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
+    missing, unexpected, reshaped = differences(own, state)
+    loaded = sorted(own.keys() & state.keys() - set(reshaped))
     if len(loaded) < min_shared * len(own):
         raise UserError(f"{source} fits only {len(loaded)} of the model's {len(own)} tensors "
                         f"(by name and shape): it belongs to another model, not a fine-tune of "
