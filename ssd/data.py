@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 
 from accel.errors import UserError
 from detcore.data import layout as sources
-from detcore.data.coco import CocoSource, PerImage, UnreadableImages, find_sorted
+from detcore.data.coco import CocoSource
+from detcore.data.index import PerImage, UnreadableImages, find_sorted
 # the layouts' paths as they were defined here (callers and tests import them from ssd.data)
 from detcore.data.layout import VOC_TEST, VOC_TRAIN, coco_paths, voc_layout  # noqa: F401
 
@@ -120,7 +121,7 @@ def train_transform(rng, img, boxes, labels, crop_tries=1):
 
 class CocoDetection(Dataset):
     """One split of detection data for SSD: a COCO json + image folder (``img_dir``,
-    ``ann_file``), or any ``detcore.data.coco.IndexedSource`` (a VOC split
+    ``ann_file``), or any ``detcore.data.index.IndexedSource`` (a VOC split
     from ``detcore.data.voc.VocSource``), read and cleaned by the policy both models share. Labels:
     the source's class order -> 1..K (0 is background); for COCO the sorted category ids.
 

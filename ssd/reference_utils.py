@@ -69,7 +69,7 @@ class ReferenceLayout(Dataset):
     ``img_folder``, ``annotate_file``, ``label_map`` (category id -> label), ``label_info``
     (label -> name, 0 = background), ``images`` (image id -> (file name, (height, width),
     [([x, y, w, h] pixels, label), ...])) for exactly the images this data set serves, with the
-    boxes as cleaned by ``detcore.data.coco``, and ``transform`` (``ReferenceTransform``).
+    boxes as cleaned by ``detcore.data.index``, and ``transform`` (``ReferenceTransform``).
 
     Items are the reference's too, for the loader's fallback to torch's (default collate):
     ``(image, image id, (height, width), boxes, labels)``, the augmentation being the wrapped data

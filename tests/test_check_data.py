@@ -13,6 +13,7 @@ import pytest
 from conftest import load_make_shapes
 from detcore.data import check as cd
 from detcore.data import coco as detcoco
+from detcore.data import images as detimages
 
 NAMES = ("circle", "rectangle", "triangle", "star")
 
@@ -193,12 +194,12 @@ def test_jpeg_truncation_reads_the_end_marker(tmp_path, shapes_coco):
     got = {}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        got[name] = detcoco.jpeg_truncated(tmp_path / name)
+        got[name] = detimages.jpeg_truncated(tmp_path / name)
     assert got == {"whole": False, "padded": False, "cut": True, "cut_padded": True, "png": False}
 
 
 def _warn_in_child(path):
-    detcoco.warn_if_truncated_jpeg(path)
+    detimages.warn_if_truncated_jpeg(path)
 
 
 def test_training_reads_name_one_truncated_jpeg_per_run_across_workers(planted, tmp_path, log_lines):
@@ -207,7 +208,7 @@ def test_training_reads_name_one_truncated_jpeg_per_run_across_workers(planted, 
     from yolox.data import COCODataset
 
     root, what = planted
-    detcoco._TRUNCATED_NAMED[0] = 0
+    detimages._TRUNCATED_NAMED[0] = 0
     ds = COCODataset(root, img_size=(320, 320))
     row = ds.source.table.row(what["truncated"]["id"])
     img = ds.pull_item(row)[0]
@@ -219,13 +220,13 @@ def test_training_reads_name_one_truncated_jpeg_per_run_across_workers(planted, 
     # a worker forked before any was named names one; the parent then names none
     cut = tmp_path / "cut.jpg"
     cut.write_bytes((root / "train2017" / what["truncated"]["file_name"]).read_bytes())
-    detcoco._TRUNCATED_NAMED[0] = 0
+    detimages._TRUNCATED_NAMED[0] = 0
     child = multiprocessing.get_context("fork").Process(target=_warn_in_child, args=(cut,))
     child.start()
     child.join(30)
-    assert child.exitcode == 0 and detcoco._TRUNCATED_NAMED[0] == 1
+    assert child.exitcode == 0 and detimages._TRUNCATED_NAMED[0] == 1
     before = len(log_lines)
-    detcoco.warn_if_truncated_jpeg(cut)
+    detimages.warn_if_truncated_jpeg(cut)
     assert len(log_lines) == before
 
 

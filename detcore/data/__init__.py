@@ -1,7 +1,8 @@
 """Data: every format becomes the same in-memory index, through one cleaning policy.
 
-``index`` (the flat-array ``BoxTable`` and the ``IndexedSource`` interface every reader implements,
-the skip-or-stop policy for unusable files, image-header probes), the readers ``coco``, ``voc`` and
+``index`` (the flat-array ``BoxTable`` and its cleaning, the ``IndexedSource`` interface every
+reader implements, the skip-or-stop policy for unusable files, the COCO dict every source is scored
+through), ``images`` (image files: header and truncation probes), the readers ``coco``, ``voc`` and
 ``yolo``, ``layout`` (which layout a folder holds, and opening its splits), ``writers`` (one writer
 per format), ``convert`` (format -> format), ``check`` (the data check and the start-of-training
 summary), ``shapes`` (the synthetic data generator) and ``heap`` (loader-worker memory). Everything

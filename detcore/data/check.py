@@ -5,7 +5,7 @@ Usage: python -m detcore.data.check -d DIR (also ``python tools/check_data.py`` 
 the ``detkit-check-data`` console script). DIR is anything the trainers read: a COCO root
 (annotations/instances_{train,val}2017.json, train2017/, val2017/), a Pascal VOC devkit or a YOLO
 data.yaml; the splits are opened by ``detcore.data.layout.open_sources``, the trainers' own way in,
-through the ONE cleaning policy of ``detcore.data.coco`` inside ``auditing()``, which keeps the
+through the ONE cleaning policy of ``detcore.data.index`` inside ``auditing()``, which keeps the
 annotations as listed beside the cleaned index. Every count below comes from that reading;
 nothing parses the annotations a second time.
 
@@ -23,7 +23,6 @@ labels as training sees them (``detcore.evaluation.plots.plot_labels``).
 ``summary_line(source)`` is the one line a trainer prints at start: images, background images,
 boxes, classes and what the cleaning found at load, from the counts the index already holds.
 """
-import argparse
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,8 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import ArgParser, UserError, cli_entry
-from detcore.data.coco import auditing, header_size, jpeg_truncated
+from detcore.data.images import header_size, jpeg_truncated
+from detcore.data.index import auditing
 
 # (key, label) in the order they are printed; every one counts towards --strict
 DEFECTS = (
@@ -152,11 +152,11 @@ def _inspect_all(paths):
 
 
 def check_split(source, name=None):
-    """The ``SplitReport`` of a source opened inside ``detcore.data.coco.auditing()``; vectorised over
+    """The ``SplitReport`` of a source opened inside ``detcore.data.index.auditing()``; vectorised over
     boxes, one header read per image file."""
     table, audit = source.table, source.table.audit
     if audit is None:
-        raise ValueError("check_split needs a source opened inside detcore.data.coco.auditing()")
+        raise ValueError("check_split needs a source opened inside detcore.data.index.auditing()")
     name = name or split_name(source)
     k = len(source.class_names)
     defects, examples = dict.fromkeys((key for key, _ in DEFECTS), 0), {}

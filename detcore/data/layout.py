@@ -170,7 +170,8 @@ def class_names_of(path, flag="--data"):
         from detcore.data.yolo import DataYaml
         return DataYaml(layout.path).names
     if layout.kind == "coco":
-        from detcore.data.coco import check_instances, read_json
+        from detcore.data.coco import read_json
+        from detcore.data.index import check_instances
         ann = layout.path / "annotations" / COCO_SPLITS["val"][1]
         cats = {c["id"]: c for c in check_instances(read_json(ann, polygons=False), ann)["categories"]}
         return tuple(cats[i].get("name", str(i)) for i in sorted(cats))

@@ -9,7 +9,7 @@ Layout (as upstream YOLOX's ``VOCDetection``)::
 ``image_sets`` lists (year, name) pairs, e.g. ``[("2007", "trainval"), ("2012", "trainval")]``.
 
 The xmls are turned into the columns of a COCO instances set and then go through
-``detcore.data.coco``'s ONE cleaning policy (clip to the image, drop zero-area boxes, skip missing or
+``detcore.data.index``'s ONE cleaning policy (clip to the image, drop zero-area boxes, skip missing or
 empty images with a warning, stop when most are missing) into the same flat arrays. A COCO
 instances dict of the same boxes, indexed by ``pycocotools`` (``.coco``, built on first use from
 the parsed arrays, which are kept), lets the COCO evaluation path score VOC data too.
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from accel.errors import UserError
-from detcore.data.coco import BoxTable, Columns, IndexedSource, PerImage, coco_from_dict, skip_or_stop
+from detcore.data.index import BoxTable, Columns, IndexedSource, PerImage, coco_from_dict, skip_or_stop
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 

@@ -2,7 +2,7 @@
 interface and cleaning policy as COCO and VOC.
 
 Why a reader of its own and not a conversion to a COCO json first: the design keeps ONE in-memory
-index per split (``detcore.data.coco.BoxTable``) that every format becomes; converting through a file
+index per split (``detcore.data.index.BoxTable``) that every format becomes; converting through a file
 would add a second copy on disk that goes stale when the labels change.
 
 The yaml (Ultralytics' keys):
@@ -21,7 +21,7 @@ Labels are found by Ultralytics' rule: the last ``/images/`` of the image path b
 ``/labels/`` and the suffix becomes ``.txt``. A line is ``class cx cy w h`` normalised to [0, 1]
 (or ``class x1 y1 x2 y2 ...``: a polygon, whose bounding box is used, as Ultralytics does).
 
-The cleaning policy (``detcore.data.coco``'s module docstring), as it applies here:
+The cleaning policy (``detcore.data.index``'s module docstring), as it applies here:
 
 - a malformed line or a class id outside ``names``: stop, one line naming the file and line;
 - coordinates outside [0, 1] by more than ``TOLERANCE``: the boxes are clipped to the image by the
@@ -43,7 +43,8 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.data.coco import BoxTable, Columns, IndexedSource, coco_from_dict, header_size, skip_or_stop
+from detcore.data.images import header_size
+from detcore.data.index import BoxTable, Columns, IndexedSource, coco_from_dict, skip_or_stop
 
 # Ultralytics' IMG_FORMATS (the suffixes it lists as images)
 IMAGE_SUFFIXES = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"})

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detcore.data.coco import find_sorted
+from detcore.data.index import find_sorted
 
 CONF_GRID = np.linspace(0.0, 1.0, 1000)
 MAX_DETS = 100

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from accel import all_gather_object, broadcast_object, is_main_process
-from detcore.data.coco import find_sorted
+from detcore.data.index import find_sorted
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _RULE = "-" * 62

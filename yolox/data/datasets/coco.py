@@ -1,7 +1,7 @@
 """COCO-format detection dataset (json + image folder) for YOLOX, and the source-based dataset
 that ``VOCDetection`` shares with it.
 
-Reading and cleaning follow the one policy of ``detcore.data.coco`` (shared with SSD and with VOC);
+Reading and cleaning follow the one policy of ``detcore.data.index`` (shared with SSD and with VOC);
 this module only adds what YOLOX needs: labels scaled into the letterboxed ``img_size``, BGR images resized
 with OpenCV, and an optional image cache (``--cache ram|disk``, ``yolox.data.cache``).
 
@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from accel.errors import UserError
-from detcore.data.coco import CocoSource, warn_if_truncated_jpeg
+from detcore.data.coco import CocoSource
+from detcore.data.images import warn_if_truncated_jpeg
 from yolox.data.cache import build_image_cache
 from yolox.data.datasets.datasets_wrapper import Dataset
 
