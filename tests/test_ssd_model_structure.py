@@ -1,8 +1,6 @@
 """SSD300: reference state-dict names/shapes, output shapes, backbone surgery, init, backbone loading."""
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +9,9 @@ import torchvision
 from accel.errors import UserError
 from ssd import SSD300
 from ssd.model import load_backbone_weights
+from yolox_tools import REFERENCE_DIR
 
-MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ssd300_resnet34_state_dict.json"
+MANIFEST = REFERENCE_DIR / "ssd300_resnet34_state_dict.json"
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,6 @@ def resnet34_pth(tmp_path_factory):
     return path, state
 
 
-@pytest.mark.skipif(not MANIFEST.is_file() and not os.environ.get("CI"),
-                    reason="reference manifest not present (CI fails instead)")
 def test_state_dict_matches_reference_manifest(model):
     reference = json.loads(MANIFEST.read_text())
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}

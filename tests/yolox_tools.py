@@ -1,5 +1,6 @@
 """Helpers shared by the tests: import tools/*.py (not a package), tiny YOLOX settings, an SSDRun
-builder, an ATen call recorder, the conv weights that show a memory layout."""
+builder, an ATen call recorder, the conv weights that show a memory layout, where the reference
+state-dict manifests lie."""
 import importlib.util
 import re
 import sys
@@ -10,6 +11,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
+# state-dict manifests (parameter name -> shape) of the released checkpoints, kept in the repository
+REFERENCE_DIR = ROOT / "tests" / "data" / "reference"
 SHAPES_EXP = str(ROOT / "exps" / "example" / "shapes" / "yolox_nano_shapes.py")
 # yolox-nano at 160 px, no workers, no multi-scale: a training step takes well under a second
 TINY = ["input_size", "160,160", "test_size", "160,160", "data_num_workers", "0",
