@@ -9,13 +9,14 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+import types
 from datetime import timedelta
 
 import pytest
 import torch
 
 import accel
-from accel import distributed, precision
+from accel import distributed, hpu, precision
 from accel.errors import UserError
 
 ENV_AT_IMPORT = ("PT_HPU_LAZY_MODE", "PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST",
@@ -367,6 +368,14 @@ def test_policies_on_each_device(fake):
     assert policy.loss_device("cpu") == torch.device("cpu") and not policy.script_loss("cpu")
     assert policy.compile_backend("cpu") == "inductor"
     assert fake.imports == {}             # none of these import the Habana stack
+
+
+def test_chunk_items_is_never_zero():
+    from accel.policy import chunk_items
+
+    for work in (1, 4_194_303, 4_194_305, 500 * 8732, 10 ** 9):
+        assert chunk_items("cpu", 8, work, 1 << 22) >= 1
+    assert chunk_items("cpu", 8, 0, 1 << 22) >= 1
 
 
 def test_compile_on_hpu_needs_eager_mode(fake):
@@ -807,3 +816,169 @@ def test_habana_val_loader_without_distributed_validation(fake, habana_loader, c
     run.rank0, run.info = False, accel.DistInfo(rank=1, local_rank=1, world_size=2)
     run._make_loaders()
     assert len(habana_loader) == 1 and list(run.val_loader) == []
+
+
+# ------------------------------------------- mark_step order in the real train steps and evaluators
+# backward -> mark_step -> optimizer.step -> mark_step in both trainers' step functions, and
+# mark_step between forward and post-processing in both evaluators. The CPU plays a lazy-mode
+# HPU through ``accel.hpu``'s seam (``events`` below), not through the import-hook fake above.
+
+@pytest.fixture
+def events(monkeypatch):
+    """Treat the CPU as a lazy-mode HPU for ``accel.hpu.mark_step`` and record every flush.
+
+    Patching the Habana seam itself (``is_hpu`` and the module loader that ``mark_step`` looks up
+    at call time) records the calls whichever name the code imported ``mark_step`` under.
+    """
+    log = []
+    fake_core = types.SimpleNamespace(mark_step=lambda: log.append("mark_step"))
+    monkeypatch.setenv("PT_HPU_LAZY_MODE", "1")
+    monkeypatch.setattr(hpu, "is_hpu", lambda device: torch.device(device).type == "cpu")
+    monkeypatch.setattr(hpu, "_module", lambda name: fake_core if name == hpu.CORE else None)
+    return log
+
+
+class LrRecordingSGD(torch.optim.SGD):
+    """Records zero_grad and (step, lr); its step checks every gradient is there."""
+
+    def __init__(self, params, log):
+        super().__init__(params, lr=0.1)
+        self.log = log
+
+    def zero_grad(self, set_to_none=True):
+        self.log.append("zero_grad")
+        return super().zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        self.log.append(("step", self.param_groups[0]["lr"]))
+        assert all(p.grad is not None for g in self.param_groups for p in g["params"])
+        return super().step(closure)
+
+
+class TinyYOLOX(torch.nn.Module):
+    """Stands in for the detector: ``model(inps, targets)`` -> loss dict, backward recorded."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        self.log = log
+
+    def forward(self, inps, targets):
+        self.log.append("forward")
+        loss = (self.w * inps.mean()).pow(2).sum() + targets.sum() * 0
+        loss.register_hook(lambda g: self.log.append("backward"))
+        return {"total_loss": loss, "iou_loss": loss * 0.5, "num_fg": 3.0}
+
+
+def test_yolox_train_step_order(events):
+    from yolox.core.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.model = TinyYOLOX(events)
+    trainer.forward_model, trainer.compiled = trainer.model, False   # as before_train without compile
+    trainer.optimizer = LrRecordingSGD(trainer.model.parameters(), events)
+    trainer.precision = accel.Precision("cpu")
+    trainer.ema = None
+    before = trainer.model.w.detach().clone()
+    out = trainer.train_step(torch.ones(1, 3, 8, 8), torch.zeros(1, 2, 5))
+    assert events == ["forward", "zero_grad", "backward", "mark_step", ("step", 0.1), "mark_step"]
+    assert not torch.equal(trainer.model.w.detach(), before)          # the step did update
+    assert not out["total_loss"].requires_grad and out["num_fg"] == 3.0
+
+
+class TinySSD(torch.nn.Module):
+    """[B, 3, 300, 300] -> ploc [B, 4, 8732], plabel [B, C, 8732]; backward recorded."""
+
+    def __init__(self, log, num_classes=3):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(1, 4, 8732))
+        self.conf = torch.nn.Parameter(torch.zeros(1, num_classes, 8732))
+        self.log = log
+
+    def forward(self, img):
+        self.log.append("forward")
+        scale = img.mean(dim=(1, 2, 3)).view(-1, 1, 1)
+        ploc, plabel = self.loc * scale, self.conf * scale
+        if torch.is_grad_enabled():
+            ploc.register_hook(lambda g: self.log.append("backward"))
+        return ploc, plabel
+
+
+@pytest.mark.parametrize("splits", [1, 2])
+def test_ssd_train_step_order(events, splits):
+    from ssd import Encoder, Loss, dboxes300_coco
+    from ssd.engine import TrainStep
+
+    dboxes = dboxes300_coco()
+    model = TinySSD(events)
+    optimizer = LrRecordingSGD(model.parameters(), events)
+    step = TrainStep(model, Loss(dboxes), Encoder(dboxes), optimizer, accel.Precision("cpu"),
+                     torch.device("cpu"), splits)
+    imgs = torch.ones(2, 3, 300, 300)
+    boxes = torch.tensor([[[0.1, 0.1, 0.5, 0.6], [0, 0, 0, 0]], [[0.3, 0.3, 0.8, 0.9], [0.5, 0.1, 0.9, 0.4]]])
+    labels = torch.tensor([[1, 0], [2, 1]])
+    before = model.conf.detach().clone()
+    total = step(imgs, boxes, labels, lr=0.025)
+    per_split = ["forward", "backward", "mark_step"]
+    assert events == ["zero_grad"] + per_split * splits + [("step", 0.025), "mark_step"]
+    assert not torch.equal(model.conf.detach(), before)
+    assert total.dim() == 0 and torch.isfinite(total)
+
+
+def test_yolox_evaluator_marks_step_between_forward_and_postprocess(events, monkeypatch):
+    import yolox.utils
+    from yolox.evaluators.coco_evaluator import COCOEvaluator
+
+    real = yolox.utils.postprocess
+
+    def recording_postprocess(*args, **kwargs):
+        events.append("postprocess")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(yolox.utils, "postprocess", recording_postprocess)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            events.append("forward")
+            out = torch.zeros(x.shape[0], 4, 5 + 2)
+            out[..., :4] = torch.tensor([10.0, 10.0, 8.0, 8.0])
+            out[..., 4:] = 0.9
+            return out + self.w
+
+    batches = [(torch.zeros(2, 3, 32, 32), None, (torch.tensor([32, 32]), torch.tensor([32, 32])),
+                torch.tensor([1, 2])),
+               (torch.zeros(1, 3, 32, 32), None, (torch.tensor([32]), torch.tensor([32])), torch.tensor([3]))]
+
+    class Loader(list):
+        dataset = types.SimpleNamespace(class_ids=[7, 9])
+
+    evaluator = COCOEvaluator(Loader(batches), (32, 32), 0.01, 0.65, 2)
+    rows, _, n_img = evaluator.predict(Model())
+    assert events == ["forward", "mark_step", "postprocess"] * 2
+    assert n_img == 3 and rows.shape[1] == 7 and len(rows) > 0
+
+
+def test_ssd_evaluate_marks_step_between_forward_and_decode(events, monkeypatch):
+    import ssd.engine as engine
+
+    model = TinySSD(events)
+
+    class RecordingEncoder:
+        def decode_batch(self, ploc, plabel, **kwargs):
+            events.append("decode")
+            return [(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0))] * ploc.shape[0]
+
+    scored = []
+    monkeypatch.setattr(engine, "gather_and_score",
+                        lambda coco, rows, ids, secs, n, keep_rows=False: scored.append((rows.shape, n)) or "result")
+    loader = [(torch.ones(2, 3, 300, 300), None, None, torch.tensor([1, 2]), torch.tensor([[300, 300]] * 2)),
+              (torch.ones(1, 3, 300, 300), None, None, torch.tensor([3]), torch.tensor([[300, 300]]))]
+    dataset = types.SimpleNamespace(coco=None, ids=[1, 2, 3], cat_ids=[1, 2])
+    model.train()
+    assert engine.evaluate(model, loader, RecordingEncoder(), dataset, torch.device("cpu")) == "result"
+    assert events == ["forward", "mark_step", "decode"] * 2
+    assert scored == [((0, 7), 3)] and model.training

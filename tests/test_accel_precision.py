@@ -10,6 +10,7 @@ from loguru import logger
 
 import accel
 from accel.errors import UserError
+from accel.precision import Precision
 
 CPU = torch.device("cpu")
 
@@ -128,3 +129,37 @@ def test_bf16_probe_agrees_with_the_cpu_flags():
                   if line.startswith("flags")), set())
     native = bool(flags & {"avx_ne_convert", "amx_bf16"}) or {"avx512bw", "avx512vl", "avx512dq"} <= flags
     assert accel.precision.cpu_bf16_is_native() == native, sorted(flags & {"avx2", "avx512bw", "amx_bf16"})
+
+
+# ------------------------------------------------------------- autocast carries the requested dtype
+# ``Precision.autocast()`` carries the requested dtype whatever the device's default autocast
+# dtype is (cpu defaults to bf16, cuda to fp16).
+
+@pytest.fixture
+def autocast_defaults():
+    """Restore the process's default autocast dtypes after a test changes them."""
+    saved = {d: torch.get_autocast_dtype(d) for d in ("cpu", "cuda")}
+    yield
+    for d, dtype in saved.items():
+        torch.set_autocast_dtype(d, dtype)
+
+
+def test_cpu_autocast_carries_bf16_even_when_the_default_is_fp16(autocast_defaults):
+    torch.set_autocast_dtype("cpu", torch.float16)     # someone changed the process default
+    with Precision("cpu", "bf16").autocast():
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("mode,dtype,other", [("bf16", torch.bfloat16, torch.float16),
+                                              ("fp16", torch.float16, torch.bfloat16)])
+def test_cuda_autocast_carries_the_requested_dtype(autocast_defaults, mode, dtype, other, recwarn):
+    """cuda autocast defaults to fp16: bf16 must be asked for explicitly (and fp16 too, whatever
+    the default was set to). Checked on the context object, which works without a GPU."""
+    torch.set_autocast_dtype("cuda", other)
+    ctx = Precision("cuda", mode).autocast()
+    assert ctx.device == "cuda" and ctx.fast_dtype == dtype
+    if torch.cuda.is_available():
+        with ctx:
+            assert torch.get_autocast_dtype("cuda") == dtype

@@ -9,6 +9,7 @@ from PIL import Image
 
 from accel.errors import UserError
 from ssd import data
+from ssd import data as ssd_data
 
 
 class ScriptedRng(random.Random):
@@ -162,3 +163,55 @@ def test_bad_data_is_user_error(tmp_path):
     ann.write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         data.CocoDetection(img_dir, ann, train=True)
+
+
+# --------------------------------------------------------------------- the reference's crop choices
+# MLPerf reference ``SSDCropping``: the choices are no crop, no IoU constraint, and min IoU
+# 0.1 / 0.3 / 0.5 / 0.7 / 0.9; a window is accepted only when EVERY box has IoU above the chosen
+# minimum (``((ious > min_iou) & (ious < max_iou)).all()``).
+
+class ScriptedChoice(random.Random):
+    """A Random whose ``choice`` returns scripted values (the last one repeats) and records the
+    options it was offered; everything else is the seeded generator."""
+
+    def __init__(self, seed, script):
+        super().__init__(seed)
+        self.script, self.offered = list(script), []
+
+    def choice(self, seq):
+        self.offered.append(tuple(seq))
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+
+def test_ssd_crop_choices_are_the_references_seven():
+    rng = ScriptedChoice(0, [ssd_data.NO_CROP])
+    assert ssd_data.sample_crop(rng, np.array([[0.2, 0.2, 0.6, 0.6]])) is None
+    (options,) = rng.offered
+    assert len(options) == 7
+    constrained = sorted(o for o in options if o != ssd_data.NO_CROP)
+    assert constrained == [float("-inf"), 0.1, 0.3, 0.5, 0.7, 0.9]
+
+
+def test_ssd_crop_at_min_iou_09_really_holds_09():
+    whole = np.array([[0.0, 0.0, 1.0, 1.0]])     # IoU with a window = its area
+    for seed in range(5):
+        window = ssd_data.sample_crop(ScriptedChoice(seed, [0.9]), whole)
+        assert window is not None
+        assert ssd_data.pair_iou(whole, window)[0] > 0.9
+
+
+def test_ssd_crop_needs_every_box_above_min_iou():
+    """Box A is the whole image (IoU with a window = the window's area >= 0.09), box B a 0.05
+    square (IoU <= 0.0025 / 0.09 < 0.1 with any window). At min IoU 0.1 A often passes and B never
+    does, so no window of 300 trials is accepted and the next choice (no crop) is taken; accepting
+    on ANY box would return a window."""
+    boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.05, 0.05]])
+    for seed in range(5):
+        rng = ScriptedChoice(seed, [0.1, ssd_data.NO_CROP])
+        assert ssd_data.sample_crop(rng, boxes, tries=300) is None
+        assert len(rng.offered) == 2          # the 0.1 choice failed, then "no crop" was drawn
+    # when both boxes can pass, a 0.1 window is found, and it holds for both
+    both = np.array([[0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.7, 0.7]])
+    for seed in range(5):
+        window = ssd_data.sample_crop(ScriptedChoice(seed, [0.1, ssd_data.NO_CROP]), both, tries=300)
+        assert window is not None and (ssd_data.pair_iou(both, window) > 0.1).all()

@@ -89,3 +89,57 @@ def test_custom_boxes_and_bad_input():
         small(order="cxcywh")
     with pytest.raises(UserError, match="one entry per feature map"):
         DefaultBoxes(300, [38, 19], [8], [21, 45, 99], [[2], [2]])
+
+
+# ----------------------------------------------------------- every anchor shape and centre by table
+# A literal table of all six levels: a one-line change to a scale, ratio or clamp moves a value.
+
+# Distinct (w, h) of every anchor shape per level, normalised by 300, in the reference's order:
+# (s_k, s_k), (sqrt(s_k s_k+1), same), then (s_k sqrt(r), s_k / sqrt(r)) and its transpose per ratio r.
+# scales 21, 45, 99, 153, 207, 261, 315; ratios [2], [2,3], [2,3], [2,3], [2], [2].
+ANCHOR_SHAPES = [
+    # level 0: 38x38, step 8, s = 21 / 45
+    [(0.07, 0.07), (0.10246951, 0.10246951), (0.09899495, 0.04949747), (0.04949747, 0.09899495)],
+    # level 1: 19x19, step 16, s = 45 / 99
+    [(0.15, 0.15), (0.22248595, 0.22248595), (0.21213203, 0.10606602), (0.10606602, 0.21213203),
+     (0.25980762, 0.08660254), (0.08660254, 0.25980762)],
+    # level 2: 10x10, step 32, s = 99 / 153
+    [(0.33, 0.33), (0.41024383, 0.41024383), (0.46669048, 0.23334524), (0.23334524, 0.46669048),
+     (0.57157677, 0.19052559), (0.19052559, 0.57157677)],
+    # level 3: 5x5, step 64, s = 153 / 207
+    [(0.51, 0.51), (0.59321160, 0.59321160), (0.72124892, 0.36062446), (0.36062446, 0.72124892),
+     (0.88334591, 0.29444864), (0.29444864, 0.88334591)],
+    # level 4: 3x3, step 100, s = 207 / 261
+    [(0.69, 0.69), (0.77479029, 0.77479029), (0.97580736, 0.48790368), (0.48790368, 0.97580736)],
+    # level 5: 1x1, step 300, s = 261 / 315; 0.87 * sqrt(2) = 1.2303658 is clamped to 1
+    [(0.87, 0.87), (0.95577194, 0.95577194), (1.0, 0.61518290), (0.61518290, 1.0)],
+]
+# (feature map size, first anchor centre, last anchor centre) per level: (j + 0.5) / (300 / step),
+# the last one clamped to 1 where it falls outside (level 2: 9.5 / 9.375 = 1.01333).
+ANCHOR_CENTRES = [
+    (38, 0.5 / 37.5, 1.0),            # 37.5 / 37.5
+    (19, 0.5 / 18.75, 18.5 / 18.75),  # 0.026667, 0.986667
+    (10, 0.5 / 9.375, 1.0),           # 0.053333, clamped from 1.013333
+    (5, 0.5 / 4.6875, 4.5 / 4.6875),  # 0.106667, 0.96
+    (3, 1 / 6, 5 / 6),
+    (1, 0.5, 0.5),
+]
+
+
+def test_ssd_anchor_shapes_and_centres_every_level_by_table():
+    from ssd import dboxes300_coco
+
+    xywh = dboxes300_coco()(order="xywh")
+    assert xywh.shape == (8732, 4)
+    start = 0
+    for level, (shapes, (size, first_c, last_c)) in enumerate(zip(ANCHOR_SHAPES, ANCHOR_CENTRES)):
+        n = len(shapes) * size * size
+        block = xywh[start:start + n].reshape(len(shapes), size * size, 4)
+        expected = torch.tensor(shapes).view(len(shapes), 1, 2).expand(-1, size * size, -1)
+        torch.testing.assert_close(block[..., 2:], expected, rtol=0, atol=2e-7,
+                                   msg=lambda m, level=level: f"level {level}: {m}")
+        # every shape block starts at the top-left location and ends at the bottom-right one
+        torch.testing.assert_close(block[:, 0, :2], torch.full((len(shapes), 2), first_c), rtol=0, atol=1e-6)
+        torch.testing.assert_close(block[:, -1, :2], torch.full((len(shapes), 2), last_c), rtol=0, atol=1e-6)
+        start += n
+    assert start == 8732

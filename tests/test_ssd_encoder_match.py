@@ -1,4 +1,6 @@
 """Encoder.encode / encode_batch against hand-derived cases and a literal port of the reference's steps."""
+from fractions import Fraction
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -178,3 +180,127 @@ def test_first_argmax_is_argmax_with_its_tie_rule(block):
     assert first_argmax(x, block).tolist() == [2, 4, 11]
     y = torch.randint(0, 3, (5, 7, 12)).float()  # many ties
     assert torch.equal(first_argmax(y, block), y.argmax(-1))
+
+
+# --------------------------------------------------------------------- an anchor at IoU exactly 0.5
+# The match threshold is strict: IoU == criteria stays negative (the reference's ``> criteria``).
+
+def _half_iou_case():
+    """A GT twice as wide as a level-2 1:1 anchor (index 7976, 0.33 x 0.33 at (0.48, 0.3733)),
+    same rows: it contains the anchor, so IoU = w h / (2 w h) = 1/2, and the float32 numbers are
+    chosen so that IoU arithmetic (inter = anchor area A, union = (g + A) - A) gives exactly 0.5."""
+    from ssd import dboxes300_coco
+
+    dboxes = dboxes300_coco()
+    anchors = dboxes(order="ltrb")
+    idx = 7976
+    left, top, right, bottom = anchors[idx]
+    w = right - left
+    gt = torch.stack((left - w / 2, top, right + w / 2, bottom))
+    # preconditions, exact in float32: width exactly 2 w, same rows, so g = 2 A bit for bit, and
+    # (g + A) - A == g (3 A is representable): the IoU comes out as A / 2A = 0.5 exactly
+    assert gt[2] - gt[0] == 2 * w and gt[3] - gt[1] == bottom - top
+    area = w * (bottom - top)
+    g = (gt[2] - gt[0]) * (gt[3] - gt[1])
+    assert g == 2 * area and (g + area) - area == g and area / ((g + area) - area) == 0.5
+    assert Fraction(float(area)) * 3 == Fraction(float(area * 3))
+    return dboxes, idx, gt
+
+
+def test_ssd_anchor_at_iou_exactly_half_stays_negative():
+    from torchvision.ops import box_iou
+
+    from ssd import Encoder
+
+    dboxes, idx, gt = _half_iou_case()
+    encoder = Encoder(dboxes)
+    ious = box_iou(gt[None], dboxes(order="ltrb"))[0]
+    assert ious[idx] == 0.5
+    best = int(ious.argmax())
+    assert best != idx and ious[best] > 0.5          # the anchor is not this GT's forced match
+    expected_pos = ious > 0.5
+    expected_pos[best] = True
+    default_xywh = dboxes(order="xywh")
+
+    boxes, labels = encoder.encode(gt[None], torch.tensor([5]))
+    assert labels[idx] == 0
+    torch.testing.assert_close(boxes[idx], default_xywh[idx], rtol=0, atol=1e-6)
+    assert torch.equal(labels == 5, expected_pos)
+
+    # the batched path, with padding rows and a second image
+    other = torch.tensor([0.1, 0.6, 0.3, 0.9])
+    bboxes = torch.stack((torch.stack((gt, torch.zeros(4))), torch.stack((other, gt))))
+    blabels = torch.tensor([[5, 0], [2, 0]])
+    bxywh, blab = encoder.encode_batch(bboxes, blabels)
+    assert blab[0, idx] == 0 and blab[1, idx] == 0
+    torch.testing.assert_close(bxywh[0, idx], default_xywh[idx], rtol=0, atol=1e-6)
+    assert torch.equal(blab[0], labels) and torch.equal(bxywh[0], boxes)
+
+    # the case really sits on the threshold: any criteria just below 0.5 makes the anchor positive
+    _, below = encoder.encode(gt[None], torch.tensor([5]), criteria=0.4999)
+    assert below[idx] == 5
+    _, bbelow = encoder.encode_batch(bboxes[:1], blabels[:1], criteria=0.4999)
+    assert bbelow[0, idx] == 5
+
+
+# --------------------------------------------------------------- 500+ boxes in one image on the CPU
+# The encoder's CPU chunking (``accel.policy.chunk_items``) never yields a chunk of 0 images: an
+# image with 500 boxes (500 x 8732 pairs > the 4M-pair CPU budget) encodes, and equals a plain
+# per-anchor reference and the single-pass result.
+
+def plain_encode(anchors_ltrb, boxes, labels, criteria=0.5):
+    """The reference's matching, written plainly: best GT per anchor, each GT claims its best
+    anchor (later GT wins), IoU > criteria positive; outputs xywh + labels."""
+    lt = torch.max(boxes[:, None, :2], anchors_ltrb[None, :, :2])
+    rb = torch.min(boxes[:, None, 2:], anchors_ltrb[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_b = (boxes[:, 2:] - boxes[:, :2]).prod(-1)[:, None]
+    area_a = (anchors_ltrb[:, 2:] - anchors_ltrb[:, :2]).prod(-1)[None]
+    ious = inter / (area_b + area_a - inter)
+    best_iou, best_gt = ious.max(dim=0)
+    best_anchor = ious.argmax(dim=1)
+    for g in range(len(boxes)):
+        best_iou[best_anchor[g]] = 2.0
+        best_gt[best_anchor[g]] = g
+    pos = best_iou > criteria
+    out = anchors_ltrb.clone()
+    out[pos] = boxes[best_gt[pos]]
+    lab = torch.zeros(len(anchors_ltrb), dtype=torch.long)
+    lab[pos] = labels[best_gt[pos]]
+    xywh = torch.cat(((out[:, :2] + out[:, 2:]) / 2, out[:, 2:] - out[:, :2]), dim=1)
+    return xywh, lab
+
+
+def many_boxes(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 0.8
+    wh = 0.02 + torch.rand(n, 2, generator=g) * 0.2
+    return torch.cat((xy, (xy + wh).clamp(max=1.0)), 1), torch.randint(1, 81, (n,), generator=g)
+
+
+def test_ssd_encoder_handles_500_boxes_per_image_on_cpu(monkeypatch):
+    import ssd.encoder as enc
+    from ssd import Encoder, dboxes300_coco
+
+    dboxes = dboxes300_coco()
+    assert 500 * 8732 > enc.CPU_CHUNK_PAIRS     # the case: one image is over the CPU budget
+    encoder = Encoder(dboxes)
+    boxes, labels = many_boxes(500, 0)
+    xywh, lab = encoder.encode(boxes, labels)           # must run (a 0-image chunk cannot)
+    ref_xywh, ref_lab = plain_encode(dboxes(order="ltrb"), boxes, labels)
+    assert torch.equal(lab, ref_lab)
+    torch.testing.assert_close(xywh, ref_xywh, rtol=0, atol=1e-6)
+
+    # a padded batch of such images: each row equals its image's encode, and the whole batch in
+    # one pass (an unlimited budget) gives the same targets
+    b2, l2 = many_boxes(520, 1)
+    bb = torch.zeros(2, 520, 4)
+    ll = torch.zeros(2, 520, dtype=torch.long)
+    bb[0, :500], ll[0, :500] = boxes, labels
+    bb[1], ll[1] = b2, l2
+    chunked = encoder.encode_batch(bb, ll)
+    assert torch.equal(chunked[1][0], lab)
+    assert torch.equal(chunked[1][1], encoder.encode(b2, l2)[1])
+    monkeypatch.setattr(enc, "CPU_CHUNK_PAIRS", 1 << 40)
+    whole = Encoder(dboxes).encode_batch(bb, ll)
+    assert torch.equal(chunked[0], whole[0]) and torch.equal(chunked[1], whole[1])

@@ -127,3 +127,29 @@ def test_pth_to_pickle_rejects_non_state_dict(tmp_path, capsys):
     assert exc.value.code == 2 and err == [f"error: {tmp_path / 'bad.pth'}: expected a state dict of tensors "
                                            "(torchvision .pth format)"]
     assert not (tmp_path / "out.pkl").exists()
+
+
+# --------------------------------------------------------- MLPerf learning rate at given iterations
+
+def test_ssd_mlperf_learning_rate_by_hand():
+    from ssd.engine import learning_rate
+
+    # base 0.08, 100 warm-up iters, warmup_factor 3 (start at base - base / 8), x0.1 at 300 and 400
+    args = dict(base_lr=0.08, warmup_iters=100, warmup_factor=3, boundaries=[300, 400])
+    expected = {
+        0: 0.07,          # 0.08 - 100 * 0.08 / (100 * 2**3)
+        60: 0.076,        # 0.08 - 40 * 0.0001
+        99: 0.0799,       # last warm-up iteration: 0.08 - 0.0001
+        100: 0.08,        # warm-up over
+        299: 0.08,
+        300: 0.008,       # first boundary, inclusive
+        399: 0.008,
+        400: 0.0008,      # second boundary
+        5000: 0.0008,
+    }
+    for it, lr in expected.items():
+        assert learning_rate(it, **args) == pytest.approx(lr, rel=1e-12), it
+    # warm-up longer than a boundary: warm-up wins while it lasts, then the boundary applies
+    assert learning_rate(5, 1.0, 10, 1, [5]) == pytest.approx(0.75)      # 1 - 5 / 20
+    assert learning_rate(10, 1.0, 10, 1, [5]) == pytest.approx(0.1)
+    assert learning_rate(0, 0.08, 0, 0, [300]) == 0.08                  # no warm-up at all

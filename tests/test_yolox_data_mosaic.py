@@ -189,3 +189,42 @@ def test_mixup_blends_the_drawn_window_of_the_padded_copy_image(monkeypatch):
     padded = np.full((80, 70, 3), 114, np.uint8)
     padded[:64, :64] = copy
     assert np.abs(img.astype(int) - (big.astype(int) + padded) / 2).max() <= 1
+
+
+# ------------------------------------------------------------------------------------ mosaic centre
+# The mosaic centre (``MosaicDetection.mosaic``) is uniform in [0.5, 1.5] x the input size, per axis.
+
+class WholeImageBoxes:
+    """Images exactly the input size, each with one box covering the whole image: quadrant 0's box
+    in the mosaic is (xc - w, yc - h, xc, yc) clipped at 0, so its x2, y2 is the mosaic centre."""
+
+    def __init__(self, h, w, n=4):
+        self.h, self.w, self.n = h, w, n
+
+    def __len__(self):
+        return self.n
+
+    def load_anno(self, index):
+        return np.array([[0, 0, self.w, self.h, index]], dtype=np.float64)
+
+    def pull_item(self, index):
+        img = np.full((self.h, self.w, 3), 20 + 40 * index, np.uint8)
+        return img, self.load_anno(index), (self.h, self.w), np.array([index])
+
+
+def test_mosaic_centre_is_uniform_in_half_to_one_and_a_half_sizes():
+    h, w = 48, 64
+    ds = MosaicDetection(WholeImageBoxes(h, w), (h, w), preproc=TrainTransform())
+    random.seed(3)
+    centres = []
+    for i in range(1500):
+        _, labels, _ = ds.mosaic(i % 4)
+        assert labels[0, 4] == i % 4
+        centres.append(labels[0, 2:4])
+    xc, yc = np.array(centres).T
+    assert xc.min() >= 0.5 * w and xc.max() <= 1.5 * w
+    assert yc.min() >= 0.5 * h and yc.max() <= 1.5 * h
+    # spans (nearly) all of it: within 3 px of both ends (a miss has probability < e^-45)
+    assert xc.min() <= 0.5 * w + 3 and xc.max() >= 1.5 * w - 3
+    assert yc.min() <= 0.5 * h + 3 and yc.max() >= 1.5 * h - 3
+    assert abs(xc.mean() - w) < 3 and abs(yc.mean() - h) < 3   # uniform around the middle

@@ -124,3 +124,58 @@ def test_val_transform_plain_and_legacy():
     assert out.shape == (3, 40, 40) and (out[:, :20] == 255).all() and target.shape == (1, 5)
     legacy, _ = ValTransform(legacy=True)(img, None, (40, 40))
     np.testing.assert_allclose(legacy[:, 0, 0], (1 - ValTransform.MEAN.ravel()) / ValTransform.STD.ravel(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- HSV offsets of the released gains
+# Megvii YOLOX 0.3.0 ``augment_hsv(img, hgain=5, sgain=30, vgain=30)``: per image, integer offsets
+# int(uniform(-1, 1) * gain), each of h/s/v kept with probability 1/2, hue wrapping modulo 180
+# (OpenCV's uint8 hue is 0..179), saturation and value clipped. So on a flat image the value moves
+# by at most 29 and by 25+ in a fair share of draws, and a red hue near 0 stays red (wraps to 17x,
+# never to a green).
+
+def flat_bgr(h, s, v, size=(8, 8)):
+    px = cv2.cvtColor(np.array([[[h, s, v]]], np.uint8), cv2.COLOR_HSV2BGR)
+    return np.ascontiguousarray(np.broadcast_to(px, (*size, 3)))
+
+
+def hsv_of(img_hwc):
+    out = cv2.cvtColor(np.ascontiguousarray(img_hwc), cv2.COLOR_BGR2HSV).reshape(-1, 3)
+    assert (out == out[0]).all()          # still flat
+    return out[0].astype(int)
+
+
+def test_hsv_value_offsets_span_the_released_gain_of_30():
+    """Through TrainTransform (the training path, defaults): V = max(B, G, R) survives the
+    HSV -> BGR -> HSV round trip exactly, so each draw shows its value offset directly."""
+    np.random.seed(0)
+    random.seed(0)
+    base = flat_bgr(60, 200, 128)
+    v0 = hsv_of(base)[2]
+    transform = TrainTransform(max_labels=4, flip_prob=0.0, hsv_prob=1.0)
+    targets = np.array([[1, 1, 6, 6, 0]], dtype=np.float32)
+    offsets = []
+    for _ in range(600):
+        img, _ = transform(base.copy(), targets, (8, 8))
+        offsets.append(hsv_of(img.transpose(1, 2, 0))[2] - v0)
+    offsets = np.array(offsets)
+    assert np.abs(offsets).max() <= 29                    # int(uniform(-1, 1) * 30): |offset| < 30
+    assert offsets.max() >= 25 and offsets.min() <= -25   # P(|offset| >= 25 | drawn) = 1/6
+    assert 0.4 < np.mean(offsets == 0) < 0.65             # kept with p 1/2 (+ |u * 30| < 1)
+
+
+def test_hsv_hue_wraps_at_180():
+    """Hue 2 (red) with offsets in [-4, 4]: the result is 178..179 or 0..6 (+-1 for the round
+    trip); wrapping at 256 would make 254 etc., which OpenCV reads as hue 74 (green)."""
+    np.random.seed(1)
+    base = flat_bgr(2, 255, 200)
+    h0 = hsv_of(base)[0]
+    seen = []
+    for _ in range(400):
+        img = base.copy()
+        augment_hsv(img)
+        seen.append(hsv_of(img)[0])
+    seen = np.array(seen)
+    shift = (seen - h0 + 90) % 180 - 90                   # circular hue shift in [-90, 90)
+    assert np.abs(shift).max() <= 5                       # |int(u * 5)| <= 4, +1 rounding
+    assert shift.max() >= 3 and shift.min() <= -3
+    assert (seen >= 170).any()                            # some draws wrapped below 0 to 17x

@@ -100,3 +100,24 @@ def test_exp_file_overriding_a_builder_is_seen_by_the_real_code():
     assert isinstance(loader.dataset, Tiny)
     assert [b.tolist() for b in loader] == [[0, 1], [2, 3], [4]]
     assert "pin_memory" not in exp._loader_kwargs()   # CPU: nothing to pin
+
+
+# ------------------------------------------------------ sequence overrides keep their element types
+
+def test_exp_sequence_overrides_keep_element_types():
+    from yolox.exp import get_exp
+
+    exp = get_exp(exp_name="yolox-nano")
+    exp.merge(["input_size", "320,416", "test_size", "[256, 288]", "mosaic_scale", "0.5,2",
+               "max_epoch", "12", "basic_lr_per_img", "1"])
+    assert exp.input_size == (320, 416) and type(exp.input_size) is tuple
+    assert [type(v) for v in exp.input_size] == [int, int]
+    assert exp.test_size == (256, 288) and [type(v) for v in exp.test_size] == [int, int]
+    assert exp.mosaic_scale == (0.5, 2.0) and [type(v) for v in exp.mosaic_scale] == [float, float]
+    assert type(exp.max_epoch) is int and exp.max_epoch == 12
+    assert type(exp.basic_lr_per_img) is float and exp.basic_lr_per_img == 1.0
+    # an int slot takes whole numbers only
+    from accel.errors import UserError
+    with pytest.raises(UserError, match="input_size"):
+        exp.merge(["input_size", "320.5,416"])
+    assert exp.input_size == (320, 416)

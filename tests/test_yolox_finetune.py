@@ -152,3 +152,33 @@ def test_released_coco_weights_fit_the_custom_exp():
     assert own["head.cls_preds.0.weight"].shape[0] == 71
     assert torch.equal(own["backbone.backbone.stem.conv.conv.weight"],
                        released["backbone.backbone.stem.conv.conv.weight"])
+
+
+# ------------------------------------------------------ the "fits under half" rule of load_matching
+# Fewer than half of the model's tensors fitting by name AND shape is another model; a name match
+# of another shape does not count as fitting.
+
+def four_tensor_model():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))   # 0.weight 0.bias 1.weight 1.bias
+
+
+def test_name_matches_of_another_shape_do_not_count_as_fitting():
+    model = four_tensor_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # every name matches, but only 1.bias has the model's shape: 1 of 4 tensors fits (< half)
+    ckpt = {"model": {"0.weight": torch.ones(5, 4), "0.bias": torch.ones(5),
+                      "1.weight": torch.ones(4, 5), "1.bias": torch.ones(4)}}
+    with pytest.raises(UserError, match="fits only 1 of the model's 4 tensors"):
+        load_matching(model, ckpt)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])       # nothing was loaded
+
+
+def test_exactly_half_fitting_is_a_fine_tune():
+    model = four_tensor_model()
+    ckpt = {"model": {"0.weight": torch.full((4, 4), 2.0), "0.bias": torch.full((4,), 3.0),
+                      "1.weight": torch.ones(9, 4), "1.bias": torch.ones(9)}}   # a new class count
+    assert load_matching(model, ckpt) == ["0.bias", "0.weight"]
+    assert (model[0].weight == 2).all() and (model[0].bias == 3).all()
+    assert model[1].weight.shape == (4, 4)

@@ -157,3 +157,71 @@ def test_gt_without_any_candidate_anchor_matches_nothing():
     assert torch.equal(fg, alone) and fg_set(fg) == {anchor(3, 3)}
     assert int(matched_gt[0, anchor(3, 3)]) == 1
     assert run(out, targets(far, [1.0] + gt))[5] == 0.5
+
+
+# ------------------------------------------------------------ SimOTA: the 1e5 out-of-region penalty
+# A 16 x 16 grid (not the 8 x 8 one above) where only the penalty decides the assignment.
+
+GRID = 16   # one stride-8 level over a 128 x 128 image: 256 anchors
+STRIDE = 8.0
+
+
+def _simota_inputs(gts, preds):
+    """gts: list of (cx, cy, w, h); preds: {anchor (gx, gy): (cx, cy, w, h)}, all others far away."""
+    yv, xv = torch.meshgrid(torch.arange(GRID), torch.arange(GRID), indexing="ij")
+    grids = torch.stack((xv.reshape(-1), yv.reshape(-1)), 1).float()
+    strides = torch.full((GRID * GRID,), STRIDE)
+    pred = torch.tensor([1000.0, 1000.0, 4.0, 4.0]).repeat(1, GRID * GRID, 1)  # IoU 0 with every GT
+    for (gx, gy), box in preds.items():
+        pred[0, gy * GRID + gx] = torch.tensor(box)
+    obj = torch.zeros(1, GRID * GRID)          # equal class/objectness cost everywhere
+    cls = torch.zeros(1, GRID * GRID, 2)
+    gt = torch.tensor([gts], dtype=torch.float32)
+    gt_cls = torch.zeros(1, len(gts), dtype=torch.long)
+    valid = torch.ones(1, len(gts), dtype=torch.bool)
+    return pred, obj, cls, gt, gt_cls, valid, grids, strides
+
+
+def _anchor(gx, gy):
+    return gy * GRID + gx
+
+
+def test_simota_penalty_moves_match_into_box_and_centre_region():
+    """GT (64, 64, 120, 120): anchor (1, 1) (centre (12, 12)) is in the box but 52 px > 2.5 strides
+    from the centre; its prediction is the GT itself (IoU 1, cost c). Anchor (7, 7) (centre (60, 60))
+    is in both; its 4 x 4 prediction has IoU 16/14400 (cost c + 3 * 6.80 = c + 20.4). Only the 1e5
+    penalty on (1, 1) makes (7, 7) the match (dynamic k = int(1.001) = 1); a penalty of 10, or none,
+    would keep (1, 1)."""
+    from yolox.models.simota import simota_assign
+    from yolox.models.yolo_loss import assign_in_chunks
+
+    inputs = _simota_inputs([(64.0, 64.0, 120.0, 120.0)],
+                            {(1, 1): (64.0, 64.0, 120.0, 120.0), (7, 7): (60.0, 60.0, 4.0, 4.0)})
+    fg, matched_gt, matched_iou = simota_assign(*inputs)
+    assert fg[0].nonzero().flatten().tolist() == [_anchor(7, 7)]
+    assert matched_gt[0, _anchor(7, 7)] == 0
+    assert matched_iou[0, _anchor(7, 7)] == pytest.approx(16 / 14400, rel=1e-5)
+    # the head's entry point agrees (whole batch in one chunk, and one image per chunk)
+    pred, obj, cls, gt, gt_cls, valid, grids, strides = inputs
+    outputs = torch.cat((pred, obj[..., None], cls), -1)
+    for max_pairs in (1 << 23, 1):
+        fg2, _, _ = assign_in_chunks(outputs, gt, gt_cls, valid, grids, strides, max_pairs)
+        assert torch.equal(fg2, fg)
+
+
+def test_simota_penalty_for_anchor_outside_this_gts_region():
+    """Anchor (12, 12) (centre (100, 100)) is a candidate only through GT 2 (100, 100, 24, 24); for
+    GT 1 (40, 40, 40, 40) it is neither in the box nor within 2.5 strides, yet its prediction is GT 1
+    exactly (IoU 1). GT 1's in-region anchor (5, 5) predicts a 2 x 2 box (IoU 4/1600, cost + 18.0).
+    With the 1e5 penalty GT 1 takes (5, 5); GT 2 takes (11, 11), whose prediction is GT 2."""
+    from yolox.models.simota import simota_assign
+
+    inputs = _simota_inputs(
+        [(40.0, 40.0, 40.0, 40.0), (100.0, 100.0, 24.0, 24.0)],
+        {(12, 12): (40.0, 40.0, 40.0, 40.0), (5, 5): (44.0, 44.0, 2.0, 2.0),
+         (11, 11): (100.0, 100.0, 24.0, 24.0)})
+    fg, matched_gt, matched_iou = simota_assign(*inputs)
+    assert sorted(fg[0].nonzero().flatten().tolist()) == sorted([_anchor(5, 5), _anchor(11, 11)])
+    assert matched_gt[0, _anchor(5, 5)] == 0 and matched_gt[0, _anchor(11, 11)] == 1
+    assert matched_iou[0, _anchor(5, 5)] == pytest.approx(4 / 1600, rel=1e-5)
+    assert matched_iou[0, _anchor(11, 11)] == pytest.approx(1.0)
