@@ -9,5 +9,6 @@
   quantisation.
 
 Small concerns every floor shares have one module each here: ``boxes`` (box conversions),
-``files`` (atomic writes, the csv writer, the PNG saver, image extensions and folder listing).
+``files`` (atomic writes, the csv writer, the PNG saver). Image suffixes and folder listing are
+``detcore.data.images`` (torch-free: the deploy side lists images through it too).
 ``moved`` keeps the old import paths of 0.1 working for one release."""

@@ -1,16 +1,39 @@
-"""Image files as files: probes that read a header or a tail, never the pixels.
+"""Image files as files: which names are images, listing a folder's, and probes that read a
+header or a tail, never the pixels.
 
-``header_size`` (the size from the header; PIL decodes no pixels) serves the YOLO reader, which
-has no sizes in its labels, and the data check. ``jpeg_truncated`` / ``warn_if_truncated_jpeg``
-name a JPEG cut short: it still decodes in OpenCV, its missing tail grey, and libjpeg's only word
-is "Premature end of JPEG file" on stderr, naming no file, so the first one a run reads is named
-in a warning and the data check lists them all. Apart from the readers because the probes are
-about image files, whatever data format lists them.
+One home because three readers list images: the YOLO reader (a split given as a folder), the
+demos' ``--path`` and quantisation's ``--calib-data``; with a list each they disagreed about
+which files are images. ``header_size`` (the size from the header; PIL decodes no pixels) serves
+the YOLO reader, which has no sizes in its labels, and the data check. ``jpeg_truncated`` /
+``warn_if_truncated_jpeg`` name a JPEG cut short: it still decodes in OpenCV, its missing tail
+grey, and libjpeg's only word is "Premature end of JPEG file" on stderr, naming no file, so the
+first one a run reads is named in a warning and the data check lists them all.
+
+Torch-free and light (PIL is imported on use): ``detcore.deploy`` lists images through here.
 """
 import mmap
 import os
+from pathlib import Path
 
 from loguru import logger
+
+# The one list of image suffixes, Ultralytics' IMG_FORMATS: the YOLO reader must accept every
+# image Ultralytics accepts (a data set must not lose images by moving between the two), and the
+# demos and calibration must list what they can read, which this list is too: OpenCV decodes by
+# content (an MPO is a JPEG, a DNG a TIFF container), and a file it cannot decode (HEIC: this
+# OpenCV build has no codec for it) is skipped as any unreadable image is (the demo names it).
+IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
+
+
+def is_image(path):
+    """True when the name of ``path`` ends in an image suffix (any case)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def images_under(folder):
+    """Every image file under ``folder``, recursively, sorted (as Paths)."""
+    return sorted(p for p in Path(folder).rglob("*") if is_image(p) and p.is_file())
+
 
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
 _TAIL_BYTES = 4096

@@ -10,9 +10,10 @@ The yaml (Ultralytics' keys):
 - ``path``: the data set root; relative to the yaml's folder (Ultralytics resolves a relative
   ``path`` against its own settings' datasets folder, which detkit has not: the yaml's folder is
   what a data set that travels as one folder means). Absent: the yaml's folder.
-- ``train``, ``val``, optional ``test``: each a folder of images (searched recursively), a
-  ``.txt`` list of image paths (one a line; relative lines are relative to the list's folder), or
-  a list of those; relative to ``path``. As Ultralytics, a relative entry starting with ``../``
+- ``train``, ``val``, optional ``test``: each a folder of images (searched recursively for
+  ``detcore.data.images.IMAGE_SUFFIXES``, Ultralytics' list), a ``.txt`` list of image paths
+  (one a line; relative lines are relative to the list's folder), or a list of those; relative
+  to ``path``. As Ultralytics, a relative entry starting with ``../``
   that does not exist under ``path`` is tried without its ``../`` (Roboflow's exports).
 - ``names``: a list of class names, or an ``{id: name}`` map whose ids are 0..K-1; optional
   ``nc`` must equal K.
@@ -43,11 +44,9 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.data.images import header_size
+from detcore.data.images import IMAGE_SUFFIXES, header_size, images_under, is_image
 from detcore.data.index import BoxTable, Columns, IndexedSource, coco_from_dict, skip_or_stop
 
-# Ultralytics' IMG_FORMATS (the suffixes it lists as images)
-IMAGE_SUFFIXES = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"})
 SPLITS = ("train", "val", "test")
 # normalised coordinates this far outside [0, 1] are rounding, not a mistake: clipped silently
 TOLERANCE = 0.01
@@ -166,17 +165,13 @@ def label_path(image_path):
     return Path(os.path.splitext(text)[0] + ".txt")
 
 
-def _is_image(path):
-    return path.suffix[1:].lower() in IMAGE_SUFFIXES
-
-
 def list_images(entries):
     """(sorted unique image paths as strings, folders among the entries) of a split's entries."""
     images, folders = [], []
     for path in entries:
         if path.is_dir():
             folders.append(path)
-            images += [str(p) for p in path.rglob("*") if p.is_file() and _is_image(p)]
+            images += [str(p) for p in images_under(path)]
         elif path.suffix.lower() == ".txt":
             try:
                 lines = path.read_text().splitlines()
@@ -187,7 +182,7 @@ def list_images(entries):
                 if ln:
                     p = Path(ln).expanduser()
                     images.append(str(p if p.is_absolute() else path.parent / p))
-        elif _is_image(path):
+        elif is_image(path):
             images.append(str(path))
         else:
             raise UserError(f"{path} is neither a folder of images, a .txt list of images nor an image")
@@ -282,7 +277,7 @@ class YoloSource(IndexedSource):
         images, folders = list_images(entries)
         if not images:
             raise UserError(f"{self.data.where(split)}: no images found for {split} in "
-                            f"{', '.join(map(str, entries))} (image suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+                            f"{', '.join(map(str, entries))} (image suffixes: {', '.join(IMAGE_SUFFIXES)})")
         self.img_dir = Path(os.path.commonpath([os.path.dirname(p) for p in images]))
         labels = [label_path(p) for p in images]
         self.orphan_labels = self._orphans(folders, labels)

@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 
 from accel.errors import UserError
-
-IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from detcore.data.images import IMAGE_SUFFIXES, images_under
 
 
 def image_files(path):
@@ -21,10 +20,10 @@ def image_files(path):
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXT)
+        files = images_under(path)
         if files:
             return files
-        raise UserError(f"--path {path} contains no images ({', '.join(IMAGE_EXT)})")
+        raise UserError(f"--path {path} contains no images ({', '.join(IMAGE_SUFFIXES)})")
     raise UserError(f"--path {path} does not exist (expected an image file or a folder)")
 
 

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from accel.errors import UserError
-from detcore.deploy.draw import (IMAGE_EXT, VideoSink, _native_stderr_silenced, draw, frame_rate, image_files,
-                          open_camera, open_video)
+from detcore.data.images import IMAGE_SUFFIXES, is_image
+from detcore.deploy.draw import (VideoSink, _native_stderr_silenced, draw, frame_rate, image_files, open_camera,
+                                 open_video)
 
 Frame = namedtuple("Frame", "name image index label")
 Frame.__doc__ = ("One input: ``name`` the image file's name or ``<stream>_<index>``; ``image`` what the "
@@ -126,12 +127,12 @@ def open_source(path=None, camid=None, flag="--path", kind=None):
                             "its protocol)")
         return Source("stream", cap=cap, label=text, flag=flag)
     if any(c in text for c in GLOB_CHARS) and not Path(text).exists():
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).suffix.lower() in IMAGE_EXT)
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if is_image(p))
         if not files:
-            raise UserError(f"{flag} {text}: the pattern matches no images ({', '.join(IMAGE_EXT)})")
+            raise UserError(f"{flag} {text}: the pattern matches no images ({', '.join(IMAGE_SUFFIXES)})")
         return Source("images", files=files, label=text, flag=flag)
     p = Path(text)
-    if kind == "video" or (kind is None and (p.is_file() and p.suffix.lower() not in IMAGE_EXT
+    if kind == "video" or (kind is None and (p.is_file() and not is_image(p)
                                              or not p.exists() and p.suffix.lower() in VIDEO_EXT)):
         return Source("video", cap=open_video(p), label=text, flag=flag)
     return Source("images", files=image_files(p), label=text, flag=flag)

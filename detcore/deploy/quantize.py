@@ -61,10 +61,10 @@ def calibration_files(path, count, flag="--calib-data"):
     if not Path(text).exists() and not any(c in text for c in "*?["):
         raise UserError(f"{flag} {text} does not exist (expected a folder of training images or a glob)")
     if Path(text).is_dir():
-        from detcore.deploy.draw import IMAGE_EXT
-        files = sorted(p for p in Path(text).rglob("*") if p.suffix.lower() in IMAGE_EXT)
+        from detcore.data.images import IMAGE_SUFFIXES, images_under
+        files = images_under(text)
         if not files:
-            raise UserError(f"{flag} {text} contains no images ({', '.join(IMAGE_EXT)}): nothing to calibrate on")
+            raise UserError(f"{flag} {text} contains no images ({', '.join(IMAGE_SUFFIXES)}): nothing to calibrate on")
     else:
         try:
             source = open_source(text, flag=flag, kind="image")
