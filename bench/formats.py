@@ -101,7 +101,7 @@ class Subject:
     # torch side
     def preprocess(self, bgr):
         from detcore.deploy.letterbox import letterbox
-        from detcore.deploy.runtime import ssd_input
+        from detcore.deploy.preprocess import ssd_input
         if self.family == "ssd":
             return torch.from_numpy(ssd_input(bgr))
         return torch.from_numpy(letterbox(bgr, self.size)[0][None])
@@ -151,7 +151,7 @@ class Subject:
             path = folder / f"{self.name}_{kind}.onnx"
             if self.family == "ssd":
                 from detcore.deploy.export_graph import append_nms
-                from detcore.deploy.runtime import write_metadata
+                from detcore.deploy.metadata import write_metadata
                 from ssd.export_onnx import NmsInputs, export
                 names = self.names or [str(i) for i in range(81)]
                 if kind == "raw":

@@ -35,7 +35,7 @@ from torch import nn  # noqa: E402
 
 from accel.errors import UserError, cli_entry  # noqa: E402
 from detcore.deploy.export_graph import add_nms_args, check_nms_args  # noqa: E402
-from detcore.deploy.runtime import write_metadata  # noqa: E402
+from detcore.deploy.metadata import write_metadata  # noqa: E402
 from ssd import Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import INPUT_SIZE  # noqa: E402
 from ssd.demo import load_detector  # noqa: E402

@@ -15,6 +15,7 @@ from PIL import Image
 
 from accel import Precision
 from accel.errors import UserError
+from detcore.deploy import metadata, postprocess, preprocess
 from detcore.deploy import runtime as rt
 from yolox_tools import ROOT, SHAPES_EXP, detecting_nano, detecting_ssd_checkpoint, load_tool
 
@@ -89,7 +90,7 @@ def test_yolox_onnx_boxes_equal_the_pytorch_demo(yolox_exports, val_images, kind
     conf, nms = 0.3, 0.45
     exp.test_conf, exp.nmsthre = conf, nms
     predictor = load_tool("demo").Predictor(model, exp, CPU, Precision(CPU, "fp32"))
-    detector = rt.OnnxDetector(paths[kind], conf=conf, nms=nms)
+    detector = rt.Detector(paths[kind], conf=conf, nms=nms)
     assert (detector.kind, detector.output, detector.input_size) == ("yolox", kind, (YOLOX_SIZE, YOLOX_SIZE))
     assert detector.names == list(exp.class_names)      # stored in the model by the exporter
     counts = []
@@ -109,7 +110,7 @@ def test_ssd_onnx_boxes_equal_the_pytorch_demo(ssd_exports, val_images, kind):
     conf, nms = 0.3, 0.5
     net, names = load_detector(ckpt, CPU)
     predictor = Predictor(net, CPU, conf, nms)
-    detector = rt.OnnxDetector(paths[kind], conf=conf, nms=nms)
+    detector = rt.Detector(paths[kind], conf=conf, nms=nms)
     assert (detector.kind, detector.output, detector.names) == ("ssd", kind, names)
     for path in val_images[:SSD_IMAGES]:
         with Image.open(path) as img:
@@ -122,22 +123,22 @@ def test_ssd_default_boxes_and_input_equal_pytorch(val_images):
     from ssd import dboxes300_coco
     from ssd.data import to_normalised_tensor
 
-    np.testing.assert_array_equal(rt.ssd_default_boxes(), dboxes300_coco()(order="xywh").numpy())
+    np.testing.assert_array_equal(postprocess.ssd_default_boxes(), dboxes300_coco()(order="xywh").numpy())
     for path in val_images[:3]:
         with Image.open(path) as img:
             expected = to_normalised_tensor(img.convert("RGB"))[None].numpy()
-        np.testing.assert_array_equal(rt.ssd_input(cv2.imread(str(path))), expected)
+        np.testing.assert_array_equal(preprocess.ssd_input(cv2.imread(str(path))), expected)
 
 
 def test_numpy_resize_without_pillow_matches_pillow(monkeypatch):
     """The fallback for a deployment without Pillow: its filter equals Pillow's along one axis,
     and is within one grey level for both (Pillow picks the order of its two passes itself)."""
     rng = np.random.default_rng(0)
-    monkeypatch.setattr(rt, "_pillow", lambda: None)
+    monkeypatch.setattr(preprocess, "_pillow", lambda: None)
     for h, w, oh, ow in [(456, 373, 456, 300), (456, 373, 300, 373), (283, 456, 300, 300), (640, 480, 300, 300)]:
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         expected = np.asarray(Image.fromarray(img).resize((ow, oh), Image.BILINEAR)).astype(int)
-        got = rt.pil_bilinear_resize(img, (oh, ow)).astype(int)
+        got = preprocess.pil_bilinear_resize(img, (oh, ow)).astype(int)
         assert got.shape == expected.shape
         assert np.abs(got - expected).max() <= (0 if (h == oh or w == ow) else 1)
 
@@ -153,10 +154,10 @@ def test_nms_equals_torchvision_batched_nms():
     classes = rng.integers(0, 3, 400)
     for thr in (0.3, 0.5):
         expected = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes), thr)
-        got = rt.nms(boxes, scores, thr, classes=classes)
+        got = postprocess.nms(boxes, scores, thr, classes=classes)
         np.testing.assert_array_equal(got, expected.numpy())
         assert {0, 1, 2} <= set(got.tolist())        # the degenerate boxes survive
-        agnostic = rt.nms(boxes, scores, thr)
+        agnostic = postprocess.nms(boxes, scores, thr)
         assert len(agnostic) < len(got)      # across classes more boxes overlap
 
 
@@ -183,7 +184,7 @@ def _graph(path, inputs, outputs):
 def test_a_non_detector_onnx_is_one_line(tmp_path, inputs, outputs, says):
     path = _graph(tmp_path / "other.onnx", inputs, outputs)
     with pytest.raises(UserError) as info:
-        rt.OnnxDetector(path)
+        rt.Detector(path)
     text = str(info.value)
     assert "\n" not in text and str(path) in text and says in text, text
     assert "not a YOLOX or SSD300 export" in text
@@ -227,8 +228,8 @@ print("TORCH_LOADED", "torch" in sys.modules)
 def test_metadata_names_and_overrides(yolox_exports):
     _, _, paths = yolox_exports
     meta = ort.InferenceSession(str(paths["decoded"]), providers=["CPUExecutionProvider"]).get_modelmeta()
-    assert meta.custom_metadata_map[rt.META_OUTPUT] == "decoded"
-    assert json.loads(meta.custom_metadata_map[rt.META_NAMES]) == ["circle", "rectangle", "triangle", "star"]
-    assert rt.OnnxDetector(paths["raw"], class_names="a,b,c,d").names == ["a", "b", "c", "d"]
+    assert meta.custom_metadata_map[metadata.META_OUTPUT] == "decoded"
+    assert json.loads(meta.custom_metadata_map[metadata.META_NAMES]) == ["circle", "rectangle", "triangle", "star"]
+    assert rt.Detector(paths["raw"], class_names="a,b,c,d").names == ["a", "b", "c", "d"]
     with pytest.raises(UserError, match="--class_names has 2 names; .* has 4 classes"):
-        rt.OnnxDetector(paths["raw"], class_names="a,b")
+        rt.Detector(paths["raw"], class_names="a,b")

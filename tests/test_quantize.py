@@ -11,6 +11,7 @@ import pytest
 
 from accel.errors import UserError
 from detcore.deploy import runtime as rt
+from detcore.deploy.postprocess import yolox_decode
 from detcore.deploy.quantize import depthwise_convs, tail_nodes
 from test_onnx_e2e import export_nano, nano, val_images  # noqa: F401  (fixtures)
 from yolox_tools import ROOT, SHAPES_EXP, load_tool
@@ -31,7 +32,7 @@ def follows_fp32(fp32_path, int8, val_images):
     x = np.concatenate([fp32.preprocess(img)[0] for img in images])
     ref, got = fp32.infer(x)[0], int8.infer(x)[0]
     corr = np.corrcoef(ref[..., 4].ravel(), got[..., 4].ravel())[0, 1]
-    ref_d, got_d = (rt.yolox_decode(m, fp32.grids, fp32.strides) for m in (ref, got))
+    ref_d, got_d = (yolox_decode(m, fp32.grids, fp32.strides) for m in (ref, got))
     centre = np.median(np.abs(ref_d[..., :2] - got_d[..., :2]))
     print(f"objectness correlation {corr:.3f}, median centre difference {centre:.2f} px")
     return corr >= 0.25 and centre <= 3.0

@@ -3,7 +3,7 @@
 4. VOC matching (``detcore.evaluation.voc_eval``) counts a detection as a hit only when its IoU is strictly
    above the threshold (the devkit's ``ovmax > ovthresh``), with the devkit's inclusive-pixel IoU
    (width = x2 - x1 + 1): a detection at IoU exactly 0.5 is a false positive at IoU 0.5;
-5. the torch-free runtime's NMS (``detcore.deploy.runtime.nms``) suppresses only IoU strictly above
+5. the torch-free runtime's NMS (``detcore.deploy.postprocess.nms``) suppresses only IoU strictly above
    the threshold, as ``torchvision.ops.nms``: a box at exactly the threshold survives.
 
 Every IoU below is a ratio of small integers, exact in floating point.
@@ -15,7 +15,7 @@ import pytest
 import torch
 from torchvision.ops import batched_nms, nms as tv_nms
 
-from detcore.deploy import runtime as rt
+from detcore.deploy.postprocess import nms
 from detcore.evaluation.voc_eval import class_aps, score
 
 
@@ -86,7 +86,7 @@ def test_nms_keeps_a_box_exactly_at_the_threshold(thr, kept):
         boxes, scores = BOXES.astype(dtype), SCORES.astype(dtype)
         expected = tv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), thr).tolist()
         assert expected == kept               # the hand count is torchvision's
-        assert rt.nms(boxes, scores, thr).tolist() == kept
+        assert nms(boxes, scores, thr).tolist() == kept
 
 
 def test_batched_nms_keeps_a_box_exactly_at_the_threshold():
@@ -94,5 +94,5 @@ def test_batched_nms_keeps_a_box_exactly_at_the_threshold():
     for thr in (0.5, 0.75):
         expected = batched_nms(torch.from_numpy(BOXES), torch.from_numpy(SCORES),
                                torch.from_numpy(classes), thr).tolist()
-        assert rt.nms(BOXES, SCORES, thr, classes=classes).tolist() == expected
-    assert rt.nms(BOXES, SCORES, 0.5, classes=classes).tolist() == [0, 1, 2, 4, 5]
+        assert nms(BOXES, SCORES, thr, classes=classes).tolist() == expected
+    assert nms(BOXES, SCORES, 0.5, classes=classes).tolist() == [0, 1, 2, 4, 5]

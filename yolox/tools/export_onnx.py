@@ -26,7 +26,7 @@ from torch import nn
 
 from accel.errors import UserError, cli_entry
 from detcore.deploy.export_graph import add_nms_args, check_nms_args
-from detcore.deploy.runtime import write_metadata
+from detcore.deploy.metadata import write_metadata
 from yolox.core.cli import export_model
 from yolox.core.options import ArgParser, add_export_args
 
