@@ -233,3 +233,10 @@ def test_metadata_names_and_overrides(yolox_exports):
     assert rt.Detector(paths["raw"], class_names="a,b,c,d").names == ["a", "b", "c", "d"]
     with pytest.raises(UserError, match="--class_names has 2 names; .* has 4 classes"):
         rt.Detector(paths["raw"], class_names="a,b")
+
+
+def test_coco_names_are_the_fallback_for_80_classes():
+    """An 80-class YOLOX file without stored names (upstream's export) is labelled with COCO's
+    names, read from yolox/data/datasets/coco_classes.py beside the package without importing torch."""
+    names = metadata.coco_class_names()
+    assert len(names) == 80 and names[:3] == ["person", "bicycle", "car"] and names[-1] == "toothbrush"

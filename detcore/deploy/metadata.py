@@ -39,7 +39,7 @@ def coco_class_names():
     """The 80 COCO names of ``yolox/data/datasets/coco_classes.py``, loaded as a plain file: the
     ``yolox`` package's ``__init__`` imports torch, this data module does not. None when the
     file is not installed beside this package."""
-    path = Path(__file__).resolve().parents[1] / "yolox" / "data" / "datasets" / "coco_classes.py"
+    path = Path(__file__).resolve().parents[2] / "yolox" / "data" / "datasets" / "coco_classes.py"
     if not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location("_detkit_coco_classes", path)
