@@ -46,6 +46,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import ArgParser, UserError, cli_entry
+from detcore.data.index import coco_instances
 from detcore.data.layout import COCO_SPLITS, detect, open_split, voc_sets
 
 FORMATS = ("coco", "voc", "yolo")
@@ -126,16 +127,12 @@ def write_coco(out, split, part, class_names, class_ids, link):
     cat_ids = _coco_ids(class_ids)
     for r, name in enumerate(part.names):
         _place(part.src_path(r), folder / name, link)
-    xywh = np.concatenate([t.boxes[:, :2], t.boxes[:, 2:] - t.boxes[:, :2]], axis=1)
-    images = [{"id": i, "file_name": n, "width": w, "height": h} for i, n, (h, w) in
-              zip(img_ids.tolist(), part.names, t.hw.tolist())]
-    anns = [{"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": cr}
-            for k, (i, c, b, cr) in enumerate(zip(img_ids[part.owner].tolist(), cat_ids[t.cls].tolist(),
-                                                  xywh.tolist(), t.crowd.astype(int).tolist()))]
-    cats = [{"id": i, "name": n} for i, n in zip(cat_ids.tolist(), class_names)]
+    instances = coco_instances(img_ids, part.names, t.hw, box_img=img_ids[part.owner],
+                               box_cat=cat_ids[t.cls], xyxy=t.boxes, crowd=t.crowd,
+                               categories=zip(cat_ids.tolist(), class_names))
     ann = out / "annotations" / COCO_SPLITS[split][1]
     ann.parent.mkdir(parents=True, exist_ok=True)
-    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    ann.write_text(json.dumps(instances))
 
 
 def write_yolo(out, split, part, class_names, link):

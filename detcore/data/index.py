@@ -95,6 +95,28 @@ def coco_from_dict(data, ann_file):
     return coco
 
 
+def coco_instances(img_ids, file_names, hw, box_img, box_cat, xyxy, crowd, categories):
+    """A COCO instances dict of images and boxes held as arrays: the one spelling of what the
+    converter writes as json and what VOC and YOLO sources are scored through (``coco_from_dict``).
+
+    Per image: ``img_ids``, ``file_names``, ``hw`` (height, width; kept as given: ints stay ints);
+    per box: ``box_img`` (its image id), ``box_cat`` (category id), ``xyxy`` pixels and ``crowd``
+    (-> ``iscrowd``, which both COCOeval implementations turn into ``ignore``); ``categories``:
+    (id, name) pairs. Annotation ids are 1..M in box order, ``bbox`` is [x, y, w, h] and
+    ``area`` w * h (0 for a negative size, which a box as parsed may have)."""
+    xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    area = np.maximum(xywh[:, 2], 0.0) * np.maximum(xywh[:, 3], 0.0)
+    images = [{"id": i, "file_name": n, "width": w, "height": h}
+              for i, n, (h, w) in zip(np.asarray(img_ids).tolist(), file_names, np.asarray(hw).tolist())]
+    anns = [{"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": cr}
+            for k, (i, c, b, a, cr) in enumerate(zip(
+                np.asarray(box_img).tolist(), np.asarray(box_cat).tolist(), xywh.tolist(), area.tolist(),
+                np.asarray(crowd, dtype=bool).astype(int).tolist()))]
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": i, "name": n} for i, n in categories]}
+
+
 def _file_size(path):
     try:
         return os.stat(path).st_size

@@ -19,8 +19,8 @@ xmin, ymin, xmax, ymax): VOC's 1-based pixel coordinates become 0-based ones, so
 pixel 1 to pixel 10 is [0, 9]. The COCO dict holds exactly these boxes (``w = xmax - xmin``), so
 both evaluation paths and training see one frame. "Difficult" boxes are kept for training
 (upstream's ``keep_difficult=True``) and flagged in ``difficult``; in the COCO index they are
-crowd/ignore annotations (as mmdetection's VOC -> COCO converter does), so COCOeval ignores
-them the way the VOC devkit does.
+crowd annotations (``iscrowd``, as mmdetection's VOC -> COCO converter marks them), which
+COCOeval ignores the way the VOC devkit does.
 
 Image ids are the 0-based positions in the listed image sets (upstream's ``pull_item`` returns
 that index); class ids are 0..K-1 in ``class_names`` order (upstream's ``class_ids``).
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from accel.errors import UserError
-from detcore.data.index import BoxTable, Columns, IndexedSource, PerImage, coco_from_dict, skip_or_stop
+from detcore.data.index import (BoxTable, Columns, IndexedSource, PerImage, coco_from_dict, coco_instances,
+                                skip_or_stop)
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -219,21 +220,13 @@ class VocSource(IndexedSource):
 
     def _index(self):
         """pycocotools index of the COCO instances dict of the parsed xmls: the boxes as parsed
-        (``w = xmax - xmin``), difficult ones as crowd/ignore annotations."""
+        (``w = xmax - xmin``), difficult ones as crowd annotations."""
         img, ann = self.parsed["images"], self.parsed["annotations"]
-        images = [{"id": i, "file_name": n, "width": w, "height": h} for i, n, w, h in
-                  zip(img["id"].tolist(), img["file_name"].tolist(), img["width"].tolist(),
-                      img["height"].tolist())]
-        xyxy = ann["xyxy"]
-        wh = xyxy[:, 2:] - xyxy[:, :2]
-        area = np.maximum(wh[:, 0], 0.0) * np.maximum(wh[:, 1], 0.0)
-        anns = [{"id": k + 1, "image_id": i, "category_id": c, "bbox": [x, y, w, h], "area": a,
-                 "iscrowd": d, "ignore": d}
-                for k, (i, c, (x, y), (w, h), a, d) in enumerate(zip(
-                    ann["image_id"].tolist(), ann["class"].tolist(), xyxy[:, :2].tolist(), wh.tolist(),
-                    area.tolist(), ann["difficult"].astype(int).tolist()))]
-        categories = [{"id": i, "name": n, "supercategory": "voc"} for i, n in enumerate(self.class_names)]
-        return coco_from_dict({"images": images, "annotations": anns, "categories": categories}, self.ann_file)
+        hw = np.stack([img["height"], img["width"]], axis=1)
+        instances = coco_instances(img["id"], img["file_name"].tolist(), hw, box_img=ann["image_id"],
+                                   box_cat=ann["class"], xyxy=ann["xyxy"], crowd=ann["difficult"],
+                                   categories=enumerate(self.class_names))
+        return coco_from_dict(instances, self.ann_file)
 
     @property
     def use_07_metric(self):

@@ -45,7 +45,7 @@ from loguru import logger
 
 from accel.errors import UserError
 from detcore.data.images import IMAGE_SUFFIXES, header_size, images_under, is_image
-from detcore.data.index import BoxTable, Columns, IndexedSource, coco_from_dict, skip_or_stop
+from detcore.data.index import BoxTable, Columns, IndexedSource, coco_from_dict, coco_instances, skip_or_stop
 
 SPLITS = ("train", "val", "test")
 # normalised coordinates this far outside [0, 1] are rounding, not a mistake: clipped silently
@@ -354,17 +354,10 @@ class YoloSource(IndexedSource):
         """pycocotools index of the cleaned table: every kept image (background ones too), boxes
         as xywh pixels, category ids 0..K-1."""
         t = self.table
-        images = [{"id": i, "file_name": t.file_name_at(r), "height": h, "width": w}
-                  for r, (i, (h, w)) in enumerate(zip(t.ids.tolist(), t.hw.tolist()))]
-        xywh = np.concatenate([t.boxes[:, :2], t.boxes[:, 2:] - t.boxes[:, :2]], axis=1)
-        owner = np.repeat(t.ids, t.counts)
-        area = xywh[:, 2] * xywh[:, 3]
-        anns = [{"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": 0}
-                for k, (i, c, b, a) in enumerate(zip(owner.tolist(), t.cls.tolist(), xywh.tolist(),
-                                                     area.tolist()))]
-        categories = [{"id": i, "name": n} for i, n in enumerate(self.class_names)]
-        return coco_from_dict({"images": images, "annotations": anns, "categories": categories},
-                              self.ann_file)
+        instances = coco_instances(t.ids, [t.file_name_at(r) for r in range(len(t))], t.hw,
+                                   box_img=np.repeat(t.ids, t.counts), box_cat=t.cls, xyxy=t.boxes,
+                                   crowd=t.crowd, categories=enumerate(self.class_names))
+        return coco_from_dict(instances, self.ann_file)
 
 
 def _no_file(path):
