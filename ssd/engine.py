@@ -20,15 +20,15 @@ from accel.preemption import PreemptionGuard, shield_worker
 from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
                           sgd_class)
 from detcore.evaluation import voc_eval
-from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state, save_on_main
+from detcore.training.checkpoints import (Checkpoints, restore_rng, restore_training_state, run_config, save_on_main,
+                                          training_state)
 from detcore.evaluation import report as eval_report
 from detcore.data.check import report_at_start
 from detcore.evaluation.coco_eval import gather_and_score
 from detcore.training.log import setup_logger
 from detcore.training.progress import Progress
 from detcore.training.report import LossMean, MetricWatch, RunReport
-from detcore.training.toolbox import (RunLock, draw_seed, rng_state, seed_everything, set_lr,
-                             set_rng_state)
+from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
 from detcore.training.weights import load_ckpt, load_matching, strip_prefixes
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.data import CocoDetection, EncodedTargets, EpochSampler, collate, collate_encoded, open_sources
@@ -249,7 +249,7 @@ RESUME_HINT = ("a resume file (ssd300_latest.pth) continues its own run on the s
 EVAL_HINT = "--eval-only scores a checkpoint trained on the labels of --data"
 
 
-def load_checkpoint(path, model, optimizer, precision, start_iteration, state=None):
+def load_checkpoint(path, model, optimizer, precision, start_iteration, state=None, watch=None):
     """``--checkpoint``: this project's resume file (model, optimizer, RNG, position; strict:
     resuming a run on other labels is a mistake) or a weights-only ``iter_N.pt`` (the MLPerf
     reference's ``{"model", "label_map"}``, also ours), loaded as a fine-tuning start: every
@@ -262,9 +262,7 @@ def load_checkpoint(path, model, optimizer, precision, start_iteration, state=No
                       hint="expected SSD300-ResNet34 weights (models/iter_N.pt)")
         return start_iteration, state
     load_strict(model, state, path, RESUME_HINT)
-    if "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
-    precision.load_state_dict(state.get("precision", {}))
+    restore_training_state(state, path, optimizer, precision, watch)
     return int(state["iteration"]), state
 
 
@@ -341,10 +339,9 @@ class SSDRun:
                             f"resume it with the same --opt (got --opt {args.opt})")
         if args.checkpoint:
             self.iteration, self.resumed = load_checkpoint(args.checkpoint, self.net, self.optimizer,
-                                                           self.precision, args.iteration, saved)
+                                                           self.precision, args.iteration, saved, self.watch)
             if is_resume_file(saved):
                 logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
-                self.watch.load_state_dict(saved.get("best_metric"))   # best value, patience count
             else:
                 logger.info(f"weights from {args.checkpoint} (weights only); starting at iteration "
                             f"{self.iteration}")
@@ -455,20 +452,14 @@ class SSDRun:
     def run_config(self):
         """The flags that decide what this run computes (all but RUN_VOLATILE); a checkpoint of
         other flags is not resumed by itself (detcore.training.checkpoints). The seed counts only when given."""
-        config = {k: v for k, v in vars(self.args).items() if k not in RUN_VOLATILE}
-        config.update(world_size=self.info.world_size)
-        if self.args.seed is not None:
-            config["seed"] = self.args.seed
-        return config
+        return run_config(vars(self.args), RUN_VOLATILE, seed=self.args.seed, world_size=self.info.world_size)
 
     def checkpoint_state(self, epoch, iteration, preempted=False):
         # label_map as in iter_N.pt, so every SSD checkpoint names its classes (ssd/demo.py)
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "precision": self.precision.state_dict(), "epoch": epoch, "iteration": iteration,
-                "opt": self.args.opt, "seed": self.seed, "rng": rng_state(),
-                "label_map": self.train_set.label_info, "ranks": rank_states(self.net),
-                "run_config": {**self.run_config(), "seed": self.seed}, "preempted": preempted,
-                "best_metric": self.watch.state_dict()}
+        return {"model": self.net.state_dict(), "epoch": epoch, "iteration": iteration, "opt": self.args.opt,
+                "label_map": self.train_set.label_info,
+                **training_state(self.optimizer, self.precision, self.seed, self.run_config(), self.watch,
+                                 [self.net], preempted)}
 
     def save(self, epoch, iteration, best=False):
         """ssd300_latest.pth at an epoch's end (after its evaluation, so it holds the best-metric
@@ -517,8 +508,8 @@ class SSDRun:
         A preemption signal ends it with ``Preempted`` after a checkpoint."""
         self.announce()
         # each rank's own RNG and BN statistics (after DDP, which broadcasts rank 0's buffers)
-        if self.resumed is not None and not restore_rank_state(self.resumed.get("ranks"), self.net):
-            set_rng_state(self.resumed.get("rng"))
+        if self.resumed is not None:
+            restore_rng(self.resumed, self.net)
         ipe = self.sampler.batches_per_epoch
         self.report = RunReport(self.out_dir, enabled=self.rank0, kind=self.args.logger,
                                 config=vars(self.args), start_epoch=self.iteration // ipe)
@@ -665,19 +656,10 @@ class SSDRun:
         iteration and stops the run (``Preempted``, exit 143); otherwise every
         ``--checkpoint-interval`` iterations a periodic checkpoint (epoch ends write
         ssd300_latest.pth in ``train_epoch``). ``--no-save`` writes neither."""
-        if self.guard.requested():
-            where = f"epoch {epoch + 1}, iteration {self.iteration}"
-            if self.args.no_save:
-                raise Preempted(f"{self.guard.signal_name} at {where}; no checkpoint (--no-save)")
-            watchdog.beat("checkpoint")
-            path = self.checkpoints.save_periodic(self.checkpoint_state(epoch, self.iteration, preempted=True),
-                                                  self.iteration)
-            raise Preempted(f"{self.guard.signal_name} at {where}; checkpoint {path}; run the same "
-                            "command again to continue from it")
-        at_epoch_end = self.iteration % self.sampler.batches_per_epoch == 0
-        if not self.args.no_save and self.checkpoints.due(self.iteration) and not at_epoch_end:
-            watchdog.beat("checkpoint")
-            self.checkpoints.save_periodic(self.checkpoint_state(epoch, self.iteration), self.iteration)
+        self.checkpoints.after_step(
+            self.iteration, epoch + 1, self.guard,
+            lambda preempted=False: self.checkpoint_state(epoch, self.iteration, preempted=preempted),
+            epoch_end=self.iteration % self.sampler.batches_per_epoch == 0, save=not self.args.no_save)
 
     def evaluate_epoch(self, epoch):
         """The one place an evaluation result is handled: BN statistics averaged over ranks, the

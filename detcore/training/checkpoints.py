@@ -15,6 +15,13 @@
   differ instead of overwriting another run's state.
 - A fresh run in a folder deletes the periodic files of the run it replaces, so a later restart
   can never pick them up.
+- After every step (``Checkpoints.after_step``): a preemption signal on any rank writes a periodic
+  checkpoint at this iteration and stops the run (``Preempted``, exit 143); otherwise a periodic
+  checkpoint when one is due. Both trainers call it.
+- What every training checkpoint holds besides the model (``training_state``): optimizer,
+  precision (loss scaler), seed, every rank's RNG and BN buffers, the run configuration
+  (``run_config``), the preemption flag and the best-metric watch; ``restore_training_state``
+  and ``restore_rng`` put them back.
 - Reading and writing: ``save_atomic`` (torch.save through ``detcore.files.write_atomic``),
   ``save_on_main`` (the main process writes, every rank waits) and ``load`` (weights-only, plus
   the NumPy scalars upstream checkpoints hold; a missing or corrupt file is one line).
@@ -28,9 +35,9 @@ import numpy as np
 import torch
 from loguru import logger
 
-from accel import all_gather_object, barrier, get_rank, get_world_size, is_main_process
+from accel import all_gather_object, barrier, get_rank, get_world_size, is_main_process, watchdog
 from accel.distributed import restart_reason
-from accel.errors import UserError
+from accel.errors import Preempted, UserError
 from detcore.files import write_atomic
 from detcore.training.toolbox import rng_state, set_rng_state
 
@@ -155,6 +162,23 @@ class Checkpoints:
                 path.unlink(missing_ok=True)
         barrier()
 
+    def after_step(self, iteration, epoch, guard, state, epoch_end=False, save=True):
+        """The policy after each step (see the module docstring). ``state(preempted=False)`` builds
+        the checkpoint only when one is written; ``epoch`` is 1-based, for the stop line;
+        ``epoch_end``: the trainer writes its ``latest`` file instead; ``save=False`` (SSD's
+        --no-save) writes nothing, even at a preemption."""
+        if guard is not None and guard.requested():
+            where = f"epoch {epoch}, iteration {iteration}"
+            if not save:
+                raise Preempted(f"{guard.signal_name} at {where}; no checkpoint (--no-save)")
+            watchdog.beat("checkpoint")
+            path = self.save_periodic(state(preempted=True), iteration)
+            raise Preempted(f"{guard.signal_name} at {where}; checkpoint {path}; run the same command "
+                            "again to continue from it")
+        if save and self.due(iteration) and not epoch_end:
+            watchdog.beat("checkpoint")
+            self.save_periodic(state(), iteration)
+
     def newest(self):
         """The file a resume continues from: the newest periodic one, else ``latest``; None if
         the folder has neither."""
@@ -181,6 +205,47 @@ class Checkpoints:
         why = restart if restarted else "it was preempted"
         logger.info(f"resuming by itself from {path} ({why})")
         return path, state
+
+
+def run_config(settings, volatile, seed=None, **fixed):
+    """The settings that decide what a run computes: ``settings`` less its ``volatile`` keys, plus
+    ``fixed`` (world size, batch, precision) and ``seed`` when one was given (a drawn seed does not
+    make two runs differ); a checkpoint of another configuration is not resumed by itself."""
+    config = {k: v for k, v in settings.items() if k not in volatile}
+    config.update(fixed)
+    if seed is not None:
+        config["seed"] = seed
+    return config
+
+
+def training_state(optimizer, precision, seed, config, watch, modules, preempted=False):
+    """What both trainers' checkpoints hold besides the model and their own position: the
+    optimizer and precision (loss scaler) states, the run's seed (drawn or given), the main
+    process's and every rank's RNG and BN buffers (``rank_states``: a collective), the run
+    configuration with its seed, whether a preemption wrote it, and the best-metric watch."""
+    return {"optimizer": optimizer.state_dict(), "precision": precision.state_dict(), "seed": seed,
+            "rng": rng_state(), "ranks": rank_states(*modules), "run_config": {**config, "seed": seed},
+            "preempted": preempted, "best_metric": watch.state_dict()}
+
+
+def restore_training_state(state, path, optimizer, precision, watch=None):
+    """The optimizer, precision and best-metric watch of ``training_state`` (the model is the
+    trainer's to load); an optimizer state of another model is one line naming ``path``."""
+    if "optimizer" in state:
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise UserError(f"checkpoint {path}: optimizer state does not fit this model ({exc})") from None
+    precision.load_state_dict(state.get("precision", {}))
+    if watch is not None and "best_metric" in state:
+        watch.load_state_dict(state["best_metric"])
+
+
+def restore_rng(state, *modules):
+    """Each rank's own RNG and BN statistics from a checkpoint, else (another world size, an
+    older file) rank 0's RNG state. Call after DDP, which broadcasts rank 0's buffers."""
+    if not restore_rank_state(state.get("ranks"), *modules):
+        set_rng_state(state.get("rng"))
 
 
 def check_same_run(state, run_config, path, what):

@@ -12,16 +12,16 @@ from accel import (Precision, all_reduce_norm, broadcast_object, init_distribute
                    set_threads_per_process, unwrap, wrap_ddp)
 from detcore.training.checkpoints import load as load_checkpoint
 from accel.distributed import log_rank_agreement
-from accel.errors import Preempted, UserError, report_position
+from accel.errors import UserError, report_position
 from accel.preemption import PreemptionGuard
 from accel import watchdog
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
 from detcore.evaluation import report as eval_report
 from detcore.data.check import report_at_start
-from detcore.training.checkpoints import Checkpoints, rank_states, restore_rank_state, save_on_main
+from detcore.training.checkpoints import (Checkpoints, restore_rng, restore_training_state, run_config, save_on_main,
+                                          training_state)
 from detcore.training.log import setup_logger
-from detcore.training.toolbox import (RunLock, draw_seed, rng_state, seed_everything, set_lr,
-                             set_rng_state)
+from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
 from detcore.training.report import LossMean, MetricWatch, RunReport
 from yolox.core.ema import ModelEMA
 from yolox.core.options import train_options
@@ -265,8 +265,7 @@ class Trainer:
         if ckpt is not None:
             # after iter() (the loader draws its base seed) and after DDP (which broadcasts rank
             # 0's buffers): each rank's own RNG and BN statistics, else rank 0's RNG
-            if not restore_rank_state(ckpt.get("ranks"), *self.stateful_modules()):
-                set_rng_state(ckpt.get("rng"))
+            restore_rng(ckpt, *self.stateful_modules())
         # training may run through torch.compile; self.model stays the module checkpoints,
         # EMA and eval use (its state-dict keys have no _orig_mod. prefix)
         self.compiled = bool(getattr(self.args, "use_torch_compile", False) or self.exp.torch_compile)
@@ -293,20 +292,13 @@ class Trainer:
         self.checkpoint_policy()
 
     def checkpoint_policy(self):
-        """After every step: a preemption signal on any rank writes a checkpoint at this
-        iteration and stops the run (``Preempted``, exit 143); otherwise every
-        ``exp.ckpt_interval`` iterations a periodic checkpoint (epoch ends write latest_ckpt.pth
-        in ``after_epoch`` instead)."""
-        done = self.progress_in_iter + 1
-        if self.guard is not None and self.guard.requested():
-            watchdog.beat("checkpoint")
-            path = self.checkpoints.save_periodic(self.checkpoint_state(
-                self.epoch, self.iter + 1, preempted=True), done)
-            raise Preempted(f"{self.guard.signal_name} at epoch {self.epoch + 1}, iteration {done}; "
-                            f"checkpoint {path}; run the same command again to continue from it")
-        if self.checkpoints.due(done) and self.iter + 1 < self.max_iter:
-            watchdog.beat("checkpoint")
-            self.checkpoints.save_periodic(self.checkpoint_state(self.epoch, self.iter + 1), done)
+        """After every step: the preemption stop or a periodic checkpoint every
+        ``exp.ckpt_interval`` iterations (``Checkpoints.after_step``; epoch ends write
+        latest_ckpt.pth in ``after_epoch`` instead)."""
+        self.checkpoints.after_step(
+            self.progress_in_iter + 1, self.epoch + 1, self.guard,
+            lambda preempted=False: self.checkpoint_state(self.epoch, self.iter + 1, preempted=preempted),
+            epoch_end=self.iter + 1 >= self.max_iter)
 
     def log_progress(self):
         """The only place losses leave the device (every ``print_interval`` iterations)."""
@@ -435,11 +427,8 @@ class Trainer:
     def run_config(self):
         """The settings that decide what this run computes; a checkpoint of other settings is
         not resumed by itself (detcore.training.checkpoints). The seed counts only when given."""
-        config = {k: v for k, v in self.exp.settings().items() if k not in RUN_VOLATILE}
-        config.update(batch_size=self.batch_size, precision=self.precision.mode)
-        if self._seed_given:
-            config["seed"] = self.exp.seed
-        return config
+        return run_config(self.exp.settings(), RUN_VOLATILE, seed=self.exp.seed if self._seed_given else None,
+                          batch_size=self.batch_size, precision=self.precision.mode)
 
     def class_names(self):
         """The names of the classes the model predicts, when the exp lists one per class (eval,
@@ -450,28 +439,21 @@ class Trainer:
     def checkpoint_state(self, next_epoch, next_iter, ap=None, preempted=False):
         """Everything resume needs. ``model`` holds the EMA weights (what upstream saves and what
         eval/demo load); ``model_raw`` the weights the optimizer is updating."""
-        raw = unwrap(self.model)
         state = {
             "start_epoch": next_epoch,
             "start_iter": next_iter,
             "iteration": next_epoch * self.max_iter + next_iter,
             "iters_per_epoch": self.max_iter,
             "model": self.eval_model().state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "precision": self.precision.state_dict(),
             "best_ap": float(self.best_ap),
             "class_names": self.class_names(),
-            "best_metric": self.watch.state_dict(),   # best value, its epoch, patience count
             "curr_ap": ap,
-            "seed": self.exp.seed,
-            "rng": rng_state(),
             "input_size": tuple(self.input_size),
-            "ranks": rank_states(*self.stateful_modules()),
-            "run_config": {**self.run_config(), "seed": self.exp.seed},
-            "preempted": preempted,
+            **training_state(self.optimizer, self.precision, self.exp.seed, self.run_config(), self.watch,
+                             self.stateful_modules(), preempted),
         }
         if self.ema is not None:
-            state["model_raw"] = raw.state_dict()
+            state["model_raw"] = unwrap(self.model).state_dict()
             state["ema_updates"] = self.ema.updates
         return state
 
@@ -512,16 +494,9 @@ class Trainer:
         if not isinstance(ckpt, dict) or "model" not in ckpt:
             raise UserError(f"checkpoint {path} has no 'model' entry (expected a YOLOX training checkpoint)")
         load_ckpt(model, ckpt.get("model_raw", ckpt["model"]))
-        if "optimizer" in ckpt:
-            try:
-                self.optimizer.load_state_dict(ckpt["optimizer"])
-            except (ValueError, KeyError) as exc:
-                raise UserError(f"checkpoint {path}: optimizer state does not fit this model ({exc})")
-        self.precision.load_state_dict(ckpt.get("precision", {}))
+        restore_training_state(ckpt, path, self.optimizer, self.precision, self.watch)
         self.best_ap = float(ckpt.get("best_ap", 0.0))
-        if "best_metric" in ckpt:
-            self.watch.load_state_dict(ckpt["best_metric"])
-        elif self.watch.metric == "ap50_95" and self.best_ap > 0:
+        if "best_metric" not in ckpt and self.watch.metric == "ap50_95" and self.best_ap > 0:
             self.watch.best = self.best_ap      # an older checkpoint: its best AP, epoch unknown
         self.resume_path = path
         if ckpt.get("seed") is not None and not self._seed_given:
