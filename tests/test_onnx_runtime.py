@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import batched_nms, nms as tv_nms
 
 from accel import Precision
 from accel.errors import UserError
 from detcore.deploy import metadata, postprocess, preprocess
 from detcore.deploy import runtime as rt
+from detcore.deploy.postprocess import nms
 from yolox_tools import ROOT, SHAPES_EXP, detecting_nano, detecting_ssd_checkpoint, load_tool
 
 ort = pytest.importorskip("onnxruntime")
@@ -240,3 +242,42 @@ def test_coco_names_are_the_fallback_for_80_classes():
     names, read from yolox/data/datasets/coco_classes.py beside the package without importing torch."""
     names = metadata.coco_class_names()
     assert len(names) == 80 and names[:3] == ["person", "bicycle", "car"] and names[-1] == "toothbrush"
+
+
+# --------------------------------------------------------------------- NMS at exactly the threshold
+# The runtime's NMS (``detcore.deploy.postprocess.nms``) suppresses only IoU strictly above the
+# threshold, as ``torchvision.ops.nms``: a box at exactly the threshold survives. Every IoU below
+# is a ratio of small integers, exact in floating point.
+# A (score .9) is 10 x 10. B = A's top half: IoU(A, B) = 50/100 = 0.5. C = A's bottom half:
+# IoU(A, C) = 0.5, IoU(B, C) = 0. D = A's top three quarters: IoU(A, D) = 75/100 = 0.75,
+# IoU(B, D) = 50/75. E / F elsewhere: IoU(E, F) = 8/16 = 0.5.
+BOXES = np.array([[0, 0, 10, 10],      # A .9
+                  [0, 0, 10, 5],       # B .8
+                  [0, 5, 10, 10],      # C .7
+                  [0, 0, 10, 7.5],     # D .6
+                  [20, 20, 24, 24],    # E .5
+                  [20, 20, 24, 22]],   # F .4
+                 dtype=np.float32)
+SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], dtype=np.float32)
+
+
+@pytest.mark.parametrize("thr,kept", [
+    (0.5, [0, 1, 2, 4, 5]),      # B, C, F sit exactly at 0.5 and survive; D (0.75 with A) goes
+    (0.75, [0, 1, 2, 3, 4, 5]),  # D exactly at 0.75 with A, 0.667 with B: survives
+    (0.25, [0, 4]),              # B, C (0.5) and D (0.75) go; F (0.5 with E) goes
+])
+def test_nms_keeps_a_box_exactly_at_the_threshold(thr, kept):
+    for dtype in (np.float32, np.float64):
+        boxes, scores = BOXES.astype(dtype), SCORES.astype(dtype)
+        expected = tv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), thr).tolist()
+        assert expected == kept               # the hand count is torchvision's
+        assert nms(boxes, scores, thr).tolist() == kept
+
+
+def test_batched_nms_keeps_a_box_exactly_at_the_threshold():
+    classes = np.array([0, 0, 1, 0, 2, 2])    # C alone in its class; E, F share class 2
+    for thr in (0.5, 0.75):
+        expected = batched_nms(torch.from_numpy(BOXES), torch.from_numpy(SCORES),
+                               torch.from_numpy(classes), thr).tolist()
+        assert nms(BOXES, SCORES, thr, classes=classes).tolist() == expected
+    assert nms(BOXES, SCORES, 0.5, classes=classes).tolist() == [0, 1, 2, 4, 5]

@@ -251,3 +251,51 @@ def test_voc_evaluator_end_to_end_with_oracle(tmp_path):
     assert ap50_95 > 0.8                        # letterbox round trip keeps the IoU high
     assert rows.shape == (sum(len(b) for b, _ in source.boxes.values()), 7)
     assert "Mean AP = 1.0000" in summary and "map_5095:" in summary
+
+
+# --------------------------------------------------------------------- IoU exactly at the threshold
+# Matching counts a detection as a hit only when its IoU is strictly above the threshold (the
+# devkit's ``ovmax > ovthresh``), with the devkit's inclusive-pixel IoU (width = x2 - x1 + 1): a
+# detection at IoU exactly 0.5 is a false positive at IoU 0.5. Every IoU below is a ratio of small
+# integers, exact in floating point.
+
+def one_box_source(box):
+    return SimpleNamespace(ids=[7], boxes={7: (np.array([box], dtype=np.float64), np.array([0]))},
+                           class_names=("thing",))
+
+
+def ap50(gt_box, det_box):
+    rows = np.array([[7, *det_box, 0.9, 0]], dtype=np.float64)
+    aps = class_aps(rows, one_box_source(gt_box), [0.5])
+    assert aps[0, 0] == score(rows, one_box_source(gt_box)).aps[0, 0]   # score() agrees
+    return aps[0, 0]
+
+
+def test_voc_detection_at_iou_exactly_half_is_a_false_positive():
+    # GT (0, 0, 9, 9): 10 x 10 = 100 px (devkit +1). Det (0, 0, 4, 9): 5 x 10 = 50 px, inside it:
+    # IoU = 50 / 100 = 0.5 exactly -> not > 0.5 -> FP, the only GT unmatched: AP 0.
+    assert ap50((0, 0, 9, 9), (0, 0, 4, 9)) == 0.0
+    # one pixel column more: 60 / 100 = 0.6 > 0.5 -> TP: AP 1
+    assert ap50((0, 0, 9, 9), (0, 0, 5, 9)) == 1.0
+
+
+def test_voc_iou_uses_the_devkits_inclusive_pixels():
+    # GT (0, 0, 1, 1) is 2 x 2 = 4 px; det (0, 0, 2, 1) is 3 x 2 = 6 px, overlap 4: IoU 4/6 -> TP.
+    # (With exclusive widths it would be 1 / 2 = 0.5 exactly, a miss.)
+    assert ap50((0, 0, 1, 1), (0, 0, 2, 1)) == 1.0
+    # det (0, 0, 1, 0): 2 x 1 = 2 px inside the GT: 2 / 4 = 0.5 exactly -> FP (exclusive: area 0)
+    assert ap50((0, 0, 1, 1), (0, 0, 1, 0)) == 0.0
+
+
+def test_voc_exact_threshold_in_a_ranking():
+    """Three detections on two GT boxes, by hand at IoU 0.5: d1 (score .9) hits G1 exactly at 0.5
+    -> FP; d2 (.8) = G1 -> TP; d3 (.7) = G2 -> TP. Precision/recall: (0, 0), (1/2, 1/2), (2/3, 1);
+    envelope 2/3 over recall (0, 1] -> AP = 2/3."""
+    source = SimpleNamespace(ids=[1], class_names=("thing",),
+                             boxes={1: (np.array([[0.0, 0, 9, 9], [50, 50, 69, 59]]), np.array([0, 0]))})
+    rows = np.array([[1, 0, 0, 4, 9, 0.9, 0],
+                     [1, 0, 0, 9, 9, 0.8, 0],
+                     [1, 50, 50, 69, 59, 0.7, 0]], dtype=np.float64)
+    assert class_aps(rows, source, [0.5])[0, 0] == pytest.approx(2 / 3, abs=1e-12)
+    # VOC07 11-point: recall >= 0 .. 1.0 all have max precision 2/3 -> 2/3
+    assert class_aps(rows, source, [0.5], use_07_metric=True)[0, 0] == pytest.approx(2 / 3, abs=1e-12)
