@@ -9,8 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detcore.data.shapes import (CATEGORIES, main, make_shapes, parse_classes,  # noqa: E402,F401
-                                 render_image, voc_xml)
+from detcore.data.shapes import CATEGORIES, main, make_shapes, parse_classes, render_image  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -29,18 +29,16 @@ What each layout keeps:
   voc`` writes), which detkit reads one pixel smaller. Images that are not JPEG
   are re-encoded as JPEG (quality 95), JPEGImages holding ``.jpg`` only.
 
-Images are copied, or linked with ``--link hard`` (same file system) / ``--link sym`` (absolute
-targets). The whole output is written into a hidden folder beside DIR and renamed to DIR at the
-end, so an interrupted conversion leaves no half-written data set; DIR must not exist or be empty.
+The files of each layout are written by ``detcore.data.writers`` (as the shapes generator's are);
+the box conventions above are chosen here. Images are copied, or linked with ``--link hard``
+(same file system) / ``--link sym`` (absolute targets). The whole output is written into a hidden
+folder beside DIR and renamed to DIR at the end, so an interrupted conversion leaves no
+half-written data set; DIR must not exist or be empty.
 """
-import argparse
-import io
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 from loguru import logger
@@ -48,6 +46,8 @@ from loguru import logger
 from accel.errors import ArgParser, UserError, cli_entry
 from detcore.data.index import coco_instances
 from detcore.data.layout import COCO_SPLITS, detect, open_split, voc_sets
+from detcore.data.writers import (voc_root, write_coco_json, write_data_yaml, write_image_set, write_voc_xml,
+                                  write_yolo_labels, yolo_dirs, yolo_lines)
 
 FORMATS = ("coco", "voc", "yolo")
 LINKS = ("hard", "sym")
@@ -119,7 +119,7 @@ def _coco_ids(values):
     return values if values.size == 0 or values.min() >= 1 else values - values.min() + 1
 
 
-def write_coco(out, split, part, class_names, class_ids, link):
+def _coco_split(out, split, part, class_names, class_ids, link):
     folder = out / COCO_SPLITS[split][0]
     folder.mkdir(parents=True, exist_ok=True)
     t = part.table
@@ -130,46 +130,30 @@ def write_coco(out, split, part, class_names, class_ids, link):
     instances = coco_instances(img_ids, part.names, t.hw, box_img=img_ids[part.owner],
                                box_cat=cat_ids[t.cls], xyxy=t.boxes, crowd=t.crowd,
                                categories=zip(cat_ids.tolist(), class_names))
-    ann = out / "annotations" / COCO_SPLITS[split][1]
-    ann.parent.mkdir(parents=True, exist_ok=True)
-    ann.write_text(json.dumps(instances))
+    write_coco_json(out / "annotations" / COCO_SPLITS[split][1], instances)
 
 
-def write_yolo(out, split, part, class_names, link):
-    img_dir, label_dir = out / "images" / split, out / "labels" / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    label_dir.mkdir(parents=True, exist_ok=True)
+def _yolo_split(out, split, part, link):
+    img_dir, label_dir = yolo_dirs(out, split)
     t = part.table
     wh = np.tile(t.hw[part.owner][:, ::-1], 2)
     norm = t.boxes / wh if len(wh) else np.zeros((0, 4))
-    rows = np.concatenate([t.cls[:, None].astype(np.float64), (norm[:, :2] + norm[:, 2:]) / 2,
-                           norm[:, 2:] - norm[:, :2]], axis=1)
-    buf = io.StringIO()
-    np.savetxt(buf, rows, fmt="%d %.8f %.8f %.8f %.8f")
-    lines = buf.getvalue().splitlines(keepends=True)
+    lines = yolo_lines(t.cls.tolist(), np.concatenate([(norm[:, :2] + norm[:, 2:]) / 2,
+                                                       norm[:, 2:] - norm[:, :2]], axis=1).tolist())
     for r, name in enumerate(part.names):
         _place(part.src_path(r), img_dir / name, link)
-        (label_dir / (os.path.splitext(name)[0] + ".txt")).write_text("".join(lines[t.first[r]:t.first[r + 1]]))
+        write_yolo_labels(label_dir / (os.path.splitext(name)[0] + ".txt"), lines[t.first[r]:t.first[r + 1]])
     if t.crowd.any():
         logger.warning(f"{split}: {int(t.crowd.sum())} crowd / difficult boxes written as ordinary "
                        "boxes (YOLO labels have no such flag)")
 
 
-def _voc_object(name, box, difficult):
-    x1, y1, x2, y2 = box
-    return (f"  <object>\n    <name>{escape(name)}</name>\n    <difficult>{difficult}</difficult>\n"
-            f"    <bndbox>\n      <xmin>{x1}</xmin>\n      <ymin>{y1}</ymin>\n"
-            f"      <xmax>{x2}</xmax>\n      <ymax>{y2}</ymax>\n    </bndbox>\n  </object>\n")
-
-
-def write_voc(out, split, part, class_names, link, taken):
+def _voc_split(out, split, part, class_names, link, taken):
     """One split into VOCdevkit/VOC2007; ``taken``: stems used by earlier splits (a stem names
     one image across the devkit)."""
     import cv2
 
-    root = out / "VOCdevkit" / "VOC2007"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    root = voc_root(out)
     t = part.table
     # detcore.data.voc reads int(float(v)) - 1 for all four (upstream YOLOX's reading): write each + 1,
     # rounded to whole pixels, so VOC -> COCO -> VOC and COCO -> VOC -> COCO give back the boxes
@@ -190,13 +174,10 @@ def write_voc(out, split, part, class_names, link, taken):
                 raise UserError(f"cannot re-encode {src} as {jpg} (VOC's JPEGImages holds .jpg files)")
         h, w = (int(v) for v in t.hw[r])
         s = slice(t.first[r], t.first[r + 1])
-        objects = "".join(_voc_object(class_names[c], b, int(d)) for c, b, d in
-                          zip(t.cls[s].tolist(), ints[s].tolist(), t.crowd[s].tolist()))
-        (root / "Annotations" / f"{stem}.xml").write_text(
-            f"<annotation>\n  <folder>VOC2007</folder>\n  <filename>{escape(stem)}.jpg</filename>\n"
-            f"  <size>\n    <width>{w}</width>\n    <height>{h}</height>\n    <depth>3</depth>\n  </size>\n"
-            + objects + "</annotation>\n")
-    (root / "ImageSets" / "Main" / f"{VOC_LISTS[split]}.txt").write_text("".join(f"{s}\n" for s in stems))
+        objects = [(class_names[c], b, int(d), None) for c, b, d in
+                   zip(t.cls[s].tolist(), ints[s].tolist(), t.crowd[s].tolist())]
+        write_voc_xml(root, stem, w, h, objects)
+    write_image_set(root, VOC_LISTS[split], stems)
 
 
 def _open_alike(src, splits):
@@ -242,17 +223,14 @@ def convert(src, out, fmt, splits=None, link=None):
         for split, source in zip(splits, sources):
             part = _Split(source)
             if fmt == "coco":
-                write_coco(work, split, part, names, source.class_ids, link)
+                _coco_split(work, split, part, names, source.class_ids, link)
             elif fmt == "yolo":
-                write_yolo(work, split, part, names, link)
+                _yolo_split(work, split, part, link)
             else:
-                write_voc(work, split, part, names, link, taken)
+                _voc_split(work, split, part, names, link, taken)
             logger.info(f"{split}: {len(part.names)} images, {len(part.owner)} boxes")
         if fmt == "yolo":
-            import yaml
-            data = {**{s: f"images/{s}" for s in splits}, "names": list(names)}
-            (work / "data.yaml").write_text("# written by detkit-convert-data\n"
-                                            + yaml.safe_dump(data, sort_keys=False))
+            write_data_yaml(work, splits, names, "written by detkit-convert-data")
         os.chmod(work, 0o777 & ~_umask())
         if out.exists():
             out.rmdir()                          # empty (checked above): the rename takes its place

@@ -25,15 +25,16 @@ set of real photos has such negatives, and both detectors must train and evaluat
 ``--classes`` keeps a subset of the categories, in the given order (their class ids follow it):
 shapes of the other categories are not drawn at all, while every random draw still happens, so
 the kept shapes are exactly where they are in the full set.
+The files are written by ``detcore.data.writers``, as the converter's are: one spelling per format.
 """
-import argparse
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from accel.errors import ArgParser, UserError, cli_entry
+from detcore.data.writers import (voc_root, write_coco_json, write_data_yaml, write_image_set, write_voc_xml,
+                                  write_yolo_labels, yolo_dirs, yolo_lines)
 
 CATEGORIES = ("circle", "rectangle", "triangle", "star")
 SIZE_RANGE = (256, 480)        # image width and height are drawn independently from this range
@@ -197,7 +198,7 @@ def _write_split(out, split, split_idx, num, seed, names=CATEGORIES, background=
         "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(names)],
     }
     ann_file = out / "annotations" / f"instances_{split}.json"
-    ann_file.write_text(json.dumps(coco))
+    write_coco_json(ann_file, coco)
     return ann_file
 
 
@@ -209,44 +210,22 @@ def _class_ids(names):
     return [names.index(c) + 1 if c in names else None for c in CATEGORIES]
 
 
-_VOC_OBJECT = """  <object>
-    <name>{name}</name>
-    <pose>Unspecified</pose>
-    <truncated>{truncated}</truncated>
-    <difficult>{difficult}</difficult>
-    <bndbox>
-      <xmin>{xmin}</xmin>
-      <ymin>{ymin}</ymin>
-      <xmax>{xmax}</xmax>
-      <ymax>{ymax}</ymax>
-    </bndbox>
-  </object>
-"""
-
-
-def voc_xml(stem, width, height, anns, names):
-    """A VOC annotation xml of one image. COCO bbox [x, y, w, h] (0-based, w pixels wide) ->
-    VOC's 1-based inclusive pixels: xmin = x + 1, xmax = x + w. Truncated: touching the border."""
+def _voc_objects(width, height, anns, names):
+    """``writers.voc_xml``'s objects of one image. COCO bbox [x, y, w, h] (0-based, w pixels
+    wide) -> VOC's 1-based inclusive pixels: xmin = x + 1, xmax = x + w. Truncated: touching the
+    border; difficult: the longer side under ``DIFFICULT_SIDE``."""
     objects = []
     for ann in anns:
         x, y, bw, bh = (int(v) for v in ann["bbox"])
-        objects.append(_VOC_OBJECT.format(
-            name=names[ann["category_id"] - 1],
-            truncated=int(x == 0 or y == 0 or x + bw == width or y + bh == height),
-            difficult=int(max(bw, bh) < DIFFICULT_SIDE),
-            xmin=x + 1, ymin=y + 1, xmax=x + bw, ymax=y + bh))
-    return (f"<annotation>\n  <folder>VOC2007</folder>\n  <filename>{stem}.jpg</filename>\n"
-            f"  <source>\n    <database>detkit synthetic shapes</database>\n  </source>\n"
-            f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n"
-            f"    <depth>3</depth>\n  </size>\n  <segmented>0</segmented>\n"
-            + "".join(objects) + "</annotation>\n")
+        objects.append((names[ann["category_id"] - 1], (x + 1, y + 1, x + bw, y + bh),
+                        int(max(bw, bh) < DIFFICULT_SIDE),
+                        int(x == 0 or y == 0 or x + bw == width or y + bh == height)))
+    return objects
 
 
 def _write_voc(out, num_train, num_val, seed, names, background=0):
     """The VOC2007-layout export: train images -> trainval, val images -> test."""
-    root = out / "VOCdevkit" / "VOC2007"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    root = voc_root(out)
     class_ids = _class_ids(names)
     number = 0
     for (_, split_idx), num, list_name in zip(_SPLITS, (num_train, num_val), ("trainval", "test")):
@@ -257,41 +236,33 @@ def _write_voc(out, num_train, num_val, seed, names, background=0):
             jpg = root / "JPEGImages" / f"{stem}.jpg"
             if not cv2.imwrite(str(jpg), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise UserError(f"--out {out}: could not write {jpg}")
-            xml = voc_xml(stem, img.shape[1], img.shape[0], anns, names)
-            (root / "Annotations" / f"{stem}.xml").write_text(xml)
+            height, width = img.shape[:2]
+            write_voc_xml(root, stem, width, height, _voc_objects(width, height, anns, names),
+                          database="detkit synthetic shapes")
             stems.append(stem)
-        (root / "ImageSets" / "Main" / f"{list_name}.txt").write_text("".join(f"{s}\n" for s in stems))
+        write_image_set(root, list_name, stems)
     return root
 
 
-def yolo_line(cls, x, y, w, h, width, height):
-    """One YOLO label line: class index and the pixel box [x, y, w, h] as centre and size
-    normalised by the image size (8 decimals: a round trip keeps boxes within 1e-6 of the size)."""
-    return (f"{cls} {(x + w / 2) / width:.8f} {(y + h / 2) / height:.8f} "
-            f"{w / width:.8f} {h / height:.8f}\n")
-
-
 def _write_yolo(out, num_train, num_val, seed, names, background=0):
-    """The Ultralytics-layout export: data.yaml, images/{train,val}, labels/{train,val}."""
-    import yaml
-
+    """The Ultralytics-layout export: data.yaml, images/{train,val}, labels/{train,val}. A label
+    line is the category index and the pixel box [x, y, w, h] as centre and size normalised by
+    the image size."""
     class_ids = _class_ids(names)
     for (split, split_idx), num in zip((("train", 0), ("val", 1)), (num_train, num_val)):
-        img_dir, label_dir = out / "images" / split, out / "labels" / split
-        img_dir.mkdir(parents=True, exist_ok=True)
-        label_dir.mkdir(parents=True, exist_ok=True)
+        img_dir, label_dir = yolo_dirs(out, split)
         for img_id, img, anns in split_images(seed, split_idx, num, background, class_ids):
             stem = f"{img_id:012d}"
             if not cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise UserError(f"--out {out}: could not write {img_dir / stem}.jpg")
             if img_id > num and (img_id - num) % 2:
                 continue                           # odd background images: no label file at all
-            lines = [yolo_line(a["category_id"] - 1, *a["bbox"], img.shape[1], img.shape[0]) for a in anns]
-            (label_dir / f"{stem}.txt").write_text("".join(lines))
-    data = {"train": "images/train", "val": "images/val", "names": list(names)}
-    (out / "data.yaml").write_text("# detkit synthetic shapes (tools/make_shapes.py)\n"
-                                   + yaml.safe_dump(data, sort_keys=False))
-    return out / "data.yaml"
+            height, width = img.shape[:2]
+            boxes = [a["bbox"] for a in anns]
+            write_yolo_labels(label_dir / f"{stem}.txt", yolo_lines(
+                [a["category_id"] - 1 for a in anns],
+                [((x + w / 2) / width, (y + h / 2) / height, w / width, h / height) for x, y, w, h in boxes]))
+    return write_data_yaml(out, ("train", "val"), names, "detkit synthetic shapes (tools/make_shapes.py)")
 
 
 def parse_classes(text):
