@@ -9,7 +9,7 @@ import torch
 
 from accel.errors import UserError
 from detcore.data.shapes import make_shapes
-from detcore.data.layout import detect, open_sources, open_split
+from detcore.data.layout import detect_layout, open_sources, open_split
 from detcore.data.yolo import YoloSource, label_path
 from yolox_tools import TINY
 
@@ -117,12 +117,12 @@ def test_orphan_labels_missing_images_and_yaml_mistakes(yolo_set, tmp_path, log_
 
 
 def test_one_detection_function_and_none_of_the_layouts(yolo_set, tmp_path):
-    assert detect(yolo_set / "yolo").kind == "yolo"                    # a folder holding data.yaml
-    assert detect(yolo_set / "yolo" / "data.yaml").kind == "yolo"
-    assert detect(yolo_set / "coco").kind == "coco"
+    assert detect_layout(yolo_set / "yolo").kind == "yolo"                    # a folder holding data.yaml
+    assert detect_layout(yolo_set / "yolo" / "data.yaml").kind == "yolo"
+    assert detect_layout(yolo_set / "coco").kind == "coco"
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds none of the data layouts: no annotations/ .*no data.yaml"):
-        detect(tmp_path / "empty", "--data_dir")
+        detect_layout(tmp_path / "empty", "--data_dir")
     with pytest.raises(UserError, match="does not exist; expected a COCO root"):
         open_sources(tmp_path / "nope")
     train, val = open_sources(yolo_set / "yolo" / "data.yaml")        # SSD's --data

@@ -45,7 +45,7 @@ from loguru import logger
 
 from accel.errors import ArgParser, UserError, cli_entry
 from detcore.data.index import coco_instances
-from detcore.data.layout import COCO_SPLITS, detect, open_split, voc_sets
+from detcore.data.layout import COCO_SPLITS, detect_layout, open_split, voc_sets
 from detcore.data.writers import (voc_root, write_coco_json, write_data_yaml, write_image_set, write_voc_xml,
                                   write_yolo_labels, yolo_dirs, yolo_lines)
 
@@ -57,7 +57,7 @@ VOC_LISTS = {"train": "trainval", "val": "test"}
 def available_splits(src):
     """The splits the data at ``src`` has: a yaml's keys, a COCO root's jsons, a VOC devkit's
     train and val lists (as ``detcore.data.layout`` would open them)."""
-    layout = detect(src, "SRC")
+    layout = detect_layout(src, "SRC")
     if layout.kind == "yolo":
         from detcore.data.yolo import DataYaml
         return [s for s in COCO_SPLITS if s in DataYaml(layout.path).splits]

@@ -63,8 +63,9 @@ def _yaml_in(folder):
     return found[0] if len(found) == 1 else None
 
 
-def detect(path, flag="--data"):
-    """The ``Layout`` at ``path``; one-line UserError (starting with ``flag``) for anything else."""
+def detect_layout(path, flag="--data"):
+    """The ``Layout`` at ``path``; one-line UserError (starting with ``flag``) for anything else.
+    (Named for what it detects: ``accel.launch.detect`` is the process layout of a launch.)"""
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() in YAML_SUFFIXES:
@@ -126,7 +127,7 @@ def open_split(path, split, class_names=None, ann_file=None, img_folder=None, fl
     """
     if split not in COCO_SPLITS:
         raise ValueError(f"split must be one of {', '.join(COCO_SPLITS)}, got {split!r}")
-    layout = detect(path, flag)
+    layout = detect_layout(path, flag)
     if layout.kind == "yolo":
         from detcore.data.yolo import YoloSource
         return YoloSource(layout.path, split, class_names=class_names)
@@ -143,7 +144,7 @@ def open_sources(root, train=True, class_names=None, flag="--data"):
     takes the train split's classes where the layout infers them (VOC), and must list the same
     classes otherwise. ``train=False`` (evaluation only) reads what the val split's labels need
     only: ``class_names`` (a checkpoint's) fixes them where the layout infers them."""
-    layout = detect(root, flag)
+    layout = detect_layout(root, flag)
     train_src = None
     if train or (layout.kind == "voc" and class_names is None):
         train_src = open_split(root, "train", class_names=class_names, flag=flag)
@@ -165,7 +166,7 @@ def class_names_of(path, flag="--data"):
     """The class names of the data at ``path`` without reading more than they need: a data
     yaml's ``names``, a COCO root's val categories, a VOC devkit's train xmls (what the demo and
     the Python API's predict need to name classes)."""
-    layout = detect(path, flag)
+    layout = detect_layout(path, flag)
     if layout.kind == "yolo":
         from detcore.data.yolo import DataYaml
         return DataYaml(layout.path).names
