@@ -9,6 +9,7 @@ import math
 import torch
 
 from accel.errors import UserError
+from detcore.boxes import cxcywh2xyxy
 
 
 class DefaultBoxes:
@@ -36,8 +37,7 @@ class DefaultBoxes:
         for idx, size in enumerate(self.feat_size):
             levels.append(self._level(size, fig_size / self.steps[idx], idx))
         self._xywh = torch.cat(levels).clamp_(0.0, 1.0)
-        half = 0.5 * self._xywh[:, 2:]
-        self._ltrb = torch.cat((self._xywh[:, :2] - half, self._xywh[:, :2] + half), dim=1)
+        self._ltrb = cxcywh2xyxy(self._xywh)
 
     def anchor_shapes(self, idx):
         """(w, h) of every anchor shape at feature map ``idx``, in the reference's order."""

@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from accel.errors import UserError
+from detcore.boxes import xywh2xyxy
 from detcore.data import layout as sources
 from detcore.data.coco import CocoSource
 from detcore.data.index import PerImage, UnreadableImages, find_sorted
@@ -77,7 +78,7 @@ def sample_crop(rng, boxes, tries=1):
             if not 0.5 <= w / h <= 2.0:
                 continue
             left, top = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
-            window = np.array([left, top, left + w, top + h], dtype=np.float64)
+            window = xywh2xyxy(np.array([left, top, w, h], dtype=np.float64))
             if not (pair_iou(boxes, window) > min_iou).all():
                 continue
             if ((centre > window[:2]) & (centre < window[2:])).all(axis=1).any():

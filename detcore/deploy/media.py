@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from accel.errors import UserError
+from detcore.boxes import xyxy2xywh
 from detcore.data.images import IMAGE_SUFFIXES, is_image
 from detcore.deploy.draw import (VideoSink, _native_stderr_silenced, draw, frame_rate, image_files, open_camera,
                                  open_video)
@@ -210,7 +211,7 @@ class ResultWriter:
             cls = dets[:, 5].astype(np.int64)
             cats = (np.asarray(self.cats)[np.clip(cls - self.label_offset, 0, len(self.cats) - 1)]
                     if self.cats is not None else cls)
-            boxes = np.round(np.concatenate([dets[:, :2], dets[:, 2:4] - dets[:, :2]], axis=1).astype(np.float64), 3)
+            boxes = np.round(xyxy2xywh(dets[:, :4]).astype(np.float64), 3)
             scores = np.round(dets[:, 4].astype(np.float64), 5)
             self.results.extend({"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
                                 for c, b, s in zip(cats.tolist(), boxes.tolist(), scores.tolist()))

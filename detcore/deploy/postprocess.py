@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from detcore.boxes import cxcywh2xyxy
 from detcore.deploy.preprocess import SSD_SIZE
 
 YOLOX_STRIDES = (8, 16, 32)
@@ -75,7 +76,7 @@ def ssd_scale_back(locs, confs, anchors):
     off = locs.T.astype(np.float32)
     xy = off[:, :2] * np.float32(SSD_VARIANCES[0]) * anchors[:, 2:] + anchors[:, :2]
     wh = np.exp(off[:, 2:] * np.float32(SSD_VARIANCES[1])) * anchors[:, 2:]
-    boxes = np.concatenate((xy - 0.5 * wh, xy + 0.5 * wh), axis=1)
+    boxes = cxcywh2xyxy(np.concatenate((xy, wh), axis=1))
     logits = confs.T.astype(np.float32)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return boxes, e / e.sum(axis=1, keepdims=True)
@@ -120,8 +121,7 @@ def yolox_postprocess(pred, conf, nms_threshold, ratio, classes=None, agnostic=F
     sel = score >= conf
     if classes is not None:
         sel &= np.isin(cls, classes)
-    c, wh = pred[sel, :2], pred[sel, 2:4]
-    boxes = np.concatenate((c - wh * 0.5, c + wh * 0.5), axis=1)
+    boxes = cxcywh2xyxy(pred[sel, :4])
     keep = nms(boxes, score[sel], nms_threshold, classes=None if agnostic else cls[sel])
     rows = np.concatenate((boxes[keep] / ratio, score[sel][keep, None], cls[sel][keep, None].astype(np.float32)),
                           axis=1).astype(np.float32)

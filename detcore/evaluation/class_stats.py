@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from detcore.boxes import xywh2xyxy
 from detcore.data.index import find_sorted
 
 CONF_GRID = np.linspace(0.0, 1.0, 1000)
@@ -74,8 +75,7 @@ def _boxes(img_id, cat_id, xywh, img_ids, cat_ids, score=None, crowd=None):
     img = find_sorted(np.asarray(sorted(img_ids), np.float64), img_id)
     cls = find_sorted(np.asarray(sorted(cat_ids), np.float64), cat_id)
     keep = (img >= 0) & (cls >= 0)
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-    boxes = Boxes(img, cls, xyxy, score, crowd)
+    boxes = Boxes(img, cls, xywh2xyxy(xywh), score, crowd)
     return boxes.subset(keep)
 
 

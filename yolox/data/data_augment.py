@@ -11,15 +11,8 @@ import random
 import cv2
 import numpy as np
 
+from detcore.boxes import xyxy2cxcywh
 from detcore.deploy.letterbox import PAD_VALUE, letterbox  # noqa: F401  (re-exported: mosaic, tests)
-
-
-def xyxy2cxcywh(boxes):
-    """``[N,4]`` x1,y1,x2,y2 -> cx,cy,w,h (new array)."""
-    out = np.empty_like(boxes)
-    out[:, 2:4] = boxes[:, 2:4] - boxes[:, 0:2]
-    out[:, 0:2] = boxes[:, 0:2] + 0.5 * out[:, 2:4]
-    return out
 
 
 def hue_lut(dh):

@@ -7,6 +7,7 @@ import torch
 
 from accel import is_main_process, mark_step
 from accel.policy import postprocess_device
+from detcore.boxes import xyxy2xywh
 from detcore.evaluation.coco_eval import drop_non_finite, gather_and_score, score
 from detcore.training.progress import Progress
 from detcore.training.report import LossMean
@@ -30,12 +31,11 @@ def detections_to_rows(outputs, img_hw, img_ids, img_size, class_ids):
             continue
         out = out.detach().to("cpu", torch.float64)
         scale = min(img_size[0] / float(h), img_size[1] / float(w))
-        xyxy = out[:, :4] / scale
-        wh = xyxy[:, 2:] - xyxy[:, :2]
+        xywh = xyxy2xywh(out[:, :4] / scale)
         ids = torch.full((out.shape[0], 1), float(img_id), dtype=torch.float64)
         score = (out[:, 4] * out[:, 5]).unsqueeze(1)
         cat = class_ids[out[:, 6].long()].unsqueeze(1)
-        rows.append(torch.cat([ids, xyxy[:, :2], wh, score, cat], dim=1))
+        rows.append(torch.cat([ids, xywh, score, cat], dim=1))
     if not rows:
         return np.zeros((0, 7))
     return drop_non_finite(torch.cat(rows).numpy())

@@ -1,5 +1,6 @@
 """YOLOX utilities: boxes and post-processing, checkpoint loading, inference helpers."""
-from .boxes import bboxes_iou, cxcywh2xyxy, postprocess, xyxy2cxcywh, xyxy2xywh
+from detcore.boxes import cxcywh2xyxy, xyxy2cxcywh, xyxy2xywh  # upstream YOLOX's names, kept importable here
+from .boxes import bboxes_iou, postprocess
 from detcore.training.weights import load_ckpt
 from .model_utils import (adjust_status, freeze_module, frozen_state_keys, fuse_conv_and_bn, fuse_model,
                           get_model_info, is_frozen)

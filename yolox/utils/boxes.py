@@ -1,38 +1,9 @@
-"""Box format conversions, pairwise IoU and detection post-processing (confidence + NMS)."""
+"""Pairwise IoU and detection post-processing (confidence + NMS). The box conversions are
+``detcore.boxes``' (``yolox.utils`` re-exports them under upstream's names)."""
 import torch
 import torchvision
 
-
-def _clone(boxes):
-    return boxes.clone() if isinstance(boxes, torch.Tensor) else boxes.copy()
-
-
-def xyxy2xywh(bboxes):
-    """(x1, y1, x2, y2) -> (x1, y1, w, h) (COCO json format); returns a new array/tensor."""
-    out = _clone(bboxes)
-    out[:, 2] = bboxes[:, 2] - bboxes[:, 0]
-    out[:, 3] = bboxes[:, 3] - bboxes[:, 1]
-    return out
-
-
-def xyxy2cxcywh(bboxes):
-    """(x1, y1, x2, y2) -> (cx, cy, w, h); returns a new array/tensor."""
-    out = _clone(bboxes)
-    out[:, 2] = bboxes[:, 2] - bboxes[:, 0]
-    out[:, 3] = bboxes[:, 3] - bboxes[:, 1]
-    out[:, 0] = bboxes[:, 0] + out[:, 2] * 0.5
-    out[:, 1] = bboxes[:, 1] + out[:, 3] * 0.5
-    return out
-
-
-def cxcywh2xyxy(bboxes):
-    """(cx, cy, w, h) -> (x1, y1, x2, y2); works on [..., 4] arrays/tensors, returns a new one."""
-    out = _clone(bboxes)
-    out[..., 0] = bboxes[..., 0] - bboxes[..., 2] * 0.5
-    out[..., 1] = bboxes[..., 1] - bboxes[..., 3] * 0.5
-    out[..., 2] = bboxes[..., 0] + bboxes[..., 2] * 0.5
-    out[..., 3] = bboxes[..., 1] + bboxes[..., 3] * 0.5
-    return out
+from detcore.boxes import cxcywh2xyxy
 
 
 def bboxes_iou(bboxes_a, bboxes_b, xyxy=True):
