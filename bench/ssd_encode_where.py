@@ -9,7 +9,7 @@
 
 Both pipelines are built here from the trainer's own pieces (``ssd.data.CocoDetection``,
 ``EpochSampler``, ``collate`` / ``EncodedTargets`` + ``collate_encoded`` of ``--encode-in workers``,
-``ssd.encoder.Encoder``, ``ssd.engine.TrainStep``), on the same images in the same order with the
+``ssd.encoder.Encoder``, ``ssd.step.TrainStep``), on the same images in the same order with the
 same augmentation draws and the same initial weights; the first step's loss of both is printed and
 must agree. Rounds alternate the two pipelines so that drift of a shared machine hits both; the
 median round counts.
@@ -35,7 +35,7 @@ from accel import Precision  # noqa: E402
 from ssd import SSD300, Encoder, Loss, dboxes300_coco  # noqa: E402
 from ssd.data import (CocoDetection, EncodedTargets, EpochSampler, coco_paths, collate,  # noqa: E402
                       collate_encoded)
-from ssd.engine import TrainStep, place_model  # noqa: E402
+from ssd.step import TrainStep, place_model  # noqa: E402
 
 PIPELINES = ("main", "workers")
 PREFETCH = 2    # DataLoader's default prefetch_factor: batches each worker may have ready

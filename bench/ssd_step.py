@@ -1,6 +1,6 @@
 """SSD-ResNet34 training step (batched encode + forward + loss + backward + SGD) at 300x300 on CPU,
 fp32 and bf16 autocast; median of ``--repeat`` steps after a warm-up. The step is the trainer's own
-``ssd.engine.TrainStep`` (SGD with momentum 0.9 and weight decay, as ssd/train.py builds it), so the
+``ssd.step.TrainStep`` (SGD with momentum 0.9 and weight decay, as ssd/train.py builds it), so the
 bench measures what training runs. ``--device cuda`` runs it on the GPU (what bench/gpu_check.sh
 runs; fp16 + GradScaler is a mode there): the encoder stays on the host and its targets are copied
 over, as TrainStep does with the loader's boxes.
@@ -21,9 +21,9 @@ from common import (REF_SSD_DIR, STEP_WARMUP, add_device_arg, emit, has_mlperf_s
 from accel import Precision, synchronize  # noqa: E402
 from accel.policy import compile_model  # noqa: E402
 from ssd import SSD300, Encoder, Loss, dboxes300_coco  # noqa: E402
-from ssd.engine import TrainStep, place_model  # noqa: E402
+from ssd.step import TrainStep, place_model  # noqa: E402
 
-MOMENTUM = 0.9     # ssd/engine.py's SGD, the reference's too
+MOMENTUM = 0.9     # ssd/step.py's SGD, the reference's too
 
 
 def make_batch(batch, gts, num_labels, seed=0):

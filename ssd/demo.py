@@ -37,8 +37,8 @@ from detcore.deploy.media import ResultWriter, add_output_args, check_batch_size
 from detcore.training.weights import strip_prefixes  # noqa: E402
 from ssd import SSD300, Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import to_normalised_tensor  # noqa: E402
-from ssd.engine import (label_count, label_names, load_strict, place_model, read_checkpoint,  # noqa: E402
-                        to_model_input)
+from ssd.checkpoint import label_count, label_names, load_strict, read_checkpoint  # noqa: E402
+from ssd.step import place_model, to_model_input  # noqa: E402
 
 DEFAULT_OUTPUT = Path("ssd_output") / "vis_res"
 NOT_SSD = "expected an SSD300-ResNet34 checkpoint (ssd/train.py's or the MLPerf reference's)"

@@ -1,45 +1,39 @@
-"""The SSD run behind ``ssd/train.py``: data, model, the MLPerf schedule, the training loop,
-distributed COCO evaluation, checkpoints (this project's resume file and the reference's
-``iter_N.pt``: resume, fine-tune on other labels, evaluate alone) and the MLPerf log."""
-import contextlib
+"""The SSD run behind ``ssd/train.py``: what one invocation builds (data, model, optimiser,
+loaders), the run loop (epochs, evaluation at ``--val-interval``, the ``--threshold`` /
+``--patience`` stop, checkpoints) and the MLPerf log. The step is ``ssd.step``, the evaluation
+``ssd.evaluation``, the checkpoint files ``ssd.checkpoint``, the loaders ``ssd.loaders``; what both
+trainers share (checkpoint policy and resume, reports, early stopping) is ``detcore.training``."""
 import math
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from loguru import logger
 from mlperf_logging.mllog import constants as C
-from torch.utils.data import DataLoader
 
 import accel
-from detcore.training import checkpoints as checkpoint
-from accel.errors import Preempted, UserError, report_position
 from accel import watchdog
-from accel.preemption import PreemptionGuard, shield_worker
-from accel.policy import (compile_model, loader_class, memory_format, pin_memory_kwargs, postprocess_device,
-                          sgd_class)
-from detcore.evaluation import voc_eval
-from detcore.training.checkpoints import (Checkpoints, restore_rng, restore_training_state, run_config, save_on_main,
-                                          training_state)
-from detcore.evaluation import report as eval_report
+from accel.errors import Preempted, UserError, report_position
+from accel.policy import compile_model
+from accel.preemption import PreemptionGuard
 from detcore.data.check import report_at_start
-from detcore.evaluation.coco_eval import gather_and_score
+from detcore.evaluation import report as eval_report
+from detcore.training.checkpoints import (Checkpoints, restore_rng, run_config, save_on_main,
+                                          training_state)
 from detcore.training.log import setup_logger
-from detcore.training.progress import Progress
-from detcore.training.report import LossMean, MetricWatch, RunReport
-from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
-from detcore.training.weights import load_ckpt, load_matching, strip_prefixes
+from detcore.training.report import LossMean, MetricWatch, RunReport, epoch_row
+from detcore.training.toolbox import RunLock, draw_seed, seed_everything
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
-from ssd.data import CocoDetection, EncodedTargets, EpochSampler, collate, collate_encoded, open_sources
+from ssd.checkpoint import (EVAL_HINT, check_label_names, checkpoint_classes, is_resume_file, load_checkpoint,
+                            load_strict, read_checkpoint)
+from ssd.data import CocoDetection, open_sources
+from ssd.evaluation import VAL_LOSS_KEYS, evaluate, val_loss_text
+from ssd.loaders import make_loaders
 from ssd.mlperf_log import MLPerfLogger
-from ssd.model import NUM_DEFAULTS, imagenet_backbone_state, load_backbone_weights
-from ssd.reference_utils import ReferenceBatches, ReferenceLayout
+from ssd.model import load_backbone_choice
+from ssd.step import REFERENCE_BATCH, TrainStep, build_optimizer, learning_rate, place_model
 
-REFERENCE_BATCH = 32
 CHECKPOINT_NAME = "ssd300_latest.pth"
 BEST_NAME = "ssd300_best.pth"     # the evaluation best in --best-metric (a full resume file)
-VAL_LOSS_KEYS = ("loss", "loc_loss", "conf_loss")    # Loss.terms
 MLPERF_LOG_NAME = "mlperf_ssd.log"
 REFERENCE_CKPT_DIR = "models"     # iter_N.pt, as the reference writes to ./models
 PERIODIC_PREFIX = "ssd300_iter_"  # + 8-digit iteration + .pth: --checkpoint-interval files
@@ -52,231 +46,6 @@ RUN_VOLATILE = frozenset((
     "no_save", "checkpoint_interval", "keep_checkpoints", "iteration", "eval_only", "val_batch_size",
     "val_interval", "val_epochs", "threshold", "nms_valid_thresh", "disable_distributed_validation",
     "dl_worker_type", "seed", "patience", "best_metric", "analyze"))
-
-
-def learning_rate(iteration, base_lr, warmup_iters, warmup_factor, boundaries):
-    """MLPerf SSD schedule: linear warm-up ending at ``base_lr``, then x0.1 at each boundary iteration."""
-    if iteration < warmup_iters:
-        return base_lr - (warmup_iters - iteration) * base_lr / (warmup_iters * 2 ** warmup_factor)
-    return base_lr * 0.1 ** sum(iteration >= b for b in boundaries)
-
-
-def build_optimizer(name, params, lr, weight_decay, device):
-    """``--opt``: "sgd" is the reference's SGD (momentum 0.9, weight decay on every parameter;
-    Habana's FusedSGD on HPU). "adamw" is torch's AdamW (decoupled ``weight_decay``, default
-    betas/eps, the same class on every device): with a frozen backbone its per-parameter step
-    sizes cope with the heads' badly scaled curvature (non-negative 3x3x256 inputs) that makes
-    SGD either diverge or, clipped, bounce at a loss of ~10 (see docs/ssd_learning.md)."""
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return sgd_class(device)(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-
-
-def place_model(net, device):
-    """``net`` on ``device`` in the layout its convolutions run fastest in: channels_last on CPU
-    (oneDNN) and CUDA, as YOLOX's trainer; NCHW on HPU (``accel.policy.memory_format``). On the
-    2-core Xeon the fp32 SSD step went from 3.25 to 2.91 s (batch 8): an NCHW tensor is reordered
-    for oneDNN at every convolution, forward and backward. Same weights, same checkpoints."""
-    return net.to(device, memory_format=memory_format(device))
-
-
-def to_model_input(imgs, device):
-    """A batch of images on ``device`` in the layout ``place_model`` gave the network."""
-    return imgs.to(device, non_blocking=True).contiguous(memory_format=memory_format(device))
-
-
-class TrainStep:
-    """One optimisation step over a (possibly split) batch: encode, forward, loss, backward, step."""
-
-    def __init__(self, model, loss_fn, encoder, optimizer, precision, device, splits, clip_norm=None):
-        self.model, self.loss_fn, self.encoder = model, loss_fn, encoder
-        self.optimizer, self.precision, self.device, self.splits = optimizer, precision, device, splits
-        self.clip_norm = clip_norm
-
-    def __call__(self, imgs, boxes, labels, lr, encoded=False):
-        """``boxes``/``labels``: padded ground truth ([B, G, 4] ltrb, [B, G]), encoded here; or, with
-        ``encoded``, per-anchor targets already ([B, 8732, 4] xywh, [B, 8732]), as the loader of
-        ``--dl-worker-type HABANA`` delivers them (``ssd.reference_utils.ReferenceBatches``)."""
-        set_lr(self.optimizer, lr)
-        self.optimizer.zero_grad(set_to_none=True)
-        if encoded:
-            gloc, glabel = boxes, labels
-        else:
-            gloc, glabel = self.encoder.encode_batch(boxes, labels)
-        gloc = gloc.transpose(1, 2).contiguous()
-        total = torch.zeros((), device=self.device)
-        chunks = zip(imgs.chunk(self.splits), gloc.chunk(self.splits), glabel.chunk(self.splits))
-        for k, (img, loc, lab) in enumerate(chunks):
-            last = k == self.splits - 1
-            no_sync = getattr(self.model, "no_sync", None)
-            with (no_sync() if no_sync and not last else contextlib.nullcontext()):
-                with self.precision.autocast():
-                    ploc, plabel = self.model(to_model_input(img, self.device))
-                loss = self.loss_fn(ploc, plabel, loc.to(self.device, non_blocking=True),
-                                    lab.to(self.device, non_blocking=True)) / self.splits
-                self.precision.backward(loss)
-            total = total + loss.detach()
-        self.precision.step(self.optimizer, self.clip_norm)
-        return total
-
-
-def detections_to_coco(decoded, img_ids, sizes, cat_ids):
-    """Decoded per-image (ltrb normalised, labels 1..K, scores) -> numpy rows for ``COCO.loadRes``.
-
-    Rows are [image_id, x, y, w, h, score, category_id] in original-image pixels with the
-    original COCO category ids (label i maps back to ``cat_ids[i - 1]``).
-    """
-    cat_lookup = torch.tensor([0] + list(cat_ids), dtype=torch.float64)
-    rows = []
-    for (boxes, labels, scores), img_id, (h, w) in zip(decoded, img_ids.tolist(), sizes.tolist()):
-        boxes = boxes.detach().to("cpu", torch.float64) * torch.tensor([w, h, w, h], dtype=torch.float64)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-        ids = torch.full((len(boxes), 1), float(img_id), dtype=torch.float64)
-        rows.append(torch.cat([ids, xywh, scores.detach().to("cpu", torch.float64)[:, None],
-                               cat_lookup[labels.detach().cpu()][:, None]], dim=1))
-    return torch.cat(rows).numpy() if rows else np.zeros((0, 7))
-
-
-@torch.no_grad()
-def evaluate(model, loader, encoder, dataset, device, nms_valid_thresh=0.05, precision=None, loss_fn=None,
-             keep_rows=False):
-    """COCO scores of this rank's loader shard, gathered and scored once (same result on every
-    rank). Batch-norm statistics are averaged over ranks first, so N processes score the model
-    a one-process evaluation would.
-
-    With ``loss_fn`` (``ssd.loss.Loss``) the same forward also gives the training loss of the
-    val batches (targets: the encoder's encoding of the val boxes, as in training), averaged
-    over every rank's images: ``result.val_loss`` = {loss, loc_loss, conf_loss} (not set without
-    ``loss_fn``). It stays on the device until the one transfer at the end. ``keep_rows``: the
-    result carries every rank's detection rows (``--analyze``)."""
-    was_training = model.training
-    accel.all_reduce_norm(model)
-    model.eval()
-    rows, seconds, images = [], 0.0, 0
-    val_loss = LossMean(VAL_LOSS_KEYS)
-    progress = Progress(len(loader), "eval", enabled=accel.is_main_process())
-    for i, (imgs, boxes, labels, img_ids, sizes) in enumerate(loader):
-        t0 = time.time()
-        with precision.autocast() if precision is not None else contextlib.nullcontext():
-            ploc, plabel = model(to_model_input(imgs, device))
-        if loss_fn is not None:
-            gloc, glabel = encoder.encode_batch(boxes, labels)
-            terms = loss_fn.terms(ploc, plabel, gloc.transpose(1, 2).contiguous().to(device, non_blocking=True),
-                                  glabel.to(device, non_blocking=True))
-            val_loss.add(terms, weight=len(imgs))
-        accel.mark_step(device)
-        host = postprocess_device(device)      # decoding + NMS on the host on HPU, as Habana's
-        decoded = encoder.decode_batch(ploc.to(host), plabel.to(host), criteria=0.5, max_output=200,
-                                       nms_valid_thresh=nms_valid_thresh)
-        rows.append(detections_to_coco(decoded, img_ids, sizes, dataset.cat_ids))
-        seconds += time.time() - t0
-        images += len(imgs)
-        progress.update(i + 1)
-        watchdog.tick()               # an evaluation batch is progress, not a hang
-    local = np.concatenate(rows) if rows else np.zeros((0, 7))
-    # the pycocotools index is built on the main process only (the other ranks never need it)
-    result = gather_and_score(lambda: dataset.coco, local, dataset.ids, seconds, images, keep_rows=keep_rows)
-    if hasattr(getattr(dataset, "source", None), "difficult"):
-        # a VOC split (detcore.data.voc): the COCO numbers above drive the loop (--threshold), the
-        # VOC devkit's table (AP per class at IoU 0.5, 11-point for VOC2007) is printed with them
-        voc = voc_eval.gather_and_score(dataset.source, voc_eval.rows_from_coco(local, dataset.cat_ids))
-        result.summary += "VOC devkit AP:\n" + voc.summary
-    if loss_fn is not None:
-        result.val_loss = val_loss.means(gather=True) or None
-    model.train(was_training)
-    return result
-
-
-def val_loss_text(val_loss):
-    """``; val loss 1.2345 (loc 0.4, conf 0.8)`` for the evaluation log line ("" without one)."""
-    if not val_loss:
-        return ""
-    return (f"; val loss {val_loss['loss']:.4f} (loc {val_loss['loc_loss']:.4f}, "
-            f"conf {val_loss['conf_loss']:.4f})")
-
-
-def read_checkpoint(path):
-    """The ``--checkpoint`` file: this project's ``ssd300_latest.pth`` or the reference's
-    ``iter_N.pt``; anything else is one line."""
-    state = checkpoint.load(path)
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise UserError(f"--checkpoint {path}: not an SSD checkpoint (expected a dict with a 'model' "
-                        "state dict: ssd300_latest.pth or the reference's iter_N.pt)")
-    return state
-
-
-def is_resume_file(state):
-    """This project's ``ssd300_latest.pth`` carries its position; the reference's (and our)
-    ``models/iter_N.pt`` holds weights and label names only."""
-    return "iteration" in state
-
-
-def label_count(state):
-    """Labels (background included) an SSD300 state dict predicts: its first class-confidence
-    conv has ``NUM_DEFAULTS[0]`` outputs per label. None when the state has no such conv."""
-    weight = state.get("conf.0.weight")
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[0] % NUM_DEFAULTS[0]:
-        return None
-    return weight.shape[0] // NUM_DEFAULTS[0]
-
-
-def label_names(state):
-    """Label -> name from a checkpoint's ``label_map`` (the reference's ``label_info``: label ->
-    name, 0 = background); {} when it has none (a resume file written before it carried one)."""
-    label_map = state.get("label_map")
-    if not isinstance(label_map, dict):
-        return {}
-    return {int(k): str(v) for k, v in label_map.items() if str(k).lstrip("-").isdigit()}
-
-
-def label_difference(own, state, missing, unexpected, reshaped):
-    """The usual reason a checkpoint does not fit (``load_ckpt``'s ``explain``): only the
-    class-confidence convs differ, because it predicts another number of labels."""
-    theirs, mine = label_count(state), label_count(own)
-    if not missing and not unexpected and all(k.startswith("conf.") for k in reshaped) and theirs:
-        return f"it predicts {theirs} labels, --data has {mine} (background included)"
-    return None
-
-
-def load_strict(model, state, path, hint):
-    """Every tensor of ``model`` from ``state["model"]`` (DDP / compile prefixes stripped), or
-    one line naming the file, what does not fit and ``hint`` (what to do instead)."""
-    load_ckpt(model, state, source=f"--checkpoint {path}", hint=hint, explain=label_difference)
-
-
-RESUME_HINT = ("a resume file (ssd300_latest.pth) continues its own run on the same labels; to "
-               "fine-tune on other data start from a weights-only models/iter_N.pt of that run")
-EVAL_HINT = "--eval-only scores a checkpoint trained on the labels of --data"
-
-
-def load_checkpoint(path, model, optimizer, precision, start_iteration, state=None, watch=None):
-    """``--checkpoint``: this project's resume file (model, optimizer, RNG, position; strict:
-    resuming a run on other labels is a mistake) or a weights-only ``iter_N.pt`` (the MLPerf
-    reference's ``{"model", "label_map"}``, also ours), loaded as a fine-tuning start: every
-    tensor whose name and shape fit, the rest (an 81-label file's class-confidence convs in a
-    5-label model) keeps its fresh initialisation, said in one warning line; the run starts at
-    ``--iteration`` as in the reference. Returns (iteration, state)."""
-    state = read_checkpoint(path) if state is None else state
-    if not is_resume_file(state):
-        load_matching(model, state, source=f"--checkpoint {path}",
-                      hint="expected SSD300-ResNet34 weights (models/iter_N.pt)")
-        return start_iteration, state
-    load_strict(model, state, path, RESUME_HINT)
-    restore_training_state(state, path, optimizer, precision, watch)
-    return int(state["iteration"]), state
-
-
-def check_label_names(state, dataset, path):
-    """--eval-only: a checkpoint whose ``label_map`` names other classes than the data (same
-    count, another order or set) would be scored against the wrong classes: one line instead."""
-    names = label_names(state)
-    if not names:
-        return
-    theirs = [names.get(i, str(i)) for i in range(1, dataset.num_classes)]
-    ours = [dataset.label_info[i] for i in range(1, dataset.num_classes)]
-    if theirs != ours:
-        raise UserError(f"--checkpoint {path}: trained on the classes {', '.join(theirs)}, but --data "
-                        f"has {', '.join(ours)}; {EVAL_HINT}")
 
 
 class SSDRun:
@@ -326,7 +95,7 @@ class SSDRun:
             self.loss_fn = Loss(dboxes300_coco()).to(device)     # the val loss beside the mAP
             return
         # the backbone choice first: a --checkpoint's backbone tensors then override it
-        self._load_backbone(args.pretrained_backbone)
+        load_backbone_choice(self.net, args.pretrained_backbone)
         self.net.freeze_backbone(args.trainable_backbone_layers)
         place_model(self.net, device)
         self.loss_fn = Loss(dboxes300_coco()).to(device)
@@ -377,77 +146,19 @@ class SSDRun:
         """The train split (not for --eval-only) and the val split of --data, labelled alike."""
         args = self.args
         train, val = open_sources(args.data, train=not self.eval_only,
-                                  class_names=self._checkpoint_classes(saved))
+                                  class_names=checkpoint_classes(saved) if self.eval_only else None)
         self.train_set = None if train is None else CocoDetection(
             source=train, train=True, seed=self.seed, crop_tries=args.num_cropping_iterations)
         self.val_set = CocoDetection(source=val, train=False)
 
-    def _checkpoint_classes(self, saved):
-        """--eval-only on a data layout whose labels are inferred (VOC): the checkpoint's class
-        names in label order, so labels mean what they meant in training; None otherwise."""
-        if not self.eval_only:
-            return None
-        names = label_names(saved)
-        count = label_count(strip_prefixes(saved["model"]))
-        if not names or count is None or any(i not in names for i in range(1, count)):
-            return None
-        return [names[i] for i in range(1, count)]
-
-    def _load_backbone(self, choice):
-        """As the reference: ImageNet weights unless told otherwise (``none`` = from scratch)."""
-        if choice is not None and choice.lower() == "none":
-            logger.info("--pretrained-backbone none: the ResNet-34 backbone starts from scratch")
-            return
-        if choice is None:
-            state, cache = imagenet_backbone_state()
-            load_backbone_weights(self.net, cache, state)
-            logger.info(f"backbone: torchvision's ImageNet ResNet-34 ({cache})")
-            return
-        load_backbone_weights(self.net, choice)
-        logger.info(f"backbone: {choice}")
-
     def _make_loaders(self):
-        args, info = self.args, self.info
-        cls = loader_class(args.dl_worker_type, self.device)
-        common = dict(collate_fn=collate, num_workers=args.num_workers, worker_init_fn=shield_worker,
-                      **pin_memory_kwargs(self.device))
-        if self.train_set is not None:
-            self._make_train_loader(cls, common)
-        if args.disable_distributed_validation:   # the reference: rank 0 scores every image
-            shard = range(len(self.val_set)) if self.rank0 else range(0)
-        else:
-            shard = range(info.rank, len(self.val_set), info.world_size)
-        val_batch = args.val_batch_size or args.batch_size
-        if cls is DataLoader or (args.disable_distributed_validation and not self.rank0):
-            self.val_loader = DataLoader(self.val_set, batch_size=val_batch, sampler=list(shard), **common)
-            return
-        # any sampler makes the vendor pipeline shard by rank itself; rank 0 alone takes all (None)
-        val_sampler = None if args.disable_distributed_validation else list(shard)
-        layout = dict(num_workers=args.num_workers, shuffle=False, **pin_memory_kwargs(self.device))
-        self.val_loader = ReferenceBatches(
-            cls(ReferenceLayout(self.val_set), batch_size=val_batch, sampler=val_sampler, **layout))
-
-    def _make_train_loader(self, cls, common):
-        args, info = self.args, self.info
-        self.sampler = EpochSampler(len(self.train_set), args.batch_size, info.rank, info.world_size, self.seed)
-        if self.sampler.batches_per_epoch == 0:
-            raise UserError(f"--batch-size {args.batch_size} x {info.world_size} process(es) is larger than "
-                            f"the {len(self.train_set)} training images")
-        self.targets_encoded = cls is not DataLoader or args.encode_in == "workers"
-        if cls is DataLoader:
-            train_set, train_common = self.train_set, common
-            if args.encode_in == "workers":
-                train_set = EncodedTargets(self.train_set, self.encoder)
-                train_common = dict(common, collate_fn=collate_encoded)
-            self.train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=self.sampler,
-                                           drop_last=True, **train_common)
-            return
-        # --dl-worker-type HABANA on HPU: the reference's data layout and call (no collate_fn, which
-        # its SSD pipelines refuse); its training targets come encoded.
-        layout = dict(num_workers=args.num_workers, shuffle=False, **pin_memory_kwargs(self.device))
-        self.train_loader = ReferenceBatches(
-            cls(ReferenceLayout(self.train_set), batch_size=args.batch_size, sampler=self.sampler,
-                drop_last=True, **layout))
+        """The loaders (``ssd.loaders``); the training sampler is what a resume positions."""
+        built = make_loaders(self.args, self.info, self.device, self.train_set, self.val_set,
+                             getattr(self, "encoder", None), self.seed)
+        self.val_loader = built.val_loader
+        if built.train_loader is not None:
+            self.train_loader, self.sampler, self.targets_encoded = (built.train_loader, built.sampler,
+                                                                     built.targets_encoded)
 
     def run_config(self):
         """The flags that decide what this run computes (all but RUN_VOLATILE); a checkpoint of
@@ -611,16 +322,11 @@ class SSDRun:
                   best=result is not None and self.improved)
         epoch_secs = time.time() - epoch_t0
         means = epoch_loss.means()
-        val = getattr(result, "val_loss", None) or {}
-        self.report.epoch({"epoch": epoch + 1, "loss": means.get("loss", float("nan")),
-                           "lr": self.optimizer.param_groups[0]["lr"],
-                           "AP50": "" if result is None else result.ap50,
-                           "AP50_95": "" if result is None else result.ap50_95,
-                           "images_per_s": (self.iteration - epoch_start_iter) * self.global_batch
-                           / max(epoch_secs, 1e-9),
-                           "wall_time_s": time.time() - self.start_time,
-                           **{f"val/{k}": val.get(k, "") for k in VAL_LOSS_KEYS},
-                           **eval_report.pr_columns(result)})
+        self.report.epoch(epoch_row(
+            epoch + 1, {"loss": means.get("loss", float("nan"))}, self.optimizer.param_groups[0]["lr"],
+            None if result is None else (result.ap50_95, result.ap50),
+            (self.iteration - epoch_start_iter) * self.global_batch / max(epoch_secs, 1e-9),
+            time.time() - self.start_time, getattr(result, "val_loss", None), VAL_LOSS_KEYS, result))
         if means:
             self.report.scalars(epoch + 1, {"train_epoch_mean/loss": means["loss"]})
         return result
@@ -679,10 +385,7 @@ class SSDRun:
                                             epoch + 1)
         logger.info(f"epoch {epoch + 1}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f} "
                     f"(target {self.args.threshold}){val_loss_text(val_loss)}\n{result.summary}")
-        classes = getattr(result, "classes", None)
-        self.report.scalars(epoch + 1, {"val/COCOAP50": result.ap50, "val/COCOAP50_95": result.ap50_95,
-                                        **{f"val/{k}": v for k, v in val_loss.items()},
-                                        **(classes.scalars() if classes is not None else {})})
+        self.report.evaluation(epoch + 1, result.ap50, result.ap50_95, val_loss, result)
         if self.rank0:
             eval_report.write_evaluation(result, self.out_dir, epoch=epoch + 1, plots=False)
         self.last_result = result

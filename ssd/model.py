@@ -11,6 +11,8 @@ import torch
 import torchvision
 from torch import nn
 
+from loguru import logger
+
 from detcore.training import checkpoints as checkpoint
 from accel.errors import UserError
 
@@ -174,3 +176,18 @@ def load_backbone_weights(module, path, state=None):
             f"{tuple(own[wrong[0]].shape)} (is it resnet34?)"
         )
     backbone.load_state_dict(state, strict=True)
+
+
+def load_backbone_choice(net, choice):
+    """``--pretrained-backbone``, as the reference: torchvision's ImageNet ResNet-34 weights unless
+    told otherwise (a torchvision-format or pickled file; ``none`` = from scratch)."""
+    if choice is not None and choice.lower() == "none":
+        logger.info("--pretrained-backbone none: the ResNet-34 backbone starts from scratch")
+        return
+    if choice is None:
+        state, cache = imagenet_backbone_state()
+        load_backbone_weights(net, cache, state)
+        logger.info(f"backbone: torchvision's ImageNet ResNet-34 ({cache})")
+        return
+    load_backbone_weights(net, choice)
+    logger.info(f"backbone: {choice}")

@@ -786,8 +786,8 @@ def test_not_coco_2017_falls_back_inside_habana_loader(fake, habana_loader, shap
     call), and the run still gets encoded training batches and evaluation ids/sizes. Batches are
     not pinned: pinning for the HPU needs Habana's runtime (torch 2.0.1 raises without it, newer
     torch ignores it with a warning); what is pinned where is test_policies_on_each_device's."""
-    import ssd.engine
-    monkeypatch.setattr(ssd.engine, "pin_memory_kwargs", lambda device: {})
+    import ssd.loaders
+    monkeypatch.setattr(ssd.loaders, "pin_memory_kwargs", lambda device: {})
     run = ssd_loaders(shapes_coco, "hpu")
     assert [m["path"] for m in habana_loader] == ["torch", "torch"]
     imgs, boxes, labels, ids, _ = next(iter(run.train_loader))
@@ -907,7 +907,7 @@ class TinySSD(torch.nn.Module):
 @pytest.mark.parametrize("splits", [1, 2])
 def test_ssd_train_step_order(events, splits):
     from ssd import Encoder, Loss, dboxes300_coco
-    from ssd.engine import TrainStep
+    from ssd.step import TrainStep
 
     dboxes = dboxes300_coco()
     model = TinySSD(events)
@@ -963,7 +963,7 @@ def test_yolox_evaluator_marks_step_between_forward_and_postprocess(events, monk
 
 
 def test_ssd_evaluate_marks_step_between_forward_and_decode(events, monkeypatch):
-    import ssd.engine as engine
+    import ssd.evaluation as engine
 
     model = TinySSD(events)
 

@@ -71,7 +71,7 @@ def test_one_home_for_coco_reading_and_scoring():
     users = {p.relative_to(ROOT).as_posix() for p in sources("yolox", "ssd")
              if {"detcore.data.coco", "detcore.evaluation.coco_eval"} & set(imported_modules(p))}
     assert {"yolox/data/datasets/coco.py", "ssd/data.py", "yolox/evaluators/coco_evaluator.py",
-            "ssd/engine.py"} <= users
+            "ssd/evaluation.py"} <= users
 
 
 DETCORE_FLOORS = ("data", "evaluation", "training", "deploy")

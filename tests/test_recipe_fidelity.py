@@ -11,7 +11,8 @@ from accel import distributed
 from detcore.training import checkpoints as checkpoint
 from accel.errors import UserError
 from detcore.training.report import split_wandb_options
-from ssd import SSD300, engine
+from ssd import SSD300
+from ssd import checkpoint as engine
 from ssd import train as ssd_train
 from yolox.exp import get_exp
 from yolox.utils import load_ckpt

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from accel import Precision
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.data import CocoDetection, collate
-from ssd.engine import TrainStep, evaluate, place_model
+from ssd.evaluation import evaluate
+from ssd.step import TrainStep, place_model
 
 
 def test_ssd_memorises_two_images(shapes_coco):

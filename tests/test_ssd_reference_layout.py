@@ -8,7 +8,7 @@ from torch.utils.data import default_collate
 from accel import Precision
 from ssd import Encoder, dboxes300_coco
 from ssd.data import CocoDetection, EncodedTargets, collate, collate_encoded
-from ssd.engine import TrainStep
+from ssd.step import TrainStep
 from ssd.reference_utils import MAX_VAL_BOXES, ReferenceBatches, ReferenceLayout
 
 

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from ssd import train
-from ssd.engine import learning_rate
+from ssd.step import learning_rate
 from yolox_tools import LOG_LINE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_pth_to_pickle_rejects_non_state_dict(tmp_path, capsys):
 # --------------------------------------------------------- MLPerf learning rate at given iterations
 
 def test_ssd_mlperf_learning_rate_by_hand():
-    from ssd.engine import learning_rate
+    from ssd.step import learning_rate
 
     # base 0.08, 100 warm-up iters, warmup_factor 3 (start at base - base / 8), x0.1 at 300 and 400
     args = dict(base_lr=0.08, warmup_iters=100, warmup_factor=3, boundaries=[300, 400])

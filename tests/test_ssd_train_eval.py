@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader
 
 from detcore.evaluation import coco_eval
 from detcore.evaluation.coco_eval import score
-from ssd import engine as ev
+from ssd import evaluation as ev
 from ssd.data import CocoDetection, collate
 
 

@@ -98,7 +98,7 @@ def test_run_trains_channels_last_on_cpu_with_nchw_outputs(tiny_coco, tmp_path):
     Xeon, bench/ssd_step.py); its outputs equal an NCHW copy's (same weights, fp32 rounding)."""
     import copy
 
-    from ssd.engine import to_model_input
+    from ssd.step import to_model_input
     from yolox_tools import layout_bearing, ssd_run
 
     run = ssd_run(tiny_coco, tmp_path, "-b", "1")

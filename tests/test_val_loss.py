@@ -156,7 +156,7 @@ def test_ssd_evaluate_val_loss_is_the_training_loss_of_the_val_images(ssd_val3):
 
     from ssd import SSD300, Encoder, Loss, dboxes300_coco
     from ssd.data import CocoDetection, coco_paths, collate
-    from ssd.engine import evaluate
+    from ssd.evaluation import evaluate
 
     _, _, val_dir, val_ann = coco_paths(ssd_val3)
     ds = CocoDetection(val_dir, val_ann, train=False)

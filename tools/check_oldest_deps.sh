@@ -15,7 +15,7 @@ PY=${PYTHON:-python3}
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/test_accel_device.py tests/test_accel_precision.py tests/test_accel_hpu_seam.py \
     tests/test_architecture.py tests/test_checkpoint_io.py tests/test_coco_eval.py \
-    tests/test_recipe_fidelity.py tests/test_reliability.py tests/test_teeth.py \
+    tests/test_recipe_fidelity.py tests/test_reliability.py tests/test_ssd_train_cli.py \
     tests/test_ssd_encoder_anchors.py tests/test_ssd_encoder_match.py tests/test_ssd_encoder_decode.py \
     tests/test_ssd_loss_values.py tests/test_ssd_model_structure.py tests/test_ssd_data_aug.py \
     tests/test_yolox_models_head.py tests/test_yolox_loss_hand.py tests/test_yolox_loss_batched.py \

@@ -15,6 +15,7 @@ from loguru import logger
 
 from accel import all_gather_object
 from accel.errors import UserError
+from detcore.evaluation.report import pr_columns
 from detcore.files import format_row, pyplot, read_rows, save_png, write_rows
 
 CSV_NAME, PNG_NAME = "results.csv", "results.png"
@@ -212,6 +213,14 @@ class RunReport:
         if self.wandb is not None:
             self.wandb.log(dict(values), step=step)
 
+    def evaluation(self, epoch, ap50, ap50_95, val_loss=None, result=None):
+        """The TensorBoard / wandb scalars of one evaluation: COCO AP50 and AP50:95, the ``val/``
+        losses and, with a result that has them, the per-class APs."""
+        classes = getattr(result, "classes", None)
+        self.scalars(epoch, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95,
+                             **{f"val/{k}": v for k, v in (val_loss or {}).items()},
+                             **(classes.scalars() if classes is not None else {})})
+
     def epoch(self, row):
         """Add one epoch's row (dict: epoch, epoch-mean training losses, lr, AP50, AP50_95,
         images/s, wall time, ``val/`` losses; "" where the epoch was not evaluated)."""
@@ -260,4 +269,14 @@ class RunReport:
             self.wandb.finish()
 
 
-
+def epoch_row(epoch, losses, lr, ap, images_per_s, wall_time_s, val_loss, val_keys, result):
+    """One results.csv row, the same columns for both detectors: the epoch, its mean training
+    losses, the learning rate, ``ap`` = (AP50:95, AP50) or None on an epoch without evaluation
+    (blank cells), throughput, wall time, the ``val/`` twin of each of ``val_keys`` and the
+    evaluation's P / R at its operating confidence."""
+    ap50_95, ap50 = ap if ap is not None else (None, None)
+    val_loss = val_loss or {}
+    return {"epoch": epoch, **losses, "lr": lr,
+            "AP50": "" if ap50 is None else float(ap50), "AP50_95": "" if ap50_95 is None else float(ap50_95),
+            "images_per_s": float(images_per_s), "wall_time_s": float(wall_time_s),
+            **{f"{VAL_PREFIX}{k}": val_loss.get(k, "") for k in val_keys}, **pr_columns(result)}

@@ -1,7 +1,7 @@
 """Scores a model whose detections move with its batch-norm running mean, on 1 or N ranks.
 
 Usage: ``bn_eval.py COCO_ROOT MEAN_PER_RANK...`` (run plainly, or under torchrun). Rank r sets
-the running mean to ``MEAN_PER_RANK[r]`` and evaluates its shard with ``ssd.engine.evaluate``;
+the running mean to ``MEAN_PER_RANK[r]`` and evaluates its shard with ``ssd.evaluation.evaluate``;
 rank 0 prints ``AP <mAP>``. Shared by tests/test_bn_sync_eval.py for both sides of the check.
 """
 import sys
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 import accel  # noqa: E402
 from ssd.data import CocoDetection, collate  # noqa: E402
-from ssd.engine import evaluate  # noqa: E402
+from ssd.evaluation import evaluate  # noqa: E402
 
 
 class ShiftByRunningMean(torch.nn.Module):

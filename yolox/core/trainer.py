@@ -22,7 +22,7 @@ from detcore.training.checkpoints import (Checkpoints, restore_rng, restore_trai
                                           training_state)
 from detcore.training.log import setup_logger
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
-from detcore.training.report import LossMean, MetricWatch, RunReport
+from detcore.training.report import LossMean, MetricWatch, RunReport, epoch_row
 from yolox.core.ema import ModelEMA
 from yolox.core.options import train_options
 
@@ -349,16 +349,10 @@ class Trainer:
         beside them (blank otherwise)."""
         now = time.time()
         losses = self.epoch_loss.means()
-        ap50_95, ap50 = self._last_ap
-        val = self._last_val_loss or {}
-        self.report.epoch({
-            "epoch": self.epoch + 1, **losses, "lr": self.optimizer.param_groups[0]["lr"],
-            "AP50": "" if ap50 is None else float(ap50),
-            "AP50_95": "" if ap50_95 is None else float(ap50_95),
-            "images_per_s": float(self._epoch_images / max(now - self._epoch_t0, 1e-9)),
-            "wall_time_s": float(now - self._train_t0),
-            **{f"val/{k}": val.get(k, "") for k in LOSS_KEYS[:-1]},
-            **eval_report.pr_columns(getattr(self, "_epoch_result", None))})
+        ap = None if self._last_ap[0] is None else self._last_ap
+        self.report.epoch(epoch_row(self.epoch + 1, losses, self.optimizer.param_groups[0]["lr"], ap,
+                                    self._epoch_images / max(now - self._epoch_t0, 1e-9), now - self._train_t0,
+                                    self._last_val_loss, LOSS_KEYS[:-1], getattr(self, "_epoch_result", None)))
         self.report.scalars(self.epoch + 1, {f"train_epoch_mean/{k}": v for k, v in losses.items()})
         self._epoch_t0, self._epoch_images = now, 0
 
@@ -401,7 +395,6 @@ class Trainer:
         self._last_result = self._epoch_result = result = getattr(self.evaluator, "last_result", None)
         if self.rank == 0:
             eval_report.write_evaluation(result, self.file_name, epoch=self.epoch + 1, plots=False)
-        classes = getattr(result, "classes", None)
         val_loss = (self.evaluator.val_loss(self.is_distributed)
                     if hasattr(self.evaluator, "val_loss") else None)
         improved = self.watch.update(self.watch.pick(ap50_95, ap50, (val_loss or {}).get("total_loss")),
@@ -410,9 +403,7 @@ class Trainer:
         improved = broadcast_object(improved or not (self.file_name / "best_ckpt.pth").exists())
         self.best_ap = max(self.best_ap, ap50_95)
         logger.info(f"epoch {self.epoch + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}\n{summary}")
-        self.report.scalars(self.epoch + 1, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95,
-                                             **{f"val/{k}": v for k, v in (val_loss or {}).items()},
-                                             **(classes.scalars() if classes is not None else {})})
+        self.report.evaluation(self.epoch + 1, ap50, ap50_95, val_loss, result)
         self._last_ap, self._last_val_loss = (ap50_95, ap50), val_loss
         if improved:
             self.save_ckpt("best", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
