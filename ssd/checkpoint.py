@@ -2,6 +2,7 @@
 position, RNG) and the MLPerf reference's weights-only ``iter_N.pt`` (``{"model", "label_map"}``),
 read, told apart, and loaded for resuming, fine-tuning on other labels or evaluating alone."""
 import torch
+from loguru import logger
 
 from accel.errors import UserError
 from detcore.training.checkpoints import load, restore_training_state
@@ -102,3 +103,21 @@ def checkpoint_classes(saved):
     if not names or count is None or any(i not in names for i in range(1, count)):
         return None
     return [names[i] for i in range(1, count)]
+
+
+def start_from(args, saved, net, optimizer, precision, watch):
+    """(iteration, resumed state or None) of a training run: ``--iteration`` from scratch; with
+    ``--checkpoint``, a resume file continues its run (same ``--opt``; model, optimizer, RNG,
+    position) and a weights-only file starts a fine-tune at ``--iteration``."""
+    if not args.checkpoint:
+        return args.iteration, None
+    resume = is_resume_file(saved)
+    if resume and saved.get("opt", "sgd") != args.opt:
+        raise UserError(f"--checkpoint {args.checkpoint}: its run trained with --opt {saved.get('opt', 'sgd')}; "
+                        f"resume it with the same --opt (got --opt {args.opt})")
+    iteration, state = load_checkpoint(args.checkpoint, net, optimizer, precision, args.iteration, saved, watch)
+    if resume:
+        logger.info(f"resumed from {args.checkpoint} at iteration {iteration}")
+        return iteration, state
+    logger.info(f"weights from {args.checkpoint} (weights only); starting at iteration {iteration}")
+    return iteration, None       # no RNG state or position to restore

@@ -20,13 +20,14 @@ from detcore.evaluation import report as eval_report
 from detcore.training.checkpoints import (Checkpoints, restore_rng, run_config, save_on_main,
                                           training_state)
 from detcore.training.log import setup_logger
+from detcore.training.progress import StepClock
 from detcore.training.report import LossMean, MetricWatch, RunReport, epoch_row
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
-from ssd.checkpoint import (EVAL_HINT, check_label_names, checkpoint_classes, is_resume_file, load_checkpoint,
-                            load_strict, read_checkpoint)
+from ssd.checkpoint import (EVAL_HINT, check_label_names, checkpoint_classes, is_resume_file, load_strict,
+                            read_checkpoint, start_from)
 from ssd.data import CocoDetection, open_sources
-from ssd.evaluation import VAL_LOSS_KEYS, evaluate, val_loss_text
+from ssd.evaluation import VAL_LOSS_KEYS, evaluate, report_evaluation, val_loss_text
 from ssd.loaders import make_loaders
 from ssd.mlperf_log import MLPerfLogger
 from ssd.model import load_backbone_choice
@@ -102,19 +103,7 @@ class SSDRun:
         self.global_batch = args.batch_size * info.world_size
         self.base_lr = args.lr * self.global_batch / REFERENCE_BATCH
         self.optimizer = build_optimizer(args.opt, self.net.parameters(), self.base_lr, args.weight_decay, device)
-        self.iteration, self.resumed = args.iteration, None
-        if args.checkpoint and is_resume_file(saved) and saved.get("opt", "sgd") != args.opt:
-            raise UserError(f"--checkpoint {args.checkpoint}: its run trained with --opt {saved.get('opt', 'sgd')}; "
-                            f"resume it with the same --opt (got --opt {args.opt})")
-        if args.checkpoint:
-            self.iteration, self.resumed = load_checkpoint(args.checkpoint, self.net, self.optimizer,
-                                                           self.precision, args.iteration, saved, self.watch)
-            if is_resume_file(saved):
-                logger.info(f"resumed from {args.checkpoint} at iteration {self.iteration}")
-            else:
-                logger.info(f"weights from {args.checkpoint} (weights only); starting at iteration "
-                            f"{self.iteration}")
-                self.resumed = None      # no RNG state or position to restore
+        self.iteration, self.resumed = start_from(args, saved, self.net, self.optimizer, self.precision, self.watch)
         # DDP as Habana's SSD: 100 MB buckets, gradients as bucket views, buffers not broadcast
         model = accel.wrap_ddp(self.net, device, hpu_first_bucket_mb=100, bucket_cap_mb=100,
                                gradient_as_bucket_view=True)
@@ -203,14 +192,7 @@ class SSDRun:
         result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
                           args.nms_valid_thresh, self.precision, self.loss_fn, keep_rows=bool(args.analyze))
         if self.rank0:
-            logger.info(f"{args.checkpoint}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f}"
-                        f"{val_loss_text(getattr(result, 'val_loss', None))}\n{result.summary}")
-            for path in eval_report.write_evaluation(result, self.out_dir, plots=True):
-                logger.info(f"wrote {path}")
-            if args.analyze:
-                eval_report.analyze(result, self.val_set.coco, result.rows, self.val_set.ids,
-                                    self.val_set.source, args.analyze, self.out_dir)
-            print(f"AP50_95: {result.ap50_95:.4f}\nAP50: {result.ap50:.4f}", flush=True)
+            report_evaluation(result, args.checkpoint, self.val_set, self.out_dir, args.analyze)
         return result
 
     def fit(self):
@@ -228,7 +210,7 @@ class SSDRun:
                                 f"newest checkpoint {self.checkpoints.newest()}")
         self.guard = PreemptionGuard()
         status, self.start_time, self.start_iter = C.ABORTED, time.time(), self.iteration
-        self.window = [time.time(), 0]          # (start, steps) of the img/s window
+        self.clock, self.step_t0 = StepClock(), time.time()     # step times of the loss lines
         self.stopped_early = False
         try:
             for epoch in range(self.iteration // ipe, self.args.epochs):
@@ -259,20 +241,8 @@ class SSDRun:
         self.warmup_iters = int(args.warmup * ipe) if args.warmup else 0
         self.boundaries = [e * ipe for e in args.lr_decay_schedule]
         self.end = args.end_iteration or math.inf
-        mlog.hyperparameters(
-            seed=self.seed, global_batch_size=self.global_batch,
-            local_bn_batch=args.batch_size // args.batch_splits, accumulation_steps=args.batch_splits,
-            train_samples=len(self.train_set), eval_samples=len(self.val_set), base_lr=self.base_lr,
-            weight_decay=args.weight_decay, warmup_steps=self.warmup_iters, warmup_factor=args.warmup_factor,
-            decay_boundary_epochs=args.lr_decay_schedule, decay_factor=0.1,
-            num_cropping_iterations=args.num_cropping_iterations, opt_name=args.opt)
-        if args.opt != "sgd":
-            logger.warning(f"--opt {args.opt}: the MLPerf log of this run will not be compliant (the "
-                           "reference and the closed-division rules train SSD with SGD)")
-        if self.warmup_iters < 1:
-            logger.warning("the MLPerf log of this run will not be compliant: the rules require at "
-                           "least one warm-up step (pass --warmup, e.g. --warmup 2.619685 as the "
-                           "Habana recipe's 8-card command)")
+        mlog.schedule(args, seed=self.seed, global_batch_size=self.global_batch, train_samples=len(self.train_set),
+                      eval_samples=len(self.val_set), base_lr=self.base_lr, warmup_steps=self.warmup_iters)
         mlog.end(C.INIT_STOP)
         mlog.start(C.RUN_START)
         logger.info(f"{len(self.train_set)} train / {len(self.val_set)} val images, "
@@ -333,12 +303,13 @@ class SSDRun:
 
     def after_step(self, epoch, loss, lr):
         """Per step: the compile note, the loss line every --log-interval, the checkpoint policy."""
-        self.window[1] += 1
+        now = time.time()
+        self.clock.add(now - self.step_t0)      # the whole step: data, forward, backward, optimiser
+        self.step_t0 = now
         if self.args.use_torch_compile and self.iteration == self.start_iter + 1:
             # the first compiled step is mostly compilation: report it apart
-            logger.info(f"torch.compile: first step (compile included) took "
-                        f"{time.time() - self.window[0]:.1f} s")
-            self.window = [time.time(), 0]
+            logger.info(f"torch.compile: first step (compile included) took {self.clock.step_s:.1f} s")
+            self.clock.reset()
         if self.iteration % self.args.log_interval == 0:
             self.log_step(epoch, loss, lr)
         self.checkpoint_policy(epoch)
@@ -348,14 +319,13 @@ class SSDRun:
         if not math.isfinite(loss_value):
             raise UserError(f"non-finite loss ({loss_value}) at iteration {self.iteration}; "
                             f"last good checkpoint: {self.checkpoints.newest()}")
-        secs = (time.time() - self.window[0]) / max(self.window[1], 1)
-        total = min(self.args.epochs * self.sampler.batches_per_epoch, self.end)
-        eta = time.strftime("%H:%M:%S", time.gmtime(secs * max(total - self.iteration, 0)))
+        secs = self.clock.mean()[0]
+        eta = self.clock.eta(min(self.args.epochs * self.sampler.batches_per_epoch, self.end) - self.iteration)
         logger.info(f"iteration {self.iteration} epoch {epoch + 1} loss {loss_value:.4f} "
                     f"lr {lr:.4g} iter_time {secs:.3f}s "
                     f"img/s {self.global_batch / max(secs, 1e-9):.1f} ETA {eta}")
         self.report.scalars(self.iteration, {"train/loss": loss_value, "train/lr": lr})
-        self.window = [time.time(), 0]
+        self.clock.reset()
 
     def checkpoint_policy(self, epoch):
         """After every step: a preemption signal on any rank writes a checkpoint at this
@@ -412,16 +382,21 @@ class SSDRun:
         return status
 
     def outcome(self, status):
-        """What ended the run, in words, with the MLPerf status last: "8 epochs done, mAP target
-        0.23 not reached (MLPerf status: aborted)"; "aborted" alone reads as a crash."""
-        ipe = self.sampler.batches_per_epoch
-        epochs = self.iteration / ipe
-        parts = [f"{epochs:.0f} epochs done" if self.iteration % ipe == 0 else f"{epochs:.2f} epochs done"]
-        if self.stopped_early:
-            parts.append(f"stopped early: --patience {self.watch.patience} evaluations without a better "
-                         f"{self.watch.metric} (best {self.watch.best_text()})")
-        elif status != C.SUCCESS and self.iteration >= self.end:
-            parts.append(f"--end-iteration {self.args.end_iteration} reached")
-        reached = "reached" if status == C.SUCCESS else "not reached"
-        parts.append(f"mAP target {self.args.threshold} {reached} (MLPerf status: {status})")
-        return ", ".join(parts)
+        return outcome(status, self.iteration, self.sampler.batches_per_epoch, self.args.threshold,
+                       self.args.end_iteration, self.watch if self.stopped_early else None)
+
+
+def outcome(status, iteration, batches_per_epoch, threshold, end_iteration=None, watch=None):
+    """What ended the run, in words, with the MLPerf status last: "8 epochs done, mAP target
+    0.23 not reached (MLPerf status: aborted)"; "aborted" alone reads as a crash. ``watch``: the
+    best-metric watch when the run stopped early on --patience."""
+    epochs = iteration / batches_per_epoch
+    parts = [f"{epochs:.0f} epochs done" if iteration % batches_per_epoch == 0 else f"{epochs:.2f} epochs done"]
+    if watch is not None:
+        parts.append(f"stopped early: --patience {watch.patience} evaluations without a better "
+                     f"{watch.metric} (best {watch.best_text()})")
+    elif status != C.SUCCESS and end_iteration and iteration >= end_iteration:
+        parts.append(f"--end-iteration {end_iteration} reached")
+    reached = "reached" if status == C.SUCCESS else "not reached"
+    parts.append(f"mAP target {threshold} {reached} (MLPerf status: {status})")
+    return ", ".join(parts)

@@ -6,11 +6,13 @@ import time
 
 import numpy as np
 import torch
+from loguru import logger
 
 import accel
 from accel import watchdog
 from accel.policy import postprocess_device
 from detcore.evaluation import voc_eval
+from detcore.evaluation import report as eval_report
 from detcore.evaluation.coco_eval import gather_and_score
 from detcore.training.progress import Progress
 from detcore.training.report import LossMean
@@ -92,3 +94,16 @@ def val_loss_text(val_loss):
         return ""
     return (f"; val loss {val_loss['loss']:.4f} (loc {val_loss['loc_loss']:.4f}, "
             f"conf {val_loss['conf_loss']:.4f})")
+
+
+def report_evaluation(result, checkpoint, val_set, out_dir, analyze=0):
+    """What ``--eval-only`` reports (main process): the COCO summary in the log, the evaluation's
+    files (per-class csv, confusion matrix, plots; ``--analyze K``'s error images) and the
+    ``AP50_95``/``AP50`` lines on stdout, as ``tools/eval.py`` prints them."""
+    logger.info(f"{checkpoint}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f}"
+                f"{val_loss_text(getattr(result, 'val_loss', None))}\n{result.summary}")
+    for path in eval_report.write_evaluation(result, out_dir, plots=True):
+        logger.info(f"wrote {path}")
+    if analyze:
+        eval_report.analyze(result, val_set.coco, result.rows, val_set.ids, val_set.source, analyze, out_dir)
+    print(f"AP50_95: {result.ap50_95:.4f}\nAP50: {result.ap50:.4f}", flush=True)

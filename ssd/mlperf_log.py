@@ -1,6 +1,7 @@
 """MLPerf (mllog) event logging for SSD training: rank 0 writes to a file and stdout, others stay silent."""
 from pathlib import Path
 
+from loguru import logger
 from mlperf_logging import mllog
 from mlperf_logging.mllog import constants
 
@@ -64,3 +65,20 @@ class MLPerfLogger:
             (c.MAX_SAMPLES, num_cropping_iterations),
         ):
             self.event(key, value)
+
+    def schedule(self, args, *, seed, global_batch_size, train_samples, eval_samples, base_lr, warmup_steps):
+        """The run's hyperparameter events from its flags, and one warning line for each reason
+        the log will not pass the compliance checker (an optimiser other than SGD, no warm-up)."""
+        self.hyperparameters(
+            seed=seed, global_batch_size=global_batch_size, local_bn_batch=args.batch_size // args.batch_splits,
+            accumulation_steps=args.batch_splits, train_samples=train_samples, eval_samples=eval_samples,
+            base_lr=base_lr, weight_decay=args.weight_decay, warmup_steps=warmup_steps,
+            warmup_factor=args.warmup_factor, decay_boundary_epochs=args.lr_decay_schedule, decay_factor=0.1,
+            num_cropping_iterations=args.num_cropping_iterations, opt_name=args.opt)
+        if args.opt != "sgd":
+            logger.warning(f"--opt {args.opt}: the MLPerf log of this run will not be compliant (the "
+                           "reference and the closed-division rules train SSD with SGD)")
+        if warmup_steps < 1:
+            logger.warning("the MLPerf log of this run will not be compliant: the rules require at "
+                           "least one warm-up step (pass --warmup, e.g. --warmup 2.619685 as the "
+                           "Habana recipe's 8-card command)")

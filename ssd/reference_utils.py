@@ -91,7 +91,7 @@ class ReferenceLayout(Dataset):
     @staticmethod
     def _entry(source, img_id):
         boxes, cls = source.boxes[img_id]
-        xywh = [[float(l), float(t), float(r - l), float(b - t)] for l, t, r, b in boxes]
+        xywh = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)] for x0, y0, x1, y1 in boxes]
         return source.file_name(img_id), source.size(img_id), list(zip(xywh, (cls + 1).tolist()))
 
     def __len__(self):

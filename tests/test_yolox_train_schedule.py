@@ -120,6 +120,7 @@ def test_yolox_trainer_sets_lr_of_next_iteration(monkeypatch):
     """After the step of (epoch e, iter i) the trainer sets the rate of 1-based iteration
     e * max_iter + i + 1, as upstream."""
     from yolox.core.lr_scheduler import LRScheduler
+    from detcore.training.progress import StepClock
     from yolox.core.trainer import Trainer
 
     trainer = Trainer.__new__(Trainer)
@@ -132,7 +133,7 @@ def test_yolox_trainer_sets_lr_of_next_iteration(monkeypatch):
     trainer.input_size = (8, 8)
     trainer.memory_format = torch.contiguous_format
     trainer.train_iter = iter([(torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 5))] * 3)
-    trainer._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
+    trainer.clock = StepClock()
     trainer.run_iters, trainer._epoch_images, trainer.batch_size = 0, 0, 1
     trainer.max_iter = 10
     trainer.compiled = False

@@ -1,6 +1,5 @@
 """The YOLOX training loop: epochs of SGD steps with EMA, multi-scale, periodic COCO eval and
 atomic checkpoints that let ``--resume`` continue at the exact epoch and iteration."""
-import datetime
 import math
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from detcore.data.check import report_at_start
 from detcore.training.checkpoints import (Checkpoints, restore_rng, restore_training_state, run_config, save_on_main,
                                           training_state)
 from detcore.training.log import setup_logger
+from detcore.training.progress import StepClock
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
 from detcore.training.report import LossMean, MetricWatch, RunReport, epoch_row
 from yolox.core.ema import ModelEMA
@@ -76,7 +76,7 @@ class Trainer:
         self._epoch_t0 = time.time()
         self._train_t0 = time.time()
         self._epoch_images = 0
-        self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
+        self.clock = StepClock()             # step times of the loss lines
         self._last_outputs = None
         self.guard = None          # PreemptionGuard, while train() runs
 
@@ -147,15 +147,13 @@ class Trainer:
         self.set_lr(self.lr_scheduler.update_lr(self.progress_in_iter + 1))
         self._last_outputs = outputs
         self.epoch_loss.add(outputs)
-        self._window["iter_time"] += time.time() - t0
-        self._window["data_time"] += t1 - t0
-        self._window["count"] += 1
+        self.clock.add(time.time() - t0, t1 - t0)
         self.run_iters += 1
         watchdog.beat(step=self.progress_in_iter + 1)
         if self.compiled and self.run_iters == 1:
             # the first compiled step is mostly compilation: report it apart from step times
             logger.info(f"torch.compile: first step (compile included) took {time.time() - t0:.1f} s")
-            self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
+            self.clock.reset()
         self._epoch_images += self.batch_size
 
     def train_step(self, inps, targets):
@@ -302,13 +300,9 @@ class Trainer:
 
     def log_progress(self):
         """The only place losses leave the device (every ``print_interval`` iterations)."""
-        w = self._window
-        n = max(w["count"], 1)
-        iter_time, data_time = w["iter_time"] / n, w["data_time"] / n
+        iter_time, data_time = self.clock.mean()
         losses = self.check_finite()
-        total = self.max_epoch * self.max_iter
-        left = total - (self.progress_in_iter + 1)
-        eta = datetime.timedelta(seconds=int(iter_time * left))
+        eta = self.clock.eta(self.max_epoch * self.max_iter - (self.progress_in_iter + 1))
         lr = self.optimizer.param_groups[0]["lr"]
         loss_str = ", ".join(f"{k}: {v:.3f}" for k, v in losses.items())
         logger.info(f"epoch: {self.epoch + 1}/{self.max_epoch}, iter: {self.iter + 1}/{self.max_iter}, "
@@ -317,7 +311,7 @@ class Trainer:
                     f"size: {self.input_size[0]}, ETA: {eta}")
         self.report.scalars(self.progress_in_iter + 1,
                             {**{f"train/{k}": v for k, v in losses.items()}, "train/lr": lr})
-        self._window = {"iter_time": 0.0, "data_time": 0.0, "count": 0}
+        self.clock.reset()
 
     def check_finite(self):
         """The last step's losses as floats; a non-finite one stops the run (before anything
