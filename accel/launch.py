@@ -18,7 +18,6 @@ Order, first match wins:
 """
 import os
 import re
-import socket
 from dataclasses import dataclass
 from itertools import product
 
@@ -207,6 +206,3 @@ def under_launcher(env=None):
     env = os.environ if env is None else env
     return any(rank_var in env for _, rank_var, _, _, _ in _LAUNCHERS[:3]) or "SLURM_STEP_NUM_TASKS" in env
 
-
-def hostname():
-    return socket.gethostname()

@@ -3,7 +3,8 @@
 Prints one JSON line per (implementation, GT count): median loss time over ``--repeat`` runs
 after warm-up, eager and TorchScript. ``--compare`` also times the released YOLOX 0.3.0
 ``YOLOXHead.get_losses`` on the same tensors when it is importable: run this script with the
-interpreter of a virtualenv that has ``yolox==0.3.0`` (e.g. ``REF_VENV/bin/python bench/bench_yolox_loss.py --compare``).
+interpreter of a virtualenv that has ``yolox==0.3.0``
+(e.g. ``REF_VENV/bin/python bench/bench_yolox_loss.py --compare``).
 """
 import argparse
 import statistics

@@ -48,7 +48,8 @@ EVAL = {"yolox": {"conf": 0.01, "nms": 0.65, "max_det": 100}, "ssd": {"conf": 0.
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="datasets/shapes", help="shapes COCO root (val for AP, train for INT8 calibration)")
+    ap.add_argument("--data", default="datasets/shapes",
+                    help="shapes COCO root (val for AP, train for INT8 calibration)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--yolox-nano-ckpt", default=None, help="trained shapes YOLOX-nano (exps/example/shapes)")

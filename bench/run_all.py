@@ -71,7 +71,8 @@ def targets(rows):
         name = "YOLOX-S" if r["bench"] == "yolox_step_compiled" else "SSD"
         goal = 1.3 if name == "YOLOX-S" and r["mode"] == "bf16" else None   # the one goal
         out.append((f"{name} compiled {r['mode']} step vs eager {r['mode']}", f">= {goal}x" if goal else "(no goal)",
-                    f"{r['speedup_vs_eager']}x (compile {r['compile_s']} s, loss rel diff {r['loss_rel_diff_vs_eager']:.1e})",
+                    f"{r['speedup_vs_eager']}x (compile {r['compile_s']} s, "
+                    f"loss rel diff {r['loss_rel_diff_vs_eager']:.1e})",
                     verdict(r["speedup_vs_eager"], goal) if goal else "-"))
     loss = {r["impl"].split()[0]: r for r in pick(rows, bench="yolox_loss", gt_per_image=50)}
     ratio = (round(loss["reference"]["median_ms"] / loss["eager"]["median_ms"], 2)

@@ -9,12 +9,14 @@ dependencies thop and tqdm; see bench/README.md). Ours and the peer alternate wi
 so a machine that gets busier or quieter moves both.
 
 What ``--compare`` prints (JSON lines):
-- ``yolox_data``: img/s (and CPU ms per image, main + workers) per implementation, cache ('none', 'ram', 'disk'; the peer without one) and
+- ``yolox_data``: img/s (and CPU ms per image, main + workers) per implementation, cache ('none', 'ram',
+  'disk'; the peer without one) and
   worker count, the median of ``--rounds`` rounds, with each round's ratio to the peer;
 - ``yolox_data_targets``: issue 33's goals at 2 workers: ours without a cache >= 2.5x the released
   pipeline, ours with ``--cache ram`` >= 4x;
 - ``yolox_data_profile``: where one process spends its time per image (0 workers, cProfile, time of
-  C calls charged to the Python function that made them; per stage the median of the rounds): decode (file read + decode + the
+  C calls charged to the Python function that made them; per stage the median of the rounds): decode (file
+  read + decode + the
   letterbox resize the dataset does), mosaic (canvas and tiles), affine (the warp and its boxes),
   mixup, hsv, flip_letterbox (TrainTransform's flip, resize/pad and HWC -> CHW), collate (the
   DataLoader's collate), to_float (``consume``: our uint8 batch -> float32, which the released
@@ -22,7 +24,8 @@ What ``--compare`` prints (JSON lines):
 - ``yolox_data_pss``: with ``--cache ram`` and 4 fork workers after each pulled its share of
   ``--pss-batches`` batches: the summed PSS (``/proc/PID/smaps_rollup``) of main + workers, the
   same without a cache, and what the cache added relative to the cached arrays' bytes (goal <= 1.2).
-``--baseline DIR`` measures an older checkout of ours too (impl 'before', with the same cache kinds when it has a cache).
+``--baseline DIR`` measures an older checkout of ours too (impl 'before', with the same cache kinds when it has a
+cache).
 
 The main process (both implementations) runs its torch ops on ``--main-threads`` threads, 1 by
 default: it stands in for a GPU trainer's host side, which receives the batch and copies it to the
@@ -370,7 +373,8 @@ def main():
                 for cache in caches:
                     r, c = rates[(impl, cache, workers)], cpus[(impl, cache, workers)]
                     row = dict(bench="yolox_data", impl=impl, cache=cache, size=args.size, batch=args.batch,
-                               workers=workers, img_s=round(statistics.median(r), 2), img_s_rounds=[round(v, 2) for v in r],
+                               workers=workers, img_s=round(statistics.median(r), 2),
+                               img_s_rounds=[round(v, 2) for v in r],
                                cpu_ms_per_img=round(statistics.median(c), 2))
                     if peer and impl != "peer":
                         ratios = [a / b for a, b in zip(r, peer)]
@@ -400,7 +404,8 @@ def main():
                                "samples": args.profile_samples, "cache": None if cache == "none" else cache}
                         profiles.setdefault((impl, cache), []).append(run_child(cfg))
             for (impl, cache), runs in profiles.items():
-                stages = {k: round(statistics.median(r["ms_per_img"][k] for r in runs), 3) for k in runs[0]["ms_per_img"]}
+                stages = {k: round(statistics.median(r["ms_per_img"][k] for r in runs), 3)
+                          for k in runs[0]["ms_per_img"]}
                 emit(bench="yolox_data_profile", impl=impl, cache=cache, size=args.size, rounds=len(runs),
                      ms_per_img=stages, total_ms_per_img=round(sum(stages.values()), 2),
                      wall_ms_per_img_rounds=[r["wall_ms_per_img"] for r in runs])

@@ -545,7 +545,8 @@ def test_ssd_autocast_on_hpu_keeps_the_bridge_default_op_lists(fake, tmp_path):
     _drop_habana_modules()
     args = ssd_train.build_parser().parse_args(["-d", "x", "--use-hpu", "--autocast", "--hmp-bf16", str(mine)])
     accel.resolve_device(args)
-    assert fake.imports["habana_frameworks.torch.core"]["PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST"] == str(mine.resolve())
+    core = fake.imports["habana_frameworks.torch.core"]
+    assert core["PT_HPU_AUTOCAST_LOWER_PRECISION_OPS_LIST"] == str(mine.resolve())
 
 
 # ------------------------------------------------------------ Habana's loader for SSD on COCO 2017

@@ -37,7 +37,7 @@ def planted(tmp_path_factory):
     anns = [x for x in data["annotations"] if x["image_id"] != background["id"]]   # background image
     first = next(x for x in anns if x["image_id"] == a["id"])
     next_id = max(x["id"] for x in data["annotations"]) + 1
-    w, h = a["width"], a["height"]
+    w = a["width"]
     planted_boxes = {"partly_outside": [w - 10, 5, 30, 20], "wholly_outside": [w + 5, 5, 10, 10],
                      "zero_area": [10, 10, 0, 15], "negative_width": [50, 50, -5, 10],
                      "tiny": [20, 20, 1.5, 10], "duplicate": list(first["bbox"])}

@@ -20,7 +20,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
-def follows_fp32(fp32_path, int8, val_images):
+def follows_fp32(fp32_path, int8, images):
     """The int8 network's map follows the fp32 one on val images: objectness correlates (>= 0.25)
     and the decoded box centres are within 3 px for the median anchor. A weak bar on purpose:
     this untrained network's deep activations are tiny (its batch-norm statistics are set from 4
@@ -28,7 +28,7 @@ def follows_fp32(fp32_path, int8, val_images):
     onnxruntime); boxes after NMS are too fragile a measure here (scores within hundredths of
     each other). Accuracy of trained models is bench/formats.py's AP column."""
     fp32 = rt.Detector(fp32_path)
-    images = [cv2.imread(str(p)) for p in val_images[:6]]
+    images = [cv2.imread(str(p)) for p in images[:6]]
     x = np.concatenate([fp32.preprocess(img)[0] for img in images])
     ref, got = fp32.infer(x)[0], int8.infer(x)[0]
     corr = np.corrcoef(ref[..., 4].ravel(), got[..., 4].ravel())[0, 1]
@@ -42,7 +42,8 @@ def follows_fp32(fp32_path, int8, val_images):
 def raw_export(nano):  # noqa: F811
     _, _, ckpt, folder = nano
     path = folder / "nano_q.onnx"
-    load_tool("export_onnx").main(["-f", SHAPES_EXP, "-c", str(ckpt), "--output-name", str(path), "test_size", "256,256"])
+    load_tool("export_onnx").main(["-f", SHAPES_EXP, "-c", str(ckpt), "--output-name", str(path),
+                                   "test_size", "256,256"])
     return path
 
 

@@ -24,7 +24,8 @@ def train(data, out, *extra, launcher=(), seed=("-s", "5")):
     cmd = [*launcher, "ssd/train.py", "-d", str(data), "-b", "1", "-e", "1", "--val-interval", "100",
            "--log-interval", "1", "--num-workers", "0", *map(str, seed), "--deterministic", "--output-dir", str(out),
            *map(str, extra)]
-    run = subprocess.run(cmd if launcher else [sys.executable, *cmd], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+    run = subprocess.run(cmd if launcher else [sys.executable, *cmd], cwd=ROOT,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-1500:] + run.stderr[-1500:]
     return run.stdout + run.stderr     # the MLPerf lines and the loguru training log

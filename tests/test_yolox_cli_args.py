@@ -40,7 +40,8 @@ def test_issue_command_lines_parse(tmp_path):
          "--autocast", "--resume", "-c", "x.pth", "-e", "3", "--cache", "--seed", "5",
          "input_size", "(320,320)", "basic_lr_per_img", "0.001"])
     exp = build_exp(args)
-    assert (args.exp_file, args.start_epoch, args.cache, args.autocast, exp.seed) == ("exps/default/yolox_s.py", 3, "ram", True, 5)
+    assert ((args.exp_file, args.start_epoch, args.cache, args.autocast, exp.seed)
+            == ("exps/default/yolox_s.py", 3, "ram", True, 5))
     assert exp.input_size == (320, 320) and exp.basic_lr_per_img == 0.001
     # --cache [ram|disk] as upstream HEAD; a bare --cache before the overrides still means 'ram'
     for flags, cache in ((["--cache", "disk"], "disk"), (["--cache"], "ram"), ([], None)):

@@ -141,6 +141,7 @@ def test_worker_loader_on_shapes_and_close_mosaic_reaches_workers(shapes_coco):
     loader.close_mosaic()
     for _ in range(5):                                        # up to 2 x 2 batches were already in flight
         _, _, (h, w), ids = next(batches)
-    originals = [(ds._dataset.coco.imgs[int(i)]["height"], ds._dataset.coco.imgs[int(i)]["width"]) for i in ids.reshape(-1)]
+    imgs = ds._dataset.coco.imgs
+    originals = [(imgs[int(i)]["height"], imgs[int(i)]["width"]) for i in ids.reshape(-1)]
     assert list(zip(h.tolist(), w.tolist())) == originals
     del batches, loader

@@ -86,7 +86,8 @@ def loop_simota(out, t, grids, strides):
 
 
 def assign(out, t, grids, strides):
-    return simota_assign(out[..., :4], out[..., 4], out[..., 5:], t[..., 1:5], t[..., 0].long(), t.sum(2) > 0, grids, strides)
+    return simota_assign(out[..., :4], out[..., 4], out[..., 5:], t[..., 1:5], t[..., 0].long(), t.sum(2) > 0,
+                         grids, strides)
 
 
 def losses_from_assignment(out, raw, t, grids, strides, fg, mgt, miou):
@@ -103,7 +104,8 @@ def losses_from_assignment(out, raw, t, grids, strides, fg, mgt, miou):
     cls_t = F.one_hot(t[..., 0].long().gather(1, mgt)[fg], NUM_CLASSES).float() * miou[fg][:, None]
     s = strides.expand(fg.shape)[fg]
     g = grids.expand(fg.shape[0], -1, -1)[fg]
-    l1_t = torch.stack([box[:, 0] / s - g[:, 0], box[:, 1] / s - g[:, 1], (box[:, 2] / s + 1e-8).log(), (box[:, 3] / s + 1e-8).log()], 1)
+    l1_t = torch.stack([box[:, 0] / s - g[:, 0], box[:, 1] / s - g[:, 1],
+                        (box[:, 2] / s + 1e-8).log(), (box[:, 3] / s + 1e-8).log()], 1)
     iou_w = 5 * (1 - iou**2).sum() / n_fg
     obj = F.binary_cross_entropy_with_logits(out[..., 4], fg.float(), reduction="sum") / n_fg
     cls = F.binary_cross_entropy_with_logits(out[..., 5:][fg], cls_t, reduction="sum") / n_fg
@@ -177,7 +179,8 @@ def test_chunked_equals_unchunked():
         parts = assign_in_chunks(out, t[..., 1:5], t[..., 0].long(), t.sum(2) > 0, grids, strides, max_pairs)
         for a, b in zip(parts, whole):
             assert torch.equal(a, b)
-        assert torch.equal(_losses(out, raw, grids, strides, t, max_pairs=max_pairs), _losses(out, raw, grids, strides, t))
+        assert torch.equal(_losses(out, raw, grids, strides, t, max_pairs=max_pairs),
+                           _losses(out, raw, grids, strides, t))
 
 
 def test_scripted_equals_eager_and_is_cached():
@@ -224,4 +227,5 @@ def test_bf16_outputs_are_computed_in_fp32():
     low = out.bfloat16()
     res = yolox_loss(low, raw, grids, strides, t, NUM_CLASSES, False)
     assert all(r.dtype == torch.float32 for r in res)
-    torch.testing.assert_close(torch.stack(list(res)), torch.stack(list(yolox_loss(low.float(), raw, grids, strides, t, NUM_CLASSES, False))))
+    expected = yolox_loss(low.float(), raw, grids, strides, t, NUM_CLASSES, False)
+    torch.testing.assert_close(torch.stack(list(res)), torch.stack(list(expected)))

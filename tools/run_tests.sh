@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 
 if ! "$PY" -m pip show -q detkit >/dev/null 2>&1 \
-        || ! "$PY" -c "import pytest, hypothesis, onnxruntime, openvino, nncf, scipy, matplotlib" >/dev/null 2>&1; then
+        || ! "$PY" -c "import pytest, hypothesis, onnxruntime, openvino, nncf, scipy, matplotlib" >/dev/null 2>&1 \
+        || ! "$PY" -m ruff --version >/dev/null 2>&1; then
     echo "run_tests.sh: installing the project with its test extras (pip install -e '.[test]')"
     "$PY" -m pip install -q -e ".[test]"
 fi
@@ -30,5 +31,8 @@ if ! { command -v slurmctld && command -v munged; } >/dev/null 2>&1; then
              "need root and 'apt-get install slurm-wlm munge')" >&2
     fi
 fi
+# the lint gate first (ruff.toml): unused imports and variables, undefined names, line length, complexity
+echo "run_tests.sh: ruff check ."
+"$PY" -m ruff check .
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 "$PY" -m pytest -q tests "$@"

@@ -45,7 +45,8 @@ class OrtBackend:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise UserError(f"{flag} {path}: onnxruntime is not installed: pip install 'detkit[onnx]' ({exc})") from None
+            raise UserError(f"{flag} {path}: onnxruntime is not installed: pip install 'detkit[onnx]' "
+                            f"({exc})") from None
         self.path, self.flag = Path(path), flag
         options = ort.SessionOptions()
         options.log_severity_level = 3               # errors only: no per-node notices on stderr
@@ -81,7 +82,8 @@ class OpenVinoBackend:
         try:
             import openvino as ov
         except ImportError as exc:
-            raise UserError(f"{flag} {path}: OpenVINO is not installed: pip install 'detkit[openvino]' ({exc})") from None
+            raise UserError(f"{flag} {path}: OpenVINO is not installed: pip install 'detkit[openvino]' "
+                            f"({exc})") from None
         self.path, self.flag = Path(path), flag
         core = ov.Core()
         if self.path.suffix == IR_SUFFIX and not self.path.with_suffix(".bin").is_file():

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detcore.deploy.metadata import META_NMS, NMS_OUTPUTS
+from detcore.deploy.metadata import META_NMS
 
 
 def add_nms_args(parser, defaults):

@@ -27,10 +27,11 @@ letterbox, SSD's resize + normalisation), so the int8 ranges are those of what t
 What stays float: every node after the network's last convolutions (found from the graph: the
 nodes from which no convolution can be reached), i.e. the heads' reshapes, sigmoids, softmax
 and the box decoding, and with onnxruntime the prediction convs themselves (its QDQ quantiser
-would put their outputs, the logits and box offsets, through 8 bits). Their outputs are coordinates in pixels and probabilities; 8 bits over a
-640-pixel range is a 2.5-pixel step, enough to cost AP50:95, and these ops are a sliver of the
-time. An end-to-end (``--nms``) export is refused: quantise the plain export and let the
-runtime run NMS, or there would be int8 scales on the NMS inputs.
+would put their outputs, the logits and box offsets, through 8 bits). Their outputs are
+coordinates in pixels and probabilities; 8 bits over a 640-pixel range is a 2.5-pixel step,
+enough to cost AP50:95, and these ops are a sliver of the time. An end-to-end (``--nms``)
+export is refused: quantise the plain export and let the runtime run NMS, or there would be
+int8 scales on the NMS inputs.
 """
 import json
 import tempfile

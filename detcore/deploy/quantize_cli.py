@@ -1,9 +1,8 @@
 """The command line of ``tools/quantize.py`` / ``detkit-quantize`` (``detcore.deploy.quantize`` does the
 work): flags, one line per bad input (exit 2), a summary of what was written."""
-import argparse
 from pathlib import Path
 
-from accel.errors import ArgParser, UserError, cli_entry
+from accel.errors import ArgParser, cli_entry
 from detcore.deploy.quantize import BACKENDS, METHODS, default_output, quantize
 
 

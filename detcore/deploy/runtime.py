@@ -187,7 +187,8 @@ class Detector:
             if self.kind == "ssd" and len(given) == count - 1:
                 given = ["background", *given]
             if len(given) != count:
-                what = f"{count} classes" if self.kind == "yolox" else f"{count - 1} classes (or {count} labels with background)"
+                what = (f"{count} classes" if self.kind == "yolox"
+                        else f"{count - 1} classes (or {count} labels with background)")
                 raise UserError(f"--class_names has {len(given)} names; {self.path} has {what}")
             return list(given)
         stored = self.backend.metadata.get(META_NAMES)

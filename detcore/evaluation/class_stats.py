@@ -49,7 +49,8 @@ class Boxes:
         return len(self.img)
 
     def subset(self, keep):
-        pick = (lambda a: None if a is None else a[keep])
+        def pick(a):
+            return None if a is None else a[keep]
         return Boxes(self.img[keep], self.cls[keep], self.xyxy[keep], pick(self.score), pick(self.crowd))
 
 

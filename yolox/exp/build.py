@@ -20,8 +20,6 @@ def exps_dir():
     return _PACKAGED if (_PACKAGED / "default").is_dir() else _CHECKOUT
 
 
-DEFAULT_EXPS_DIR = exps_dir() / "default"
-
 # -n NAME -> the file under exps_dir(): upstream's default models, then the example recipes (the
 # shapes quick start and upstream's VOC / custom-data templates), which an installed copy cannot
 # reach with -f exps/example/... because it has no exps/ folder beside the caller.

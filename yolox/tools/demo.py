@@ -26,7 +26,6 @@ the output folder is --output_dir/<-expn or the file's stem>/vis_res/<timestamp>
 Also ``python tools/demo.py ...`` in a checkout and the ``detkit-demo`` console script. Nothing
 imports torch at module level: the PyTorch path imports it once it is chosen.
 """
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -164,7 +163,8 @@ def open_source(args):
     if args.ann and not args.save_json:
         raise UserError("--ann gives --save-json its ids; pass --save-json too")
     if args.demo != "webcam" and args.path is None:
-        raise UserError(f"{args.demo} needs --path ({'an image, a folder or a glob' if args.demo == 'image' else 'a video file or a stream URL'})")
+        wanted = 'an image, a folder or a glob' if args.demo == 'image' else 'a video file or a stream URL'
+        raise UserError(f"{args.demo} needs --path ({wanted})")
     return open_media(args.path, args.camid, kind=args.demo)
 
 
