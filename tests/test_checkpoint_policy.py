@@ -195,3 +195,86 @@ def test_loader_workers_outlive_a_schedulers_sigterm_but_obey_their_parent():
     """)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "seen [0, 1, 2, 3, 4, 5]" in run.stdout
+
+
+class RaisedFlag:
+    """A PreemptionGuard whose signal has arrived (``requested()`` True) or not."""
+
+    def __init__(self, raised):
+        self.raised, self.signal_name = raised, "SIGUSR1"
+
+    def requested(self):
+        return self.raised
+
+
+def test_after_step_preempts_with_a_checkpoint_at_this_iteration(tmp_path):
+    cps = Checkpoints(tmp_path, "latest.pth", every=0)
+    built = []
+
+    def state(preempted=False):
+        built.append(preempted)
+        return {"iteration": 7, "preempted": preempted}
+
+    with pytest.raises(Preempted) as info:
+        cps.after_step(7, 2, RaisedFlag(True), state)
+    assert str(info.value) == (f"SIGUSR1 at epoch 2, iteration 7; checkpoint {cps.periodic_path(7)}; "
+                               "run the same command again to continue from it")
+    assert built == [True] and names(cps) == ["iter_00000007_ckpt.pth"]
+    with pytest.raises(Preempted, match=r"^SIGUSR1 at epoch 2, iteration 8; no checkpoint \(--no-save\)$"):
+        cps.after_step(8, 2, RaisedFlag(True), state, save=False)
+    assert built == [True] and names(cps) == ["iter_00000007_ckpt.pth"]   # --no-save wrote nothing
+
+
+def test_after_step_writes_periodic_files_when_due_but_not_at_an_epoch_end(tmp_path):
+    cps = Checkpoints(tmp_path, "latest.pth", every=3, keep=5)
+    built = []
+
+    def state(preempted=False):
+        built.append(preempted)
+        return {"preempted": preempted}
+
+    for it in range(1, 10):
+        cps.after_step(it, 1, RaisedFlag(False), state, epoch_end=it == 6)
+    cps.after_step(12, 2, None, state, save=False)                 # --no-save: never, even when due
+    assert names(cps) == ["iter_00000003_ckpt.pth", "iter_00000009_ckpt.pth"] and built == [False, False]
+
+
+def test_run_config_drops_volatile_keys_and_counts_a_given_seed_only():
+    from detcore.training.checkpoints import run_config
+    settings = {"max_epoch": 3, "output_dir": "a", "seed": 9, "lr": 0.1}
+    assert run_config(settings, ("output_dir", "seed")) == {"max_epoch": 3, "lr": 0.1}
+    assert run_config(settings, ("output_dir", "seed"), seed=9, world_size=2) == {
+        "max_epoch": 3, "lr": 0.1, "world_size": 2, "seed": 9}
+    assert run_config(settings, ("output_dir", "seed"), seed=0)["seed"] == 0       # seed 0 is a seed
+
+
+def test_training_state_round_trip_restores_optimizer_precision_watch_and_rng():
+    from accel import Precision
+    from detcore.training.checkpoints import restore_rng, restore_training_state, training_state
+    from detcore.training.report import MetricWatch
+
+    def build():
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 2)
+        return net, torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+    net, opt = build()
+    net(torch.ones(4, 3)).sum().backward()
+    opt.step()
+    watch = MetricWatch("ap50", patience=3)
+    watch.update(0.25, 1)
+    watch.update(0.20, 2)
+    state = training_state(opt, Precision("cpu"), 17, {"lr": 0.1}, watch, [net], preempted=True)
+    assert state["seed"] == 17 and state["run_config"] == {"lr": 0.1, "seed": 17} and state["preempted"]
+    expected = torch.rand(3)                                        # what the run draws next
+    net2, opt2 = build()
+    watch2 = MetricWatch("ap50", patience=3)
+    restore_training_state(state, "x.pth", opt2, Precision("cpu"), watch2)
+    restore_rng(state, net2)
+    assert torch.equal(torch.rand(3), expected)
+    momentum = [o.state_dict()["state"][0]["momentum_buffer"] for o in (opt, opt2)]
+    assert torch.equal(*momentum)
+    assert (watch2.best, watch2.state_dict()) == (0.25, watch.state_dict())
+    wrong = torch.optim.SGD(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)).parameters(), lr=0.1)
+    with pytest.raises(UserError, match=r"^checkpoint x\.pth: optimizer state does not fit this model"):
+        restore_training_state(state, "x.pth", wrong, Precision("cpu"))
