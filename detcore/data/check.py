@@ -18,7 +18,7 @@ class and box), tiny boxes (< 2 px wide or high, as listed), annotations of unli
 ids listed twice, and (VOC) listed images without an xml; then the classes with no instance in a
 split. Box counts are of the annotations as listed, before the cleaning clipped or dropped any.
 ``--strict`` exits 1 (one line) when anything is wrong; ``--plot`` draws the training split's
-labels as training sees them (``detcore.evaluation.plots.plot_labels``).
+labels as training sees them (``detcore.data.labels_plot``).
 
 ``summary_line(source)`` is the one line a trainer prints at start: images, background images,
 boxes, classes and what the cleaning found at load, from the counts the index already holds.
@@ -296,7 +296,7 @@ def report_at_start(source, folder, name="train"):
     the log and ``labels.png`` in the run's folder. A report: a failure is one warning line."""
     try:
         logger.info(f"data: {summary_line(source, name)}")
-        from detcore.evaluation.plots import plot_labels
+        from detcore.data.labels_plot import plot_labels
 
         counts, boxes = labels_of(source)
         path = Path(folder) / "labels.png"
@@ -332,7 +332,7 @@ def main(argv=None):
     reports, empty = check_splits(splits)
     print(format_report(reports, empty), flush=True)
     if args.plot:
-        from detcore.evaluation.plots import plot_labels
+        from detcore.data.labels_plot import plot_labels
 
         name, source = splits[0]
         counts, boxes = labels_of(source)
