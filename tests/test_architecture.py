@@ -117,3 +117,19 @@ def test_old_import_paths_are_the_new_modules_and_warn(tmp_path):
     run = subprocess.run([sys.executable, "-m", "detcore.make_shapes", "--help"], cwd=tmp_path,
                          capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0 and "usage:" in run.stdout
+
+
+# Which detcore floor may import which: data at the bottom (every format into the index), deploy
+# on it (the torch-free runtime lists and reads images through data), evaluation on both (error
+# images are drawn with deploy's drawing), training on top; accel and the small shared homes
+# (detcore.files, detcore.boxes) under all of them.
+FLOOR_IMPORTS = {"data": set(), "deploy": {"data"}, "evaluation": {"data", "deploy"},
+                 "training": {"data", "deploy", "evaluation"}}
+
+
+def test_detcore_floors_import_only_downwards():
+    for floor, allowed in FLOOR_IMPORTS.items():
+        for path in sources(f"detcore/{floor}"):
+            above = {m.split(".")[1] for m in imported_modules(path)
+                     if m.startswith("detcore.") and m.split(".")[1] in FLOOR_IMPORTS}
+            assert above <= allowed | {floor}, (path.relative_to(ROOT).as_posix(), above - allowed)
