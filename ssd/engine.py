@@ -21,7 +21,8 @@ from detcore.training.checkpoints import (Checkpoints, restore_rng, run_config, 
                                           training_state)
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
-from detcore.training.report import LossMean, MetricWatch, RunReport, epoch_row
+from detcore.training.early_stop import MetricWatch
+from detcore.training.report import LossMean, RunReport, epoch_row
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.checkpoint import (EVAL_HINT, check_label_names, checkpoint_classes, is_resume_file, load_strict,

@@ -19,7 +19,7 @@ import argparse  # noqa: E402
 import accel  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import default_worker_type  # noqa: E402
-from detcore.training.report import MetricWatch  # noqa: E402
+from detcore.training.early_stop import MetricWatch  # noqa: E402
 from ssd.engine import SSDRun  # noqa: E402
 from ssd.step import REFERENCE_BATCH  # noqa: E402
 

@@ -251,7 +251,7 @@ def test_run_config_drops_volatile_keys_and_counts_a_given_seed_only():
 def test_training_state_round_trip_restores_optimizer_precision_watch_and_rng():
     from accel import Precision
     from detcore.training.checkpoints import restore_rng, restore_training_state, training_state
-    from detcore.training.report import MetricWatch
+    from detcore.training.early_stop import MetricWatch
 
     def build():
         torch.manual_seed(0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from accel.errors import UserError
-from detcore.training.report import MetricWatch
+from detcore.training.early_stop import MetricWatch
 
 
 def test_metric_watch_by_hand():

@@ -22,7 +22,8 @@ from detcore.training.checkpoints import (Checkpoints, restore_rng, restore_trai
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
-from detcore.training.report import LossMean, MetricWatch, RunReport, epoch_row
+from detcore.training.early_stop import MetricWatch
+from detcore.training.report import LossMean, RunReport, epoch_row
 from yolox.core.ema import ModelEMA
 from yolox.core.options import train_options
 
