@@ -16,6 +16,7 @@ from detcore.evaluation import report as eval_report
 from detcore.evaluation.coco_eval import gather_and_score
 from detcore.training.progress import Progress
 from detcore.training.report import LossMean
+from detcore.boxes import xyxy2xywh
 from ssd.step import to_model_input
 
 VAL_LOSS_KEYS = ("loss", "loc_loss", "conf_loss")    # Loss.terms
@@ -31,7 +32,7 @@ def detections_to_coco(decoded, img_ids, sizes, cat_ids):
     rows = []
     for (boxes, labels, scores), img_id, (h, w) in zip(decoded, img_ids.tolist(), sizes.tolist()):
         boxes = boxes.detach().to("cpu", torch.float64) * torch.tensor([w, h, w, h], dtype=torch.float64)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+        xywh = xyxy2xywh(boxes)
         ids = torch.full((len(boxes), 1), float(img_id), dtype=torch.float64)
         rows.append(torch.cat([ids, xywh, scores.detach().to("cpu", torch.float64)[:, None],
                                cat_lookup[labels.detach().cpu()][:, None]], dim=1))

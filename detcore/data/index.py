@@ -43,6 +43,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
+from detcore.boxes import xyxy2xywh
 
 _IMAGE_KEYS = ("id", "width", "height")
 _ANN_KEYS = ("id", "image_id", "category_id", "bbox")
@@ -105,7 +106,7 @@ def coco_instances(img_ids, file_names, hw, box_img, box_cat, xyxy, crowd, categ
     (id, name) pairs. Annotation ids are 1..M in box order, ``bbox`` is [x, y, w, h] and
     ``area`` w * h (0 for a negative size, which a box as parsed may have)."""
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    xywh = xyxy2xywh(xyxy)
     area = np.maximum(xywh[:, 2], 0.0) * np.maximum(xywh[:, 3], 0.0)
     images = [{"id": i, "file_name": n, "width": w, "height": h}
               for i, n, (h, w) in zip(np.asarray(img_ids).tolist(), file_names, np.asarray(hw).tolist())]

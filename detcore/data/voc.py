@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from accel.errors import UserError
+from detcore.boxes import xyxy2xywh
 from detcore.data.index import (BoxTable, Columns, IndexedSource, PerImage, coco_from_dict, coco_instances,
                                 skip_or_stop)
 
@@ -124,7 +125,7 @@ class VocSource(IndexedSource):
         img, ann = self.parsed["images"], self.parsed["annotations"]
         columns = Columns(img["id"], np.stack([img["height"], img["width"]], axis=1), img["file_name"],
                           ann["image_id"], ann["class"],
-                          np.concatenate([ann["xyxy"][:, :2], ann["xyxy"][:, 2:] - ann["xyxy"][:, :2]], axis=1),
+                          xyxy2xywh(ann["xyxy"]),
                           ann["difficult"])
         table = BoxTable.clean(columns, range(len(class_names)), self.img_dir, self.ann_file, keep_crowd=True)
         self._hold(table, range(len(class_names)), class_names)

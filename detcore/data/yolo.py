@@ -46,6 +46,7 @@ from loguru import logger
 from accel.errors import UserError
 from detcore.data.images import IMAGE_SUFFIXES, header_size, images_under, is_image
 from detcore.data.index import BoxTable, Columns, IndexedSource, coco_from_dict, coco_instances, skip_or_stop
+from detcore.boxes import cxcywh2xyxy, xyxy2xywh
 
 SPLITS = ("train", "val", "test")
 # normalised coordinates this far outside [0, 1] are rounding, not a mistake: clipped silently
@@ -226,8 +227,7 @@ def parse_label_file(label_file, num_classes):
         raise _bad_line(label_file, int(lineno[k]), text.splitlines()[lineno[k] - 1],
                         f"class id {numbered[k][1][0]} is not one of 0..{num_classes - 1} "
                         f"(the {num_classes} names of the data yaml)")
-    cx, cy, w, h = values[:, 1:5].T
-    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    xyxy = cxcywh2xyxy(values[:, 1:5])
     return c.astype(np.int64), xyxy, lineno
 
 
@@ -326,7 +326,7 @@ class YoloSource(IndexedSource):
         norm = np.where(far[:, None], norm, np.clip(norm, 0.0, 1.0))
         wh = np.array([s if s is not None else (0, 0) for s in sizes], np.float64).reshape(-1, 2)
         pixels = norm * np.tile(wh[owner], 2)
-        xywh = np.concatenate([pixels[:, :2], pixels[:, 2:] - pixels[:, :2]], axis=1)
+        xywh = xyxy2xywh(pixels)
         ids = np.asarray(keep, np.int64)
         rel = [os.path.relpath(images[i], self.img_dir) for i in keep]
         columns = Columns(ids, wh[ids][:, ::-1], rel, owner, cls, xywh, np.zeros(len(cls), bool))
