@@ -9,7 +9,6 @@ from loguru import logger
 
 from accel import (Precision, all_reduce_norm, broadcast_object, init_distributed, resolve_device,
                    set_threads_per_process, unwrap, wrap_ddp)
-from detcore.training.checkpoints import load as load_checkpoint
 from accel.distributed import log_rank_agreement
 from accel.errors import UserError, report_position
 from accel.preemption import PreemptionGuard
@@ -17,13 +16,14 @@ from accel import watchdog
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
 from detcore.evaluation import report as eval_report
 from detcore.data.check import report_at_start
-from detcore.training.checkpoints import (Checkpoints, restore_rng, restore_training_state, run_config, save_on_main,
+from detcore.training.checkpoints import (Checkpoints, restore_rng, run_config, save_on_main,
                                           training_state)
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
 from detcore.training.early_stop import MetricWatch
 from detcore.training.report import LossMean, RunReport, epoch_row
+from yolox.core.checkpoint import start_from
 from yolox.core.ema import ModelEMA
 from yolox.core.options import train_options
 
@@ -450,47 +450,15 @@ class Trainer:
         logger.info(f"saved checkpoint {path}")
 
     def load_weights(self, model):
-        """``--resume`` (the full state of ``-c``, else of the folder's newest checkpoint; strict),
-        a resume by itself after a torchrun restart or a preemption (``Checkpoints.auto_resume``),
-        or else ``-c`` alone (weights for fine-tuning: every tensor whose name and shape fit, the
-        rest keep their fresh initialisation). Returns the checkpoint resumed, or None."""
-        from detcore.training.weights import load_matching
-
-        args = self.args
-        if args.resume:
-            path = Path(args.ckpt) if args.ckpt else self.checkpoints.newest()
-            if path is None:
-                raise UserError(f"--resume: {self.file_name} holds no checkpoint (pass -c CKPT)")
-            return self.resume(model, path, load_checkpoint(path))
-        path, ckpt = self.checkpoints.auto_resume(self.run_config(), "pass --resume -c FILE")
-        if path is not None:
-            return self.resume(model, path, ckpt)
-        self.checkpoints.clear()
-        if args.ckpt:
-            # fine-tuning: another class count (or head) is expected, so shape-aware
-            load_matching(model, load_checkpoint(args.ckpt), source=f"checkpoint {args.ckpt}")
-            logger.info(f"loaded weights from {args.ckpt} for fine-tuning")
-        return None
-
-    def resume(self, model, path, ckpt):
-        """Model, optimizer, precision, best AP (and the best-metric watch: best value, its
-        epoch, the patience count), seed and position from a training checkpoint."""
-        from yolox.utils import load_ckpt
-
-        if not isinstance(ckpt, dict) or "model" not in ckpt:
-            raise UserError(f"checkpoint {path} has no 'model' entry (expected a YOLOX training checkpoint)")
-        load_ckpt(model, ckpt.get("model_raw", ckpt["model"]))
-        restore_training_state(ckpt, path, self.optimizer, self.precision, self.watch)
-        self.best_ap = float(ckpt.get("best_ap", 0.0))
-        if "best_metric" not in ckpt and self.watch.metric == "ap50_95" and self.best_ap > 0:
-            self.watch.best = self.best_ap      # an older checkpoint: its best AP, epoch unknown
-        self.resume_path = path
-        if ckpt.get("seed") is not None and not self._seed_given:
-            self.exp.seed = int(ckpt["seed"])     # the run's own seed, even when it was drawn
-        # -e START_EPOCH (1-based, as upstream) overrides where the checkpoint stopped
-        if self.args.start_epoch is not None:
-            self.start_epoch, self.start_iter = self.args.start_epoch - 1, 0
-        else:
-            self.start_epoch = int(ckpt.get("start_epoch", 0))
-            self.start_iter = int(ckpt.get("start_iter", 0))
-        return ckpt
+        """What the run starts from (``yolox.core.checkpoint.start_from``): a resume restores the
+        model, optimizer, precision, best-metric watch, seed and position here. Returns the
+        checkpoint resumed, or None."""
+        point = start_from(self.args, self.checkpoints, self.run_config(), self.file_name, model,
+                           self.optimizer, self.precision, self.watch)
+        if point is None:
+            return None
+        self.resume_path, self.best_ap = point.path, point.best_ap
+        self.start_epoch, self.start_iter = point.start_epoch, point.start_iter
+        if point.seed is not None and not self._seed_given:
+            self.exp.seed = point.seed            # the run's own seed, even when it was drawn
+        return point.state
