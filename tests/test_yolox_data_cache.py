@@ -2,6 +2,7 @@
 the cached pixels are the uncached ones, the RAM cache is one buffer the loader workers share (not
 copy), the disk cache is written atomically and reused, and building only the visible part of the
 mosaic, from cached or decoded images, changes no label."""
+import errno
 import os
 import pickle
 import random
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel.errors import UserError
+from accel.errors import UserError, cli_entry
 from conftest import load_make_shapes
 from yolox.data import (COCODataset, DataLoader, MosaicDetection, TrainTransform, YoloBatchSampler,
                         worker_init_reset_seed)
@@ -114,6 +115,30 @@ def test_bad_cache_arguments_are_one_line_errors(shapes, monkeypatch):
     with pytest.raises(UserError, match="--cache ram needs .* GiB .* use --cache disk"):
         COCODataset(shapes, img_size=SIZE, cache="ram")
     assert cache_mod.cache_kind(None) is None and cache_mod.cache_kind(True) == "ram"
+
+
+def test_read_only_disk_cache_folder_is_one_cli_line(shapes, monkeypatch, capsys):
+    """A cache folder that exists but cannot be written (read-only mount; as root chmod does not
+    stop writes, so the temp file's creation fails as a read-only file system would): one
+    ``error:`` line naming the folder and what to do, exit 2, not the writer thread's traceback."""
+    folder = shapes / "cache_ro"
+    folder.mkdir()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", read_only)
+
+    @cli_entry
+    def main():
+        COCODataset(shapes, img_size=SIZE, cache="disk", cache_dir=folder)
+
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --cache disk: cannot write to the cache folder {folder} (the file system is "
+                   "read-only): name a writable folder with the exp option cache_dir DIR, or use --cache ram"]
 
 
 def test_warping_only_the_visible_region_equals_warping_the_whole_canvas():

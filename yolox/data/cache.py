@@ -29,6 +29,7 @@ from loguru import logger
 
 from accel.errors import UserError
 from detcore.data.heap import return_freed_heap
+from detcore.files import why_not_written
 
 CACHE_KINDS = ("ram", "disk")
 
@@ -153,6 +154,8 @@ class DiskImageCache:
             raise UserError(f"--cache disk: cannot create the cache folder {self.folder} ({exc.strerror}); "
                             "name a writable one with the exp option cache_dir DIR") from None
         todo = [i for i in range(len(self.files)) if not self._fresh(i, sources[i])]
+        if todo:
+            self._check_writable()
         need = sum(_npy_bytes(*self.shapes[i]) for i in todo)
         free = shutil.disk_usage(self.folder).free
         if need > free:
@@ -167,13 +170,19 @@ class DiskImageCache:
                 img = read(i)
             except (OSError, ValueError) as exc:
                 return i, exc
-            fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npy", dir=self.folder)
+            tmp = None
             try:
+                fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npy", dir=self.folder)
                 with os.fdopen(fd, "wb") as f:
                     np.save(f, np.ascontiguousarray(img, dtype=np.uint8))
                 os.replace(tmp, self.files[i])           # atomic: never a half-written cache file
+            except OSError as exc:                       # e.g. the disk filled up half-way
+                if tmp:
+                    Path(tmp).unlink(missing_ok=True)
+                raise self._unwritable(exc) from None
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                if tmp:
+                    Path(tmp).unlink(missing_ok=True)
                 raise
             return i, None
 
@@ -183,6 +192,23 @@ class DiskImageCache:
                     self.present[i] = False
                     skip(i, exc)
         self.nbytes = int(sum(int(h) * int(w) * 3 for h, w in self.shapes[self.present]))
+
+    def _unwritable(self, exc):
+        """The one-line error for a cache folder that cannot take the files (read-only, full)."""
+        return UserError(f"--cache disk: cannot write to the cache folder {self.folder} "
+                         f"({why_not_written(exc)}): name a writable folder with the exp option "
+                         "cache_dir DIR, or use --cache ram")
+
+    def _check_writable(self):
+        """Create and remove one temporary file, so a read-only folder (which ``mkdir(exist_ok=True)``
+        does not notice) is one line before any image is decoded, not a traceback from a worker
+        thread."""
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npy", dir=self.folder)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
 
     def _fresh(self, i, source):
         """The cache file exists, holds an array of the expected shape (by its size) and is not
