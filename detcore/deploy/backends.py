@@ -16,6 +16,7 @@ for an ``.onnx`` (OpenVINO when onnxruntime is not installed). Both are optional
 (``pip install 'detkit[onnx]'`` / ``'detkit[openvino]'``), imported here only when chosen; a
 missing one is one line saying what to install.
 """
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,14 @@ def _first_line(exc):
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
+def _need(module, name, extra, path, flag):
+    """Import a back end's package, or one line saying which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"{flag} {path}: {name} is not installed: pip install 'detkit[{extra}]' ({exc})") from None
+
+
 def _dim(value):
     """A fixed dimension as an int, a dynamic one (a name, '?', -1, None) as None."""
     return value if isinstance(value, int) and value > 0 else None
@@ -42,11 +51,7 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, path, threads=None, flag="--onnx"):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise UserError(f"{flag} {path}: onnxruntime is not installed: pip install 'detkit[onnx]' "
-                            f"({exc})") from None
+        ort = _need("onnxruntime", "onnxruntime", "onnx", path, flag)
         self.path, self.flag = Path(path), flag
         options = ort.SessionOptions()
         options.log_severity_level = 3               # errors only: no per-node notices on stderr
@@ -79,11 +84,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, path, threads=None, precision="f32", flag="--onnx"):
-        try:
-            import openvino as ov
-        except ImportError as exc:
-            raise UserError(f"{flag} {path}: OpenVINO is not installed: pip install 'detkit[openvino]' "
-                            f"({exc})") from None
+        ov = _need("openvino", "OpenVINO", "openvino", path, flag)
         self.path, self.flag = Path(path), flag
         core = ov.Core()
         if self.path.suffix == IR_SUFFIX and not self.path.with_suffix(".bin").is_file():

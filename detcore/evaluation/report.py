@@ -45,6 +45,18 @@ def write_per_class_csv(classes, folder, epoch=None):
     return write_rows(path, read_rows(path, before_epoch=epoch) + [format_row(r) for r in new])
 
 
+def _guarded(what, write, folder):
+    """Run ``write(folder, written)``, which appends each path it writes to ``written``; a failure
+    is one warning naming ``what`` (see the module docstring). Returns what was written."""
+    written = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write(folder, written)
+    except Exception as exc:      # noqa: BLE001 -- a report never ends a run
+        _warn(what, exc)
+    return written
+
+
 def write_evaluation(result, folder, epoch=None, plots=True):
     """The per-class csv (always) and, with ``plots``, the confusion csv and every plot of one
     evaluation's ``CocoScore``; returns the paths written. Never raises."""
@@ -52,12 +64,8 @@ def write_evaluation(result, folder, epoch=None, plots=True):
     if classes is None:
         return []
     folder = Path(folder)
-    written = []
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        written.append(write_per_class_csv(classes, folder, epoch))
-    except Exception as exc:      # noqa: BLE001 -- a report, see the module docstring
-        _warn(f"{folder / PER_CLASS_CSV}", exc)
+    written = _guarded(f"{folder / PER_CLASS_CSV}",
+                       lambda f, out: out.append(write_per_class_csv(classes, f, epoch)), folder)
     return written + (write_plots(result, folder) if plots else [])
 
 
@@ -67,19 +75,16 @@ def write_plots(result, folder):
     classes = getattr(result, "classes", None)
     if classes is None:
         return []
-    folder = Path(folder)
-    written = []
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        replace_atomic(folder / CONFUSION_CSV, classes.confusion_csv().encode())
-        written.append(folder / CONFUSION_CSV)
+
+    def write(f, written):
+        replace_atomic(f / CONFUSION_CSV, classes.confusion_csv().encode())
+        written.append(f / CONFUSION_CSV)
         from detcore.evaluation.plots import plot_evaluation
 
         if pyplot("evaluation plots") is not None:
-            written += plot_evaluation(classes, folder)
-    except Exception as exc:      # noqa: BLE001
-        _warn(f"evaluation plots in {folder}", exc)
-    return written
+            written += plot_evaluation(classes, f)
+
+    return _guarded(f"evaluation plots in {folder}", write, Path(folder))
 
 
 def analyze(result, coco_gt, rows, img_ids, source, k, folder):
