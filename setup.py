@@ -73,5 +73,5 @@ setup(
                              "openvino", "nncf", "scipy"],
                     "onnx": ["onnx", "onnxruntime"], "tensorboard": ["tensorboard"],
                     "openvino": ["openvino", "nncf", "onnx"],
-                    "wandb": ["wandb"]},
+                    "wandb": ["wandb"], "track": ["scipy"]},
 )
