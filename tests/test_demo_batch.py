@@ -3,7 +3,11 @@ batch 1; --save-txt writes YOLO labels of the printed boxes; --save-json writes 
 that pycocotools loadRes reads, with the annotation file's ids; --classes and --agnostic-nms
 filter; a glob is a source; a stream that drops mid-way keeps its video, txt and json; a stream
 URL that cannot be opened is one line; the PyTorch YOLOX and SSD demos batch alike."""
+import builtins
+import errno
+import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -154,6 +158,71 @@ def test_unopenable_stream_url_is_one_line(nano160, tmp_path):
                               text=True, cwd=tmp_path, timeout=120)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --path "), proc.stderr
+
+
+def read_only(monkeypatch, folder):
+    """Make ``folder`` behave as a read-only mount (tests run as root, where chmod stops no write):
+    creating a folder or opening a file for writing under it fails with EROFS."""
+    root = os.path.abspath(folder)
+
+    def inside(path):
+        return isinstance(path, (str, os.PathLike)) and os.path.abspath(os.fspath(path)).startswith(root + os.sep)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    real_mkdir, real_os_open, real_io_open = os.mkdir, os.open, io.open
+    monkeypatch.setattr(os, "mkdir", lambda p, *a, **k: refuse(p) if inside(p) else real_mkdir(p, *a, **k))
+    monkeypatch.setattr(os, "open", lambda p, flags, *a, **k: refuse(p) if inside(p) and flags & (
+        os.O_WRONLY | os.O_RDWR | os.O_CREAT) else real_os_open(p, flags, *a, **k))
+    writing = lambda p, mode="r", *a, **k: (refuse(p) if inside(p) and set(mode) & set("wax+")  # noqa: E731
+                                            else real_io_open(p, mode, *a, **k))
+    monkeypatch.setattr(io, "open", writing)
+    monkeypatch.setattr(builtins, "open", writing)
+
+
+@pytest.mark.parametrize("flag", ["--save-json", "--save-txt", "--save_result"])
+def test_read_only_output_folder_is_one_line_before_inference(nano160, shapes_coco, tmp_path, monkeypatch,
+                                                             capsys, flag):
+    """An output folder that cannot be written is one ``error:`` line before the first image goes
+    through the network, not a traceback after every prediction was made (and lost)."""
+    _, onnx_path = nano160
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    read_only(monkeypatch, ro)
+    with pytest.raises(SystemExit) as stop:
+        load_tool("demo").main(["image", "--onnx", str(onnx_path), "--path", str(shapes_coco / "val2017"),
+                                "--conf", "0.3", flag, "--output_dir", str(ro)])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: cannot create the output folder {ro}{os.sep}") and \
+        lines[0].endswith("the file system is read-only"), lines[0]
+    assert not LINE.search(out)                          # no image went through the network
+
+
+def test_json_rows_are_written_as_they_come(nano160, shapes_coco, tmp_path, capsys):
+    """--save-json appends each image's rows to predictions.json.partial as it goes (a run killed
+    mid-way keeps them), and the final predictions.json is the same list, the partial file gone."""
+    from detcore.deploy.media import open_source
+    from detcore.deploy.runtime import Detector
+    from yolox.tools.demo import run
+
+    _, onnx_path = nano160
+    detector = Detector(onnx_path, conf=0.3, nms=0.45)
+    out_dir = tmp_path / "vis_res" / "t"
+    partial = out_dir / "predictions.json.partial"
+    seen = []
+
+    def predict(images):
+        seen.append(len(partial.read_text().splitlines()) if partial.is_file() else None)
+        return detector.detect_batch(images)
+
+    args = Namespace(batch_size=4, save_result=False, save_txt=False, save_conf=False, save_json=True, ann=None)
+    run(args, open_source(str(shapes_coco / "val2017")), predict, detector.names, out_dir)
+    final = json.loads((out_dir / "predictions.json").read_text())
+    assert seen[0] == 0 and all(n is not None for n in seen) and seen == sorted(seen) and 0 < seen[-1] < len(final)
+    assert not partial.exists() and len(final) > 0
 
 
 def test_pytorch_demos_batch_like_batch_1(nano160, shapes_coco, tmp_path, capsys):

@@ -7,11 +7,16 @@ Streams end in two ways, both normal: a file runs out of frames, a live stream (
 stops delivering them (the network drops, the camera is unplugged). Either way the loop ends,
 one line says how many frames were read, and everything written so far stays valid: txt files
 are written per frame, the video is finalised and the json written in ``close()``, which the
-demos call in a ``finally``.
+demos call in a ``finally``. The json's rows also go, as they come, to
+``predictions.json.partial`` (one result per line), so a run killed before ``close()`` keeps what
+it did; and the output folder is checked writable before the first image, so a read-only or full
+one is one line before inference instead of a traceback after it.
 """
 import glob
 import json
+import os
 import sys
+import tempfile
 import time
 from collections import namedtuple
 from itertools import islice
@@ -25,6 +30,7 @@ from detcore.boxes import xyxy2xywh
 from detcore.data.images import IMAGE_SUFFIXES, is_image
 from detcore.deploy.draw import (VideoSink, _native_stderr_silenced, draw, frame_rate, image_files, open_camera,
                                  open_video)
+from detcore.files import make_output_dir, replace_atomic, why_not_written
 
 Frame = namedtuple("Frame", "name image index label")
 Frame.__doc__ = ("One input: ``name`` the image file's name or ``<stream>_<index>``; ``image`` what the "
@@ -166,7 +172,8 @@ class ResultWriter:
       score) that pycocotools ``loadRes`` reads. With ``ann_file`` the ids are the json's (image
       by file name, category i = its i-th smallest id, as the data loaders number classes);
       without, an image's id is its file stem when that is a number, else its position, and the
-      category the class index (YOLOX) / label (SSD).
+      category the class index (YOLOX) / label (SSD). While the run goes, the rows are appended
+      to ``predictions.json.partial`` (JSON lines), renamed away once the json is written.
 
     ``label_offset``: 1 for SSD (labels count the background), 0 for YOLOX.
     """
@@ -177,10 +184,36 @@ class ResultWriter:
         self.save_img, self.save_txt, self.save_conf, self.save_json = save_img, save_txt, save_conf, save_json
         self.ids, self.cats = read_annotation_ids(ann_file) if ann_file else (None, None)
         self.ann_file = ann_file
-        self.results, self.sink, self.txt_count = [], None, 0
+        self.results, self.sink, self.txt_count, self.partial = [], None, 0, None
+        self.json_path = self.out_dir / "predictions.json" if save_json else None
+        if self.saves:
+            self._check_writable()
         if save_img and stream_stem is not None:
             self.sink = VideoSink(self.out_dir / f"{stream_stem}.mp4", fps)
-        self.json_path = self.out_dir / "predictions.json" if save_json else None
+        if self.json_path is not None:
+            self.partial_path = self.json_path.with_name(self.json_path.name + ".partial")
+            try:
+                self.partial = open(self.partial_path, "w")
+            except OSError as exc:
+                raise self._unwritable(self.partial_path, exc) from None
+
+    def _unwritable(self, path, exc):
+        return UserError(f"cannot write {path}: {why_not_written(exc)} (choose a writable output "
+                         "folder)")
+
+    def _check_writable(self):
+        """Create the output folder (and ``labels/``) and one temporary file in it, before any
+        image goes through the network: a read-only or full folder found at the end would lose
+        every prediction."""
+        folders = [self.out_dir] + ([self.out_dir / "labels"] if self.save_txt else [])
+        for folder in folders:
+            make_output_dir(folder)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".write_test_", dir=folder)
+                os.close(fd)
+                os.unlink(tmp)
+            except OSError as exc:
+                raise self._unwritable(folder, exc) from None
 
     @property
     def saves(self):
@@ -204,7 +237,11 @@ class ResultWriter:
             xywh = np.stack([(dets[:, 0] + dets[:, 2]) / 2 / w, (dets[:, 1] + dets[:, 3]) / 2 / h,
                              (dets[:, 2] - dets[:, 0]) / w, (dets[:, 3] - dets[:, 1]) / h], axis=1)
             table = np.concatenate([cls[:, None], xywh] + ([dets[:, 4:5]] if self.save_conf else []), axis=1)
-            np.savetxt(folder / f"{Path(frame.name).stem}.txt", table, fmt=["%d"] + ["%.6f"] * (table.shape[1] - 1))
+            target = folder / f"{Path(frame.name).stem}.txt"
+            try:
+                np.savetxt(target, table, fmt=["%d"] + ["%.6f"] * (table.shape[1] - 1))
+            except OSError as exc:                # e.g. the disk filled up mid-run
+                raise self._unwritable(target, exc) from None
             self.txt_count += 1
         if self.save_json and len(dets):
             image_id = self._image_id(frame)
@@ -213,8 +250,14 @@ class ResultWriter:
                     if self.cats is not None else cls)
             boxes = np.round(xyxy2xywh(dets[:, :4]).astype(np.float64), 3)
             scores = np.round(dets[:, 4].astype(np.float64), 5)
-            self.results.extend({"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
-                                for c, b, s in zip(cats.tolist(), boxes.tolist(), scores.tolist()))
+            rows = [{"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
+                    for c, b, s in zip(cats.tolist(), boxes.tolist(), scores.tolist())]
+            self.results.extend(rows)
+            try:
+                self.partial.write("".join(json.dumps(r) + "\n" for r in rows))
+                self.partial.flush()
+            except OSError as exc:
+                raise self._unwritable(self.partial_path, exc) from None
         elif self.save_json:
             self._image_id(frame)          # an image the json does not list is an error with or without boxes
         if self.save_img:
@@ -232,8 +275,10 @@ class ResultWriter:
         if self.sink is not None:
             self.sink.close()
         if self.json_path is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.json_path.write_text(json.dumps(self.results))
+            replace_atomic(self.json_path, json.dumps(self.results).encode())
+            if self.partial is not None:
+                self.partial.close()
+                self.partial_path.unlink(missing_ok=True)   # the json holds it all now
 
     def summary(self):
         """Lines saying where the outputs went."""
