@@ -66,3 +66,30 @@ def test_a_report_failure_is_one_warning_not_an_exception(scored, tmp_path, log_
     blocker.write_text("not a folder")
     assert eval_report.write_evaluation(result, blocker) == []
     assert any("not written" in line and "checkpoints are not affected" in line for line in log_lines)
+
+
+def test_a_split_without_ground_truth_is_one_warning_and_no_library_warnings(shapes_coco, tmp_path, log_lines,
+                                                                           recwarn):
+    """tools/eval.py --analyze on a val split with no annotations: one warning line saying so (AP is
+    -1 as COCOeval reports it), and none of matplotlib's "No artists with labels" warnings."""
+    from types import SimpleNamespace
+
+    from yolox.tools.eval import write_reports
+
+    ann = tmp_path / "instances_val2017.json"
+    data = json.loads((shapes_coco / "annotations" / "instances_val2017.json").read_text())
+    ann.write_text(json.dumps({**data, "annotations": []}))
+    source = CocoSource(ann, shapes_coco / "val2017")
+    gt = source.coco
+    rows = np.array([[i, 1, 1, 6, 6, 0.95, gt.getCatIds()[0]] for i in source.ids[:3]], np.float64)
+    result = coco_eval.score(gt, rows, source.ids)
+    assert result.ap50 == -1
+    result.rows = rows                                   # as the evaluator keeps them for --analyze
+    dataset = SimpleNamespace(coco=gt, ids=source.ids, source=source, ann_file=ann)
+    evaluator = SimpleNamespace(last_result=result, dataloader=SimpleNamespace(dataset=dataset))
+    write_reports(evaluator, tmp_path / "run", SimpleNamespace(plots=True, analyze=2, test=False))
+    assert [str(w.message) for w in recwarn] == []
+    said = [ln for ln in log_lines if "ground-truth" in ln]
+    assert said == [f"the val split ({ann}) has no ground-truth boxes: AP is undefined (-1, as COCOeval "
+                    "reports it); every detection counts as a false positive"]
+    assert (tmp_path / "run" / "PR_curve.png").is_file() and (tmp_path / "run" / "errors" / "per_image.json").is_file()

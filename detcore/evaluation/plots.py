@@ -18,6 +18,13 @@ def _save(fig, path):
     return save_png(fig, path, dpi=110)
 
 
+def _legend(ax, **kwargs):
+    """A legend only when something is labelled: a split without ground truth has no class
+    curves, and matplotlib's "No artists with labels" warning would reach the console."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def _short(name, n=14):
     return name if len(name) <= n else name[:n - 1] + "~"
 
@@ -74,7 +81,7 @@ def plot_pr(stats, path):
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
            title="precision-recall (IoU 0.50, COCO interpolation)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    _legend(ax, loc="lower left", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -100,7 +107,7 @@ def plot_conf_curve(stats, which, path):
     ax.set(xlabel="confidence", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.01),
            title=f"{ylabel} against confidence (IoU 0.50); dashed: max mean F1")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    _legend(ax, loc="best", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -11,6 +11,7 @@ A report must never end a run or lose its checkpoint: every failure here is one 
 whatever could be written stays written. Only the main process writes.
 """
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,17 @@ def write_per_class_csv(classes, folder, epoch=None):
     path = Path(folder) / PER_CLASS_CSV
     new = classes.csv_rows(**({} if epoch is None else {"epoch": epoch}))
     return write_rows(path, read_rows(path, before_epoch=epoch) + [format_row(r) for r in new])
+
+
+def no_ground_truth(result, split="val", where=None):
+    """True, with one warning line, when the scored split holds no ground-truth box: COCOeval
+    then reports every AP as -1, which alone reads like a broken score rather than an empty split."""
+    classes = getattr(result, "classes", None)
+    if classes is None or int(np.sum(classes.instances)) > 0:
+        return False
+    logger.warning(f"the {split} split{f' ({where})' if where else ''} has no ground-truth boxes: AP is "
+                   "undefined (-1, as COCOeval reports it); every detection counts as a false positive")
+    return True
 
 
 def _guarded(what, write, folder):
@@ -82,7 +94,11 @@ def write_plots(result, folder):
         from detcore.evaluation.plots import plot_evaluation
 
         if pyplot("evaluation plots") is not None:
-            written += plot_evaluation(classes, f)
+            with warnings.catch_warnings(record=True) as caught:   # matplotlib's, not the user's concern
+                warnings.simplefilter("always")
+                written += plot_evaluation(classes, f)
+            for w in caught:
+                logger.debug(f"evaluation plots: {w.category.__name__}: {w.message}")
 
     return _guarded(f"evaluation plots in {folder}", write, Path(folder))
 

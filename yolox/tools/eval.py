@@ -89,10 +89,12 @@ def write_reports(evaluator, folder, args):
     result = getattr(evaluator, "last_result", None)
     if result is None:          # an evaluator without per-class statistics (VOC's devkit table)
         return
+    dataset = getattr(getattr(evaluator, "dataloader", None), "dataset", None)
+    eval_report.no_ground_truth(result, "test" if getattr(args, "test", False) else "val",
+                                getattr(dataset, "ann_file", None))
     for path in eval_report.write_evaluation(result, folder, plots=getattr(args, "plots", True)):
         logger.info(f"wrote {path}")
     if getattr(args, "analyze", 0):
-        dataset = evaluator.dataloader.dataset
         eval_report.analyze(result, dataset.coco, result.rows, dataset.ids, dataset.source,
                             args.analyze, folder)
 
