@@ -70,8 +70,8 @@ setup(
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=_requirements(),
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "onnx", "onnxruntime", "tensorboard",
-                             "openvino", "nncf", "scipy"],
+                             "openvino", "nncf", "scipy", "trackeval", "motmetrics"],
                     "onnx": ["onnx", "onnxruntime"], "tensorboard": ["tensorboard"],
                     "openvino": ["openvino", "nncf", "onnx"],
-                    "wandb": ["wandb"], "track": ["scipy"]},
+                    "wandb": ["wandb"], "track": ["scipy", "trackeval"]},
 )

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 
 if ! "$PY" -m pip show -q detkit >/dev/null 2>&1 \
-        || ! "$PY" -c "import pytest, hypothesis, onnxruntime, openvino, nncf, scipy, matplotlib" >/dev/null 2>&1 \
+        || ! "$PY" -c "import pytest, hypothesis, onnxruntime, openvino, nncf, scipy, matplotlib, trackeval, motmetrics" >/dev/null 2>&1 \
         || ! "$PY" -m ruff --version >/dev/null 2>&1; then
     echo "run_tests.sh: installing the project with its test extras (pip install -e '.[test]')"
     "$PY" -m pip install -q -e ".[test]"
