@@ -251,7 +251,8 @@ class SSDRun:
                     f"{args.batch_size}, {ipe} iterations/epoch, lr {self.base_lr:.4g}, device {self.device}, "
                     f"seed {self.seed}")
         if self.rank0:
-            report_at_start(self.train_set.source, self.out_dir)
+            report_at_start(self.train_set.source, self.out_dir, allow_empty=getattr(args, "allow_empty_train", False),
+                            allow_with="--allow-empty-train")
 
     def train_epoch(self, epoch):
         """One epoch (or its rest, after a mid-epoch resume); returns the evaluation, if any."""

@@ -30,6 +30,8 @@ def build_parser():
                    help="COCO root with train2017/, val2017/, annotations/; or a Pascal VOC devkit "
                         "(VOC2007/, VOC2012/: trains on their trainval, evaluates on VOC2007 test) "
                         "or one VOC<year>/ folder")
+    p.add_argument("--allow-empty-train", action="store_true",
+                   help="train even when the training split has no box at all (background only)")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="per-process batch size")
     p.add_argument("--val-batch-size", type=int, default=None, help="per-process eval batch (default: --batch-size)")
     p.add_argument("--epochs", "-e", type=int, default=800, help="maximum number of epochs")

@@ -164,6 +164,28 @@ def test_explicit_class_count_that_differs_stops_before_the_first_step(yolo_set,
         shapes.sync_classes()
 
 
+def test_empty_labels_folder_stops_before_the_first_step_unless_allowed(yolo_set, tmp_path):
+    """A YOLO set whose train labels folder is empty used to train silently on background only:
+    one line naming the split and the labels folder, before any step; ``allow_empty_train True``
+    (the exp option) trains anyway."""
+    data = copy_set(yolo_set, tmp_path)
+    labels = data.parent / "labels" / "train"
+    for f in labels.glob("*.txt"):
+        f.unlink()
+    exp, args = _exp(data, "max_epoch", "1", "output_dir", str(tmp_path / "out"))
+    trainer = exp.get_trainer(args)
+    with pytest.raises(UserError) as stop:
+        trainer.before_train()
+    trainer.after_train()
+    assert str(stop.value) == (f"the train split has no boxes (6 images, labels in {labels}): training "
+                               "would learn background only; add labels, or allow it with the exp option "
+                               "allow_empty_train True")
+    exp, args = _exp(data, "max_epoch", "1", "output_dir", str(tmp_path / "out2"), "allow_empty_train", "True")
+    trainer = exp.get_trainer(args)
+    trainer.before_train()
+    trainer.after_train()
+
+
 def test_api_evaluates_and_names_classes_from_a_data_yaml(yolo_set, tmp_path):
     """Detector(data_dir=data.yaml): the model takes the yaml's 4 classes (exp default 80), the
     evaluation scores the yaml's val split and predict names the yaml's classes."""

@@ -211,7 +211,8 @@ class Trainer:
         """The training split's one-line summary and labels.png (``detcore.data.check``)."""
         source = getattr(getattr(self.train_loader.dataset, "_dataset", None), "source", None)
         if source is not None:
-            report_at_start(source, self.file_name)
+            report_at_start(source, self.file_name, allow_empty=self.exp.allow_empty_train,
+                            allow_with="the exp option allow_empty_train True")
 
     def final_report(self):
         """At the end of a run that finished (its last epoch, or an early stop): the plots and

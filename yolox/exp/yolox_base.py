@@ -37,6 +37,9 @@ class Exp(BaseExp):
         # where --cache disk keeps its .npy files (None: img_resized_cache_<images>_<h>x<w> beside
         # the training images; a read-only data set needs one named: ``cache_dir DIR``)
         self.cache_dir = None
+        # a training split without a single box stops before the first step (it would learn
+        # background only); ``allow_empty_train True`` trains on it anyway
+        self.allow_empty_train = False
         # augmentation
         self.mosaic_prob = 1.0
         self.mixup_prob = 1.0
