@@ -73,5 +73,6 @@ setup(
                              "openvino", "nncf", "scipy", "trackeval", "motmetrics"],
                     "onnx": ["onnx", "onnxruntime"], "tensorboard": ["tensorboard"],
                     "openvino": ["openvino", "nncf", "onnx"],
+                    "mutation": ["cosmic-ray>=8.7"],
                     "wandb": ["wandb"], "track": ["scipy", "trackeval"]},
 )
