@@ -81,15 +81,20 @@ def _objects(rng, frames, objects, crossings, entering, classes):
 
 
 def make_stream(seed, frames, objects, crossings, entering, occlusion_prob, low_prob,
-                false_positives, classes, duplicate_prob=0.0, blackout=None):
+                false_positives, classes, duplicate_prob=0.0, blackout=None, truth=None):
     """The stream: a list of ``frames`` tuples ``(boxes [N, 4] x1y1x2y2 float64, scores [N]
     float64, classes [N] int64)``, detections in random order within a frame.
 
     ``duplicate_prob``: the chance that an object is detected twice (a second, offset box with a
     high score, as NMS sometimes leaves) for a stretch of 3-30 frames. ``blackout``: a
-    ``(start, stop)`` range of frames with no detections at all."""
+    ``(start, stop)`` range of frames with no detections at all. ``truth``: a list that gets, per
+    frame, the ground truth as MOTChallenge rows ``[frame (1-based), object id, x, y, w, h,
+    consider, class, visibility]`` of the objects inside the image (a fully occluded one with
+    consider 0); recording it draws no random numbers, so the stream is the same either way."""
     rng = np.random.default_rng(seed)
     objs = _objects(rng, frames, objects, crossings, entering, classes)
+    for k, o in enumerate(objs):
+        o["id"] = k + 1                                   # the ground-truth identity
     # Occlusions: per object maybe one stretch of 2-45 frames, detected with a low score (partly
     # occluded) or not at all.
     for o in objs:
@@ -114,6 +119,12 @@ def make_stream(seed, frames, objects, crossings, entering, occlusion_prob, low_
             true = np.r_[c - size / 2, c + size / 2]
             if true[2] < 0 or true[0] > WIDTH or true[3] < 0 or true[1] > HEIGHT:
                 continue                                   # outside the image
+            if truth is not None:
+                occ = o["occluded"]
+                hidden = occ is not None and occ[0] <= f < occ[1] and not occ[2]
+                x1, y1, x2, y2 = np.clip(true, 0, [WIDTH, HEIGHT, WIDTH, HEIGHT])
+                truth.append([f + 1, o["id"], x1, y1, x2 - x1, y2 - y1, 0 if hidden else 1, o["cls"],
+                              0.0 if hidden else 1.0])
             if rng.random() < 0.03:
                 continue                                   # a missed detection
             occ = o["occluded"]
