@@ -134,9 +134,10 @@ def assign(cost, thresh, solver=None):
         cols = x[rows]
     keep = cost[rows, cols] < thresh
     matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
-    unmatched_rows = np.setdiff1d(np.arange(n), matches[:, 0])
-    unmatched_cols = np.setdiff1d(np.arange(m), matches[:, 1])
-    return matches, unmatched_rows, unmatched_cols
+    free_rows, free_cols = np.ones(n, dtype=bool), np.ones(m, dtype=bool)
+    free_rows[matches[:, 0]] = False
+    free_cols[matches[:, 1]] = False
+    return matches, np.flatnonzero(free_rows), np.flatnonzero(free_cols)
 
 
 def _xyah_to_tlbr(xyah):
