@@ -1,4 +1,4 @@
-"""python tools/convert_data.py SRC --out DIR --format {coco,voc,yolo} [--splits train,val] [--link {hard,sym}]
+"""python tools/convert_data.py SRC --out DIR --format {coco,voc,yolo,mot} [--splits train,val] [--link {hard,sym}]
 
 The data converter's command line in a checkout, kept as a thin wrapper: the code is
 detcore.data.convert (also ``python -m detcore.data.convert`` and ``detkit-convert-data``, which work from

@@ -1,5 +1,5 @@
 """python tools/make_shapes.py --out DIR --num-train N --num-val M --seed S [--format {coco,voc,yolo}]
-    [--classes ...] [--background N]
+    [--classes ...] [--background N] [--video N [--frames F]]
 
 The synthetic shapes generator's command line in a checkout, kept as a thin wrapper: the code is
 detcore.data.shapes (also ``python -m detcore.data.shapes`` and ``detkit-make-shapes``, which work

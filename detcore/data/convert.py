@@ -1,6 +1,6 @@
-"""Convert a detection data set between the COCO json, Pascal VOC and YOLO (Ultralytics) layouts.
+"""Convert a detection data set between the COCO json, Pascal VOC, YOLO (Ultralytics) and MOT layouts.
 
-Usage: python -m detcore.data.convert SRC --out DIR --format {coco,voc,yolo} [--splits train,val]
+Usage: python -m detcore.data.convert SRC --out DIR --format {coco,voc,yolo,mot} [--splits train,val]
                                  [--link {hard,sym}]
 (also ``python tools/convert_data.py`` in a checkout and the ``detkit-convert-data`` console script)
 
@@ -28,6 +28,13 @@ What each layout keeps:
   wider and taller than the usual COCO -> VOC export (``xmax = x + w``, as ``make_shapes --format
   voc`` writes), which detkit reads one pixel smaller. Images that are not JPEG
   are re-encoded as JPEG (quality 95), JPEGImages holding ``.jpg`` only.
+- MOT: ``DIR/{split}/SEQ/{seqinfo.ini, img1/000001.jpg..., gt/gt.txt}`` (``detcore.data.mot``).
+  A MOT source keeps its sequences (names, frame rate, track ids, visibility, ignore regions),
+  frames renumbered 1.. within the split (a val half starts at 1). Any other source is not a
+  video: each image is one frame, of one sequence per split and image size and suffix (a
+  ``seqinfo.ini`` has one size), named ``{split}-01``..., frameRate 1, in image id order; every
+  box is its own track. Crowd / difficult boxes become ``consider`` 0 rows (ignore regions); the
+  class column is the class index + 1, named in ``seqinfo.ini``'s ``[Classes]``.
 
 The files of each layout are written by ``detcore.data.writers`` (as the shapes generator's are);
 the box conventions above are chosen here. Images are copied, or linked with ``--link hard``
@@ -46,18 +53,22 @@ from loguru import logger
 from accel.errors import ArgParser, UserError, cli_entry
 from detcore.data.index import coco_instances
 from detcore.data.layout import COCO_SPLITS, detect_layout, open_split, voc_sets
-from detcore.data.writers import (voc_root, write_coco_json, write_data_yaml, write_image_set, write_voc_xml,
+from detcore.data.writers import (mot_frame_name, mot_gt_lines, mot_sequence, voc_root, write_coco_json,
+                                  write_data_yaml, write_image_set, write_mot_gt, write_seqinfo, write_voc_xml,
                                   write_yolo_labels, yolo_dirs, yolo_lines)
 
-FORMATS = ("coco", "voc", "yolo")
+FORMATS = ("coco", "voc", "yolo", "mot")
 LINKS = ("hard", "sym")
 VOC_LISTS = {"train": "trainval", "val": "test"}
 
 
 def available_splits(src):
     """The splits the data at ``src`` has: a yaml's keys, a COCO root's jsons, a VOC devkit's
-    train and val lists (as ``detcore.data.layout`` would open them)."""
+    train and val lists, a MOT root's split folders (as ``detcore.data.layout`` would open them)."""
     layout = detect_layout(src, "SRC")
+    if layout.kind == "mot":
+        from detcore.data.mot import available_splits as mot_splits
+        return mot_splits(layout.path)
     if layout.kind == "yolo":
         from detcore.data.yolo import DataYaml
         return [s for s in COCO_SPLITS if s in DataYaml(layout.path).splits]
@@ -180,6 +191,54 @@ def _voc_split(out, split, part, class_names, link, taken):
     write_image_set(root, VOC_LISTS[split], stems)
 
 
+def _mot_groups(split, part):
+    """(name, frame rate, rows) of each sequence to write: a MOT source's own sequences, else one
+    per image size and suffix (rows in image id order)."""
+    t, source = part.table, part.source
+    if hasattr(source, "sequences"):
+        from detcore.data.mot import FRAME_STRIDE
+        number = t.ids // FRAME_STRIDE
+        return [(seq.name, seq.frame_rate, np.flatnonzero(number == seq.number)) for seq in source.sequences
+                if (number == seq.number).any()]
+    keys = [(int(h), int(w), os.path.splitext(n)[1].lower()) for (h, w), n in zip(t.hw.tolist(), part.names)]
+    order = sorted(set(keys), key=keys.index)
+    return [(f"{split}-{k + 1:02d}", 1, np.asarray([r for r, key in enumerate(keys) if key == want], np.int64))
+            for k, want in enumerate(order)]
+
+
+def _mot_split(out, split, part, class_names, link):
+    """One split as MOT sequences under ``out/{split}/``."""
+    t, source = part.table, part.source
+    tracks = getattr(source, "track_ids", None)
+    vis = getattr(source, "visibility", None)
+    ignore = getattr(source, "ignore", None)
+    ign_row = (np.searchsorted(t.ids, ignore.img) if ignore is not None and len(ignore.img)
+               else np.zeros(0, np.int64))
+    classes = [(k + 1, n) for k, n in enumerate(class_names)]
+    for name, rate, rows in _mot_groups(split, part):
+        folder = mot_sequence(out, split, name)
+        ext = os.path.splitext(part.names[rows[0]])[1]
+        frame_of = np.zeros(len(t), np.int64)
+        frame_of[rows] = np.arange(1, len(rows) + 1)
+        for r in rows.tolist():
+            _place(part.src_path(r), folder / "img1" / mot_frame_name(int(frame_of[r]), ext), link)
+        boxes = np.flatnonzero(np.isin(part.owner, rows))
+        ign = np.flatnonzero(np.isin(ign_row, rows))
+        xyxy = np.concatenate([t.boxes[boxes], ignore.boxes[ign] if len(ign) else np.zeros((0, 4))])
+        xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        frames = np.concatenate([frame_of[part.owner[boxes]], frame_of[ign_row[ign]]])
+        ids = np.concatenate([tracks[boxes] if tracks is not None else np.arange(1, len(boxes) + 1),
+                              ignore.track_ids[ign] if len(ign) else np.zeros(0, np.int64)])
+        consider = np.concatenate([~t.crowd[boxes], np.zeros(len(ign), bool)]).astype(int)
+        cls = np.concatenate([t.cls[boxes], ignore.cls[ign] if len(ign) else np.zeros(0, np.int64)]) + 1
+        visibility = np.concatenate([vis[boxes] if vis is not None else np.ones(len(boxes)), np.ones(len(ign))])
+        order = np.lexsort((ids, frames))
+        h, w = (int(v) for v in t.hw[rows[0]])
+        write_seqinfo(folder, len(rows), w, h, rate or 1, ext, classes)
+        write_mot_gt(folder, mot_gt_lines(frames[order], ids[order], xywh[order], consider[order], cls[order],
+                                          visibility[order]))
+
+
 def _open_alike(src, splits):
     """The sources of ``splits``, labelled alike. Where a layout infers the classes from each
     split's own files (VOC: the names its xmls use, sorted), a split may lack a class another
@@ -226,6 +285,8 @@ def convert(src, out, fmt, splits=None, link=None):
                 _coco_split(work, split, part, names, source.class_ids, link)
             elif fmt == "yolo":
                 _yolo_split(work, split, part, link)
+            elif fmt == "mot":
+                _mot_split(work, split, part, names, link)
             else:
                 _voc_split(work, split, part, names, link, taken)
             logger.info(f"{split}: {len(part.names)} images, {len(part.owner)} boxes")
@@ -250,7 +311,7 @@ def _umask():
 
 def make_parser():
     parser = ArgParser(prog="detkit-convert-data", description=__doc__.splitlines()[0], name_tool=False)
-    parser.add_argument("src", help="the data: a COCO root, a VOC devkit or a YOLO data.yaml")
+    parser.add_argument("src", help="the data: a COCO root, a VOC devkit, a YOLO data.yaml or a MOT root")
     parser.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="layout to write")
     parser.add_argument("--splits", default=None,

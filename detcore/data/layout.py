@@ -11,7 +11,10 @@ Layouts, in the order they are recognised:
   2007 and 2012, val VOC2007 test (as the detection papers);
 - COCO: a folder holding ``annotations/`` (``annotations/instances_{train,val}2017.json`` with
   ``train2017/`` and ``val2017/`` by default; the exp's ``train_ann`` / ``val_ann`` may name
-  other jsons).
+  other jsons);
+- MOT (MOTChallenge): a folder whose sequences (``SEQ/seqinfo.ini`` + ``SEQ/img1/``) lie in
+  ``train/``, ``val/``, ``test/`` or directly in it (``detcore.data.mot``: splits, classes and
+  ignore regions there).
 
 Anything else is one line saying what was looked for.
 """
@@ -32,11 +35,11 @@ VOC_TEST = ("2007", "test")
 _VOC_YEAR = re.compile(r"VOC\d{4}")
 LOOKED_FOR = ("a COCO root (annotations/instances_train2017.json, train2017/, val2017/), a VOC devkit "
               "(VOC<year>/Annotations, JPEGImages, ImageSets/Main) or a YOLO data.yaml (or a folder "
-              "holding one)")
+              "holding one) or a MOT root (sequences with seqinfo.ini and img1/, in train/ or directly)")
 
 Layout = namedtuple("Layout", "kind path years")
-Layout.__doc__ = ("A detected layout: ``kind`` 'coco' | 'voc' | 'yolo'; ``path`` the COCO root, the "
-                  "VOC devkit or the yaml file; ``years`` the VOC years (empty otherwise).")
+Layout.__doc__ = ("A detected layout: ``kind`` 'coco' | 'voc' | 'yolo' | 'mot'; ``path`` the COCO root, the "
+                  "VOC devkit, the yaml file or the MOT root; ``years`` the VOC years (empty otherwise).")
 
 
 def voc_layout(root):
@@ -78,11 +81,15 @@ def detect_layout(path, flag="--data"):
         return Layout("voc", voc[0], voc[1])
     if (path / "annotations").is_dir():
         return Layout("coco", path, ())
+    from detcore.data.mot import is_mot_root
+    if is_mot_root(path):
+        return Layout("mot", path, ())
     found = _yaml_in(path)
     if found is not None:
         return Layout("yolo", found, ())
     raise UserError(f"{flag}: {path} holds none of the data layouts: no annotations/ (a COCO root), "
-                    "no VOC<year>/Annotations (a VOC devkit), no data.yaml (YOLO)")
+                    "no VOC<year>/Annotations (a VOC devkit), no data.yaml (YOLO), no sequences with "
+                    "seqinfo.ini and img1/ (MOT)")
 
 
 def coco_paths(root, flag="--data"):
@@ -121,7 +128,8 @@ def open_split(path, split, class_names=None, ann_file=None, img_folder=None, fl
     """The ``IndexedSource`` of ``split`` ('train', 'val' or 'test') of the data at ``path``.
 
     ``class_names`` fixes the classes where the layout infers them (VOC: the train split's names
-    for the val split) and is checked where it does not (YOLO: the yaml's ``names``); COCO's
+    for the val split) and is checked where it does not (YOLO: the yaml's ``names``, MOT: the
+    sequences' classes); COCO's
     come from its categories. ``ann_file`` / ``img_folder``: a COCO split's json name (under
     ``annotations/``) and image folder, when not the 2017 defaults (YOLOX exps' ``train_ann``).
     """
@@ -131,6 +139,9 @@ def open_split(path, split, class_names=None, ann_file=None, img_folder=None, fl
     if layout.kind == "yolo":
         from detcore.data.yolo import YoloSource
         return YoloSource(layout.path, split, class_names=class_names)
+    if layout.kind == "mot":
+        from detcore.data.mot import MotSource
+        return MotSource(layout.path, split, class_names=class_names, flag=flag)
     if layout.kind == "voc":
         from detcore.data.voc import VocSource
         return VocSource(layout.path, voc_sets(layout.path, layout.years, split, flag), class_names=class_names)
@@ -165,8 +176,11 @@ def open_sources(root, train=True, class_names=None, flag="--data"):
 def class_names_of(path, flag="--data"):
     """The class names of the data at ``path`` without reading more than they need: a data
     yaml's ``names``, a COCO root's val categories, a VOC devkit's train xmls (what the demo and
-    the Python API's predict need to name classes)."""
+    the Python API's predict need to name classes; a MOT root's seqinfo.ini files)."""
     layout = detect_layout(path, flag)
+    if layout.kind == "mot":
+        from detcore.data.mot import class_names_of as mot_names
+        return mot_names(layout.path, flag)
     if layout.kind == "yolo":
         from detcore.data.yolo import DataYaml
         return DataYaml(layout.path).names

@@ -1,6 +1,7 @@
 """One writer per data format, shared by the converter (``detcore.data.convert``) and the synthetic
 generator (``detcore.data.shapes``): a Pascal VOC devkit (its folders, one xml per image, the
-image-set lists), a YOLO set (its folders, label files, ``data.yaml``) and a COCO instances json.
+image-set lists), a YOLO set (its folders, label files, ``data.yaml``), a COCO instances json and
+a MOTChallenge sequence (``seqinfo.ini``, ``gt/gt.txt``, ``img1/``).
 
 Why one home: both wrote every format, each its own way, and two spellings of one format drift
 (a class name escaped in one xml writer and not in the other). The writers take values in the
@@ -9,6 +10,8 @@ how a box gets there is the caller's convention, stated where it is chosen.
 """
 import json
 from xml.sax.saxutils import escape
+
+import numpy as np
 
 
 def voc_root(out):
@@ -88,3 +91,46 @@ def write_coco_json(path, instances):
     """A COCO instances dict as one line of json at ``path`` (its folder created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(instances))
+
+
+def mot_sequence(out, split, name):
+    """Create ``out/{split}/{name}/img1`` and ``.../gt`` (a MOT sequence as ``detcore.data.mot``
+    reads it); returns the sequence folder."""
+    folder = out / split / name
+    for sub in ("img1", "gt"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def mot_frame_name(frame, ext=".jpg"):
+    """The file name of 1-based ``frame`` in ``img1/``: ``000001.jpg``."""
+    return f"{frame:06d}{ext}"
+
+
+def write_seqinfo(folder, length, width, height, frame_rate=1, ext=".jpg", classes=None):
+    """``folder/seqinfo.ini``: MOTChallenge's ``[Sequence]`` keys, and ``[Classes]`` (class
+    value = name, one a line) when ``classes`` (pairs) is given: the class names MOT files lack,
+    which ``detcore.data.mot`` reads (MOTChallenge's tools read ``[Sequence]`` only)."""
+    rate = int(frame_rate) if float(frame_rate).is_integer() else frame_rate
+    text = (f"[Sequence]\nname={folder.name}\nimDir=img1\nframeRate={rate}\nseqLength={length}\n"
+            f"imWidth={width}\nimHeight={height}\nimExt={ext}\n")
+    if classes is not None:
+        text += "\n[Classes]\n" + "".join(f"{k}={n}\n" for k, n in classes)
+    (folder / "seqinfo.ini").write_text(text)
+
+
+def _num(v):
+    """A pixel value with at most 6 decimals, no trailing zeros (integers stay integers)."""
+    return np.format_float_positional(v, precision=6, trim="-")
+
+
+def mot_gt_lines(frames, track_ids, xywh, consider, classes, visibility):
+    """gt.txt lines ``frame,id,x,y,w,h,consider,class,visibility``, one per box (MOT17's order
+    of columns; ``consider`` 0 marks an ignore region)."""
+    return [f"{int(f)},{int(i)},{_num(x)},{_num(y)},{_num(w)},{_num(h)},{int(c)},{int(k)},{_num(v)}\n"
+            for f, i, (x, y, w, h), c, k, v in zip(frames, track_ids, xywh, consider, classes, visibility)]
+
+
+def write_mot_gt(folder, lines):
+    """``folder/gt/gt.txt`` of ``mot_gt_lines`` (empty: a sequence without objects)."""
+    (folder / "gt" / "gt.txt").write_text("".join(lines))
