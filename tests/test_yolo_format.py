@@ -186,6 +186,52 @@ def test_empty_labels_folder_stops_before_the_first_step_unless_allowed(yolo_set
     trainer.after_train()
 
 
+def test_exp_table_at_start_shows_the_class_count_used(yolo_set, tmp_path):
+    """The exp table of YOLOX training used to show num_classes 80 one line before "num_classes 4
+    from the data": it is printed after the data set the count."""
+    exp, args = _exp(yolo_set / "yolo" / "data.yaml", "max_epoch", "1", "output_dir", str(tmp_path))
+    trainer = exp.get_trainer(args)
+    trainer.before_train()
+    trainer.after_train()
+    log = next(tmp_path.rglob("train_log.txt")).read_text()
+    synced, table = log.index("num_classes 4 from the data"), log.index("exp value:")
+    row = next(r for r in log[table:].splitlines() if " num_classes " in r)
+    assert table > synced and row.split("\u2502")[2].strip() == "4", row
+
+
+def test_checkpoint_of_another_class_count_says_so(yolo_set, tmp_path):
+    """An 80-class checkpoint evaluated or resumed on 4-class data: the line says the class counts
+    and what to do, not "belongs to another model (shape mismatch for head.cls_preds...)"."""
+    from detcore.training.checkpoints import save_atomic
+    from yolox.core.cli import load_weights
+    from yolox.exp import get_exp
+
+    ckpt = tmp_path / "coco80.pth"
+    save_atomic({"model": get_exp(None, "yolox-nano").get_model().state_dict()}, ckpt)
+    exp, _ = _exp(yolo_set / "yolo" / "data.yaml")
+    exp.sync_classes("val")
+    with pytest.raises(UserError) as stop:                       # tools/eval.py, the demo, the API
+        load_weights(exp, ckpt, "cpu")
+    assert str(stop.value) == (
+        f"checkpoint {ckpt}: does not fit this model (the checkpoint has 80 classes, the data has 4 "
+        "(circle, rectangle, triangle, star)); use it on the data it was trained on, or fine-tune it on "
+        f"this data first (tools/train.py -c {ckpt}, without --resume)")
+    from yolox.core.cli import build_exp
+    from yolox.tools import train
+
+    args = train.make_parser().parse_args(["-n", "yolox-nano", "--resume", "-c", str(ckpt), "--data_dir",
+                                           str(yolo_set / "yolo" / "data.yaml"), *TINY, "max_epoch", "1",
+                                           "output_dir", str(tmp_path / "out")])
+    exp = build_exp(args)
+    trainer = exp.get_trainer(args)
+    with pytest.raises(UserError) as stop:                       # tools/train.py --resume
+        trainer.before_train()
+    trainer.after_train()
+    assert str(stop.value) == (
+        f"checkpoint {ckpt}: does not fit this model (the checkpoint has 80 classes, the data has 4 "
+        f"(circle, rectangle, triangle, star)); to train this data from it, fine-tune: -c {ckpt} without --resume")
+
+
 def test_api_evaluates_and_names_classes_from_a_data_yaml(yolo_set, tmp_path):
     """Detector(data_dir=data.yaml): the model takes the yaml's 4 classes (exp default 80), the
     evaluation scores the yaml's val split and predict names the yaml's classes."""

@@ -85,7 +85,8 @@ def test_resume_stays_strict(shapes_2cls, tmp_path):
     torch.save({"model": nano(4, seed=0).state_dict(), "start_epoch": 1}, ckpt)
     trainer = trainer_for(["-f", SHAPES_EXP, "-b", "4", "--data_dir", str(shapes_2cls), "--resume",
                            "-c", str(ckpt), *TINY, "num_classes", "2", "output_dir", str(tmp_path)])
-    with pytest.raises(UserError, match="belongs to another model"):
+    with pytest.raises(UserError, match=r"does not fit this model \(the checkpoint has 4 classes, the data has 2"
+                                        r".*fine-tune: -c .* without --resume"):
         trainer.before_train()
     trainer.after_train()
 

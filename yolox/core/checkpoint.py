@@ -10,7 +10,52 @@ from loguru import logger
 
 from accel.errors import UserError
 from detcore.training.checkpoints import load, restore_training_state
-from detcore.training.weights import load_ckpt, load_matching
+from detcore.training.weights import differences, load_ckpt, load_matching, strip_prefixes
+
+
+CLS_KEY = "head.cls_preds.0.weight"     # [num_classes, C, 1, 1]: the class count of a YOLOX state
+FINE_TUNE_HINT = "to train this data from it, fine-tune: -c CKPT without --resume"
+OTHER_DATA_HINT = ("use it on the data it was trained on, or fine-tune it on this data first "
+                   "(tools/train.py -c CKPT, without --resume)")
+
+
+def class_count(state):
+    """The class count of a YOLOX state dict (or a checkpoint holding one under 'model'; DDP /
+    compile prefixes allowed), or None when it has no YOLOX class head."""
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        return None
+    for key, value in state.items():
+        if key.endswith(CLS_KEY) and hasattr(value, "shape"):
+            return int(value.shape[0])
+    return None
+
+
+def class_difference(names=None):
+    """``load_ckpt``'s ``explain`` for YOLOX: when only the class predictions differ, the checkpoint
+    was trained on another class count, which says more than "shape mismatch for head.cls_preds"."""
+    def explain(own, state, missing, unexpected, reshaped):
+        theirs, mine = class_count(state), class_count(own)
+        if missing or unexpected or not theirs or theirs == mine \
+                or not all(k.startswith("head.cls_preds.") for k in reshaped):
+            return None
+        listed = f" ({', '.join(map(str, names))})" if names and len(names) == mine else ""
+        return f"the checkpoint has {theirs} classes, the data has {mine}{listed}"
+    return explain
+
+
+def load_strict(model, state, source, names=None, hint="check that -n/-f matches the checkpoint",
+                class_hint=OTHER_DATA_HINT):
+    """``load_ckpt`` with the class-count explanation; ``class_hint`` (what to do) ends the line
+    when the class count is all that differs, ``hint`` otherwise."""
+    explain = class_difference(names)
+    sd = state["model"] if isinstance(state, dict) and isinstance(state.get("model"), dict) else state
+    if isinstance(sd, dict) and all(hasattr(v, "shape") for v in sd.values()):
+        own, sd = model.state_dict(), strip_prefixes(sd)
+        if explain(own, sd, *differences(own, sd)):
+            hint = class_hint
+    load_ckpt(model, state, source=source, hint=hint, explain=explain)
 
 
 @dataclass
@@ -25,20 +70,21 @@ class ResumePoint:
     seed: Optional[int]
 
 
-def start_from(args, checkpoints, run_config, folder, model, optimizer, precision, watch):
+def start_from(args, checkpoints, run_config, folder, model, optimizer, precision, watch, names=None):
     """``--resume`` (the full state of ``-c``, else of the folder's newest checkpoint; strict),
     a resume by itself after a torchrun restart or a preemption (``Checkpoints.auto_resume``), or
     else a fresh start (an earlier run's periodic files cleared) with ``-c`` alone as fine-tuning
     weights (every tensor whose name and shape fit; the rest keep their fresh initialisation).
-    Returns the ``ResumePoint``, or None for a fresh start."""
+    Returns the ``ResumePoint``, or None for a fresh start; ``names``: the data's class names,
+    for the line that says a checkpoint has another class count."""
     if args.resume:
         path = Path(args.ckpt) if args.ckpt else checkpoints.newest()
         if path is None:
             raise UserError(f"--resume: {folder} holds no checkpoint (pass -c CKPT)")
-        return resume(path, load(path), args.start_epoch, model, optimizer, precision, watch)
+        return resume(path, load(path), args.start_epoch, model, optimizer, precision, watch, names)
     path, state = checkpoints.auto_resume(run_config, "pass --resume -c FILE")
     if path is not None:
-        return resume(path, state, args.start_epoch, model, optimizer, precision, watch)
+        return resume(path, state, args.start_epoch, model, optimizer, precision, watch, names)
     checkpoints.clear()
     if args.ckpt:
         # fine-tuning: another class count (or head) is expected, so shape-aware
@@ -47,13 +93,14 @@ def start_from(args, checkpoints, run_config, folder, model, optimizer, precisio
     return None
 
 
-def resume(path, state, start_epoch, model, optimizer, precision, watch):
+def resume(path, state, start_epoch, model, optimizer, precision, watch, names=None):
     """Model (the raw weights the optimizer updates, ``model_raw``, when the file has them),
     optimizer, precision and the best-metric watch from a training checkpoint; ``start_epoch``
     (``-e``, 1-based as upstream) overrides where the checkpoint stopped."""
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} has no 'model' entry (expected a YOLOX training checkpoint)")
-    load_ckpt(model, state.get("model_raw", state["model"]))
+    load_strict(model, state.get("model_raw", state["model"]), f"checkpoint {path}", names,
+                class_hint=FINE_TUNE_HINT.replace("CKPT", str(path)))
     restore_training_state(state, path, optimizer, precision, watch)
     best_ap = float(state.get("best_ap", 0.0))
     if "best_metric" not in state and watch.metric == "ap50_95" and best_ap > 0:

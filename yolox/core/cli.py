@@ -72,12 +72,14 @@ def load_weights(exp, ckpt, device, fuse=False):
     from loguru import logger
 
     from detcore.training.checkpoints import load as load_checkpoint
-    from yolox.utils import fuse_model, load_ckpt
+    from yolox.core.checkpoint import OTHER_DATA_HINT, load_strict
+    from yolox.utils import fuse_model
 
     state = load_checkpoint(ckpt)
     classes_of_checkpoint(exp, state, ckpt)
     model = exp.get_model()
-    load_ckpt(model, state, source=f"checkpoint {ckpt}")
+    load_strict(model, state, f"checkpoint {ckpt}", getattr(exp, "class_names", None),
+                class_hint=OTHER_DATA_HINT.replace("CKPT", str(ckpt)))
     logger.info(f"loaded checkpoint {ckpt}")
     model = model.to(device).eval()
     if fuse:
@@ -110,14 +112,15 @@ def exportable_model(exp, ckpt=None, random_weights=False, decode_in_inference=F
     from loguru import logger
 
     from detcore.training.checkpoints import load as load_checkpoint
-    from yolox.utils import load_ckpt
+    from yolox.core.checkpoint import OTHER_DATA_HINT, load_strict
 
     _check_weights_choice(ckpt, random_weights)
     state = load_checkpoint(ckpt) if ckpt is not None else None
     classes_of_checkpoint(exp, state, ckpt)
     model = exp.get_model()
     if ckpt is not None:
-        load_ckpt(model, state, source=f"checkpoint {ckpt}")
+        load_strict(model, state, f"checkpoint {ckpt}", getattr(exp, "class_names", None),
+                    class_hint=OTHER_DATA_HINT.replace("CKPT", str(ckpt)))
         logger.info(f"loaded checkpoint {ckpt}")
     else:
         logger.warning("--random-weights: exporting freshly initialised weights")

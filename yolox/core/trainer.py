@@ -179,11 +179,11 @@ class Trainer:
         report_position(lambda: f"epoch {self.epoch + 1}, iteration {self.progress_in_iter + 1}; "
                                 f"newest checkpoint {self.checkpoints.newest()}")
         logger.info(f"args: {vars(args)}")
-        logger.info(f"exp value:\n{exp}")
         self._seed_given = exp.seed is not None
         exp.seed = draw_seed(exp.seed)   # a drawn seed is recorded in the checkpoints
         self.checkpoints = Checkpoints(self.file_name, "latest_ckpt.pth", exp.ckpt_interval, exp.ckpt_keep)
         exp.sync_classes()   # num_classes / class_names from the data, before the model is built
+        logger.info(f"exp value:\n{exp}")   # after sync_classes: the table shows the values used
         seed_everything(exp.seed)
         model = exp.get_model().to(self.device, memory_format=self.memory_format)
         model.train()
@@ -455,7 +455,7 @@ class Trainer:
         model, optimizer, precision, best-metric watch, seed and position here. Returns the
         checkpoint resumed, or None."""
         point = start_from(self.args, self.checkpoints, self.run_config(), self.file_name, model,
-                           self.optimizer, self.precision, self.watch)
+                           self.optimizer, self.precision, self.watch, getattr(self.exp, "class_names", None))
         if point is None:
             return None
         self.resume_path, self.best_ap = point.path, point.best_ap
