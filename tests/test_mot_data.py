@@ -93,6 +93,12 @@ def test_without_val_folder_train_and_val_are_halves(mot_set, tmp_path):
         open_split(root / "train", "test")
     with pytest.raises(UserError, match="no test/ folder"):
         open_split(root, "test")
+    # 1-frame sequences (a converted image set with train/ only): train holds them, val nothing
+    single = tmp_path / "single"
+    write_sequence(single, "one", ["1,1,2,2,10,10,1,1,1"], frames=1)
+    assert MotSource(single, "train").ids == [FRAME_STRIDE + 1]
+    with pytest.raises(UserError, match="val split holds no frames"):
+        MotSource(single, "val")
 
 
 def write_sequence(root, name, gt_lines, frames=4, size=(40, 30), classes=None, split="train"):

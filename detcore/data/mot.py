@@ -306,14 +306,17 @@ class MotSource(IndexedSource):
                             f"{list(class_names)}")
         class_ids = np.asarray(list(classes), np.int64)
         columns, rows = self._columns(class_ids)
+        if not len(columns.img_ids):
+            raise UserError(f"{flag}: MOT data {folder}: the {split} split holds no frames (the second half of "
+                            "a 1-frame sequence is empty: give the data a val/ folder)")
         table = BoxTable.clean(columns, class_ids, folder, folder)
         self._hold(table, class_ids.tolist(), names)
         self._keep_tracks(columns, rows, class_ids)
 
     def frames(self, seq):
         """The frame numbers of ``seq`` this split holds (its part)."""
-        half = seq.length // 2
-        lo, hi = {"all": (1, seq.length), "first": (1, max(half, 1)), "second": (half + 1, seq.length)}[self.part]
+        half = (seq.length + 1) // 2           # a 1-frame sequence: train holds it, val nothing
+        lo, hi = {"all": (1, seq.length), "first": (1, half), "second": (half + 1, seq.length)}[self.part]
         return np.arange(lo, hi + 1, dtype=np.int64)
 
     def _columns(self, class_ids):
@@ -327,6 +330,8 @@ class MotSource(IndexedSource):
             rows, lineno = parse_gt(gt_file)
             self._check_gt_frames(seq, rows, lineno, gt_file)
             frames = self.frames(seq)
+            if not len(frames):
+                continue
             ids.append(seq.number * FRAME_STRIDE + frames)
             names += [files[f - 1] for f in frames.tolist()]
             hw.append(np.tile([seq.height, seq.width], (len(frames), 1)))
