@@ -85,7 +85,7 @@ def test_a_split_without_ground_truth_is_one_warning_and_no_library_warnings(sha
     result = coco_eval.score(gt, rows, source.ids)
     assert result.ap50 == -1
     result.rows = rows                                   # as the evaluator keeps them for --analyze
-    dataset = SimpleNamespace(coco=gt, ids=source.ids, source=source, ann_file=ann)
+    dataset = SimpleNamespace(coco=gt, ids=source.ids, source=source)
     evaluator = SimpleNamespace(last_result=result, dataloader=SimpleNamespace(dataset=dataset))
     write_reports(evaluator, tmp_path / "run", SimpleNamespace(plots=True, analyze=2, test=False))
     assert [str(w.message) for w in recwarn] == []

@@ -18,6 +18,7 @@ from accel import (Precision, add_device_args, add_precision_args, destroy,
 from accel.errors import UserError, cli_entry
 from yolox.core.cli import build_exp, load_model
 from yolox.core.options import ArgParser, add_exp_args
+from detcore.data.check import labels_folder
 from detcore.evaluation import report as eval_report
 from detcore.training.log import setup_logger
 
@@ -90,8 +91,9 @@ def write_reports(evaluator, folder, args):
     if result is None:          # an evaluator without per-class statistics (VOC's devkit table)
         return
     dataset = getattr(getattr(evaluator, "dataloader", None), "dataset", None)
+    source = getattr(dataset, "source", None)
     eval_report.no_ground_truth(result, "test" if getattr(args, "test", False) else "val",
-                                getattr(dataset, "ann_file", None))
+                                labels_folder(source) if source is not None else None)
     for path in eval_report.write_evaluation(result, folder, plots=getattr(args, "plots", True)):
         logger.info(f"wrote {path}")
     if getattr(args, "analyze", 0):
