@@ -13,7 +13,8 @@ from detcore.data import convert as conv
 from detcore.data import shapes
 from detcore.data.layout import class_names_of, detect_layout, open_sources, open_split
 from detcore.data.mot import FRAME_STRIDE, MotSource
-from detcore.data.shapes import make_shapes, video_sequence
+from detcore.data.shapes import make_shapes
+from detcore.data.shapes_video import video_sequence
 from detcore.data.writers import mot_sequence, write_seqinfo
 
 FRAMES = 12

@@ -81,7 +81,7 @@ class SplitReport:
         return sum(self.defects.values())
 
 
-KINDS = {"CocoSource": "COCO", "VocSource": "VOC", "YoloSource": "YOLO"}
+KINDS = {"CocoSource": "COCO", "VocSource": "VOC", "YoloSource": "YOLO", "MotSource": "MOT"}
 
 
 def split_name(source):

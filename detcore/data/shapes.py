@@ -25,16 +25,8 @@ set of real photos has such negatives, and both detectors must train and evaluat
 ``--classes`` keeps a subset of the categories, in the given order (their class ids follow it):
 shapes of the other categories are not drawn at all, while every random draw still happens, so
 the kept shapes are exactly where they are in the full set.
-``--video N`` writes N synthetic SEQUENCES per split instead, in the MOTChallenge layout
-(``detcore.data.mot``): DIR/{train,val}/shapes-01/{seqinfo.ini, img1/000001.jpg..., gt/gt.txt},
-``--frames`` frames each (default 30, 10 fps, 256-352 x 192-288 px). Each shape is a track: the
-same shape, size and colour in every frame, moving with a constant velocity (3-8 px a frame) plus
-Gaussian jitter (0.5 px), so tracks cross (the first two pass through one point at one frame),
-enter and leave the frame; later tracks occlude earlier ones. A gt row is the shape's full box,
-clipped to the frame (MOT's boxes cover occluded parts too), its track id, its class (the category
-id, named in seqinfo.ini's ``[Classes]``) and visibility (visible pixels / full area); a shape
-less than ``MIN_VISIBLE`` visible is written with consider 0 (an ignore region), one with less
-than ``MIN_BOX_SIDE`` px inside the frame not at all. ``video_sequence`` yields the same rows.
+``--video N`` writes N synthetic sequences per split in the MOTChallenge layout instead
+(``detcore.data.shapes_video``).
 The files are written by ``detcore.data.writers``, as the converter's are: one spelling per format.
 """
 from pathlib import Path
@@ -43,8 +35,8 @@ import cv2
 import numpy as np
 
 from accel.errors import ArgParser, UserError, cli_entry
-from detcore.data.writers import (mot_frame_name, mot_gt_lines, mot_sequence, voc_root, write_coco_json,
-                                  write_data_yaml, write_image_set, write_mot_gt, write_seqinfo, write_voc_xml,
+from detcore.data.writers import (voc_root, write_coco_json,
+                                  write_data_yaml, write_image_set, write_voc_xml,
                                   write_yolo_labels, yolo_dirs, yolo_lines)
 
 CATEGORIES = ("circle", "rectangle", "triangle", "star")
@@ -55,14 +47,9 @@ MIN_VISIBLE = 0.3              # drop a shape when less than this fraction of it
 MIN_BOX_SIDE = 4               # drop a visible remnant thinner than this (pixels)
 DIFFICULT_SIDE = 24            # VOC export: longer side under this -> difficult (~18% of boxes)
 JPEG_QUALITY = 92
+VIDEO_FRAMES = 30              # frames per --video sequence (detcore.data.shapes_video)
 _SPLITS = (("train2017", 0), ("val2017", 1))
 FORMATS = ("coco", "voc", "yolo")
-VIDEO_FRAMES = 30              # frames per generated sequence (--frames)
-VIDEO_FPS = 10
-VIDEO_W, VIDEO_H = (256, 352), (192, 288)
-VIDEO_TRACKS = (3, 6)          # tracks per sequence
-VIDEO_SPEED = (3.0, 8.0)       # pixels per frame
-VIDEO_JITTER = 0.5             # pixels, per frame and axis
 
 
 def _background(rng, h, w):
@@ -285,98 +272,6 @@ def _write_yolo(out, num_train, num_val, seed, names, background=0):
     return write_data_yaml(out, ("train", "val"), names, "detkit synthetic shapes (tools/make_shapes.py)")
 
 
-def _tracks(rng, h, w, base, frames, class_ids):
-    """The tracks of one sequence: every random draw made for each, in order, whether or not its
-    category is kept (``class_ids``, as ``_draw_objects``); the first two cross at one point."""
-    tracks = []
-    for k in range(int(rng.integers(VIDEO_TRACKS[0], VIDEO_TRACKS[1] + 1))):
-        cls = int(rng.integers(0, len(CATEGORIES)))
-        r = float(np.exp(rng.uniform(np.log(MIN_OBJ), np.log(min(h, w) / 3)))) / 2
-        colour = tuple(float(c) for c in _shape_colour(rng, base))
-        offsets = None if cls == 0 else _polygon(rng, cls, 0.0, 0.0, r)
-        speed, angle = rng.uniform(*VIDEO_SPEED), rng.uniform(0, 2 * np.pi)
-        target = rng.uniform([r, r], [w - r, h - r])
-        t_mid = rng.uniform(0, frames - 1)
-        if k == 1:                              # the second track crosses the first
-            target, t_mid = tracks[0]["target"], tracks[0]["t_mid"]
-        cat_id = cls + 1 if class_ids is None else class_ids[cls]
-        tracks.append({"id": k + 1, "cls": cls, "cat": cat_id, "r": r, "colour": colour, "offsets": offsets,
-                       "v": speed * np.array([np.cos(angle), np.sin(angle)]), "target": target, "t_mid": t_mid})
-    return tracks
-
-
-def _draw_track(img, owner, k, track, centre):
-    """Draw ``track`` at ``centre`` as shape ``k`` of the owner map; returns (its full box
-    [x0, y0, x1, y1], unclipped, and its full area)."""
-    c = np.round(centre).astype(np.int32)
-    if track["cls"] == 0:
-        rad = int(round(track["r"]))
-        cv2.circle(img, (int(c[0]), int(c[1])), rad, track["colour"], -1, cv2.LINE_AA)
-        cv2.circle(owner, (int(c[0]), int(c[1])), rad, k, -1, cv2.LINE_8)
-        return [c[0] - rad, c[1] - rad, c[0] + rad + 1, c[1] + rad + 1], np.pi * rad * rad
-    pts = track["offsets"] + c
-    cv2.fillPoly(img, [pts], track["colour"], cv2.LINE_AA)
-    cv2.fillPoly(owner, [pts], k, cv2.LINE_8)
-    lo, hi = pts.min(axis=0), pts.max(axis=0) + 1
-    return [lo[0], lo[1], hi[0], hi[1]], cv2.contourArea(pts.astype(np.float32))
-
-
-def video_sequence(seed, split_idx, index, frames=VIDEO_FRAMES, class_ids=None):
-    """(width, height, frames iterator) of one synthetic sequence; the iterator yields (frame
-    1.., BGR image, rows), a row (track id, category id, [x, y, w, h], visibility, consider)
-    per track annotated in that frame (module docstring). Its own seed stream ([seed, 4 + split,
-    index]), so sequences are independent of each other and of the image sets."""
-    rng = np.random.default_rng([seed, 4 + split_idx, index])
-    w, h = int(rng.integers(VIDEO_W[0], VIDEO_W[1] + 1)), int(rng.integers(VIDEO_H[0], VIDEO_H[1] + 1))
-    bg, base = _background(rng, h, w)
-    sigma = rng.uniform(3, 10)
-    tracks = _tracks(rng, h, w, base, frames, class_ids)
-
-    def frames_of():
-        for t in range(frames):
-            img = np.clip(bg, 0, 255).astype(np.uint8)
-            owner = np.full((h, w), 255, np.uint8)
-            drawn = []
-            for tr in tracks:
-                centre = tr["target"] + tr["v"] * (t - tr["t_mid"]) + rng.normal(0.0, VIDEO_JITTER, 2)
-                if tr["cat"] is not None:
-                    drawn.append((tr, *_draw_track(img, owner, len(drawn), tr, centre)))
-            counts = np.bincount(owner.ravel(), minlength=256)
-            rows = []
-            for k, (tr, (x0, y0, x1, y1), full) in enumerate(drawn):
-                x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-                if min(x1 - x0, y1 - y0) < MIN_BOX_SIDE:
-                    continue                     # (almost) outside the frame: not annotated
-                vis = min(1.0, counts[k] / max(full, 1.0))
-                rows.append((tr["id"], tr["cat"], [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                             round(vis, 4), int(vis >= MIN_VISIBLE)))
-            noisy = img + rng.normal(0.0, sigma, size=img.shape).astype(np.float32)
-            yield t + 1, np.clip(noisy, 0, 255).astype(np.uint8), rows
-
-    return w, h, frames_of()
-
-
-def _write_video(out, num, frames, seed, names):
-    """``num`` sequences per split in the MOT layout (``detcore.data.mot``): train/ and val/."""
-    class_ids = _class_ids(names)
-    classes = list(enumerate(names, 1))
-    for split, split_idx in (("train", 0), ("val", 1)):
-        for i in range(num):
-            folder = mot_sequence(out, split, f"shapes-{i + 1:02d}")
-            w, h, seq = video_sequence(seed, split_idx, i, frames, class_ids)
-            lines = []
-            for frame, img, rows in seq:
-                path = folder / "img1" / mot_frame_name(frame)
-                if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-                    raise UserError(f"--out {out}: could not write {path}")
-                if rows:
-                    tid, cat, box, vis, consider = zip(*rows)
-                    lines += mot_gt_lines([frame] * len(rows), tid, box, consider, cat, vis)
-            write_seqinfo(folder, frames, w, h, VIDEO_FPS, ".jpg", classes)
-            write_mot_gt(folder, lines)
-    return out
-
-
 def parse_classes(text):
     """``--classes star,circle`` -> ("star", "circle"); one-line UserError for a bad list."""
     names = tuple(n.strip() for n in str(text).split(","))
@@ -416,7 +311,9 @@ def make_shapes(out, num_train, num_val, seed=0, fmt="coco", classes=None, backg
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create directory ({exc.strerror})") from exc
     if video:
-        return _write_video(out, video, frames, seed, names)
+        from detcore.data.shapes_video import write_video
+
+        return write_video(out, video, frames, seed, names)
     if fmt == "voc":
         _write_voc(out, num_train, num_val, seed, names, background)
         return out
