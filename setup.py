@@ -46,6 +46,7 @@ class BuildPyWithOpLists(build_py):
 CONSOLE_SCRIPTS = [
     "detkit-train = yolox.tools.train:main",
     "detkit-eval = yolox.tools.eval:main",
+    "detkit-eval-track = yolox.tools.eval_track:main",
     "detkit-demo = yolox.tools.demo:main",
     "detkit-export-onnx = yolox.tools.export_onnx:main",
     "detkit-export-torchscript = yolox.tools.export_torchscript:main",
