@@ -33,7 +33,8 @@ from PIL import Image  # noqa: E402
 from accel import add_device_args, mark_step, resolve_device  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import postprocess_device  # noqa: E402
-from detcore.deploy.media import ResultWriter, add_output_args, check_batch_size, open_source, run_source  # noqa: E402
+from detcore.deploy.media import add_output_args, check_batch_size, open_source, run_source  # noqa: E402
+from detcore.deploy.track import add_tracker_args, demo_writer  # noqa: E402
 from detcore.training.weights import strip_prefixes  # noqa: E402
 from ssd import SSD300, Encoder, dboxes300_coco  # noqa: E402
 from ssd.data import to_normalised_tensor  # noqa: E402
@@ -58,6 +59,7 @@ def make_parser():
                    help=f"where drawn images go (implies --save_result; default {DEFAULT_OUTPUT}/<timestamp>)")
     add_output_args(p, txt_class="class = label - 1,",
                     classes_help="keep only these labels (1 = the first class), before NMS")
+    add_tracker_args(p, track_flag=True)
     add_device_args(p)
     return p
 
@@ -196,11 +198,11 @@ def main(argv=None):
     out_dir = Path(args.output_dir) if args.output_dir else DEFAULT_OUTPUT / time.strftime("%Y_%m_%d_%H_%M_%S")
     if save or args.save_txt or args.save_json:
         make_dir(out_dir)
-    writer = ResultWriter(out_dir, names, save_img=save, save_txt=args.save_txt, save_conf=args.save_conf,
-                          save_json=args.save_json, ann_file=args.ann, label_offset=1, fps=source.fps,
-                          stream_stem=source.stem if source.is_stream else None)
-    run_source(source, writer, args.batch_size, lambda images: predictor.predict_batch([_pil(i) for i in images]),
-               names, read=read_rgb, as_bgr=_bgr)
+    writer, predict_batch = demo_writer(
+        args, source, lambda images: predictor.predict_batch([_pil(i) for i in images]), out_dir, names,
+        save_img=save, save_txt=args.save_txt, save_conf=args.save_conf, save_json=args.save_json, ann_file=args.ann,
+        label_offset=1)
+    run_source(source, writer, args.batch_size, predict_batch, names, read=read_rgb, as_bgr=_bgr)
 
 
 if __name__ == "__main__":

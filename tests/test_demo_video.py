@@ -89,6 +89,34 @@ def test_video_demo_with_onnx(nano, clip, tmp_path, capsys):
     check_annotated(tmp_path / "nano", clip, capsys.readouterr().out)
 
 
+def test_video_demo_tracks_with_ids_trails_and_a_mot_file(nano, clip, tmp_path, capsys):
+    """--track: the annotated video as without it, and one MOTChallenge result file for the clip
+    whose rows are the frames' tracks (frames 1..6, positive ids, boxes inside the frame)."""
+    from detcore.evaluation.tracking import read_mot_rows
+
+    _, onnx_path = nano
+    pytest.importorskip("onnxruntime")
+    load_tool("demo").main(["video", "--onnx", str(onnx_path), "--path", str(clip), "--save_result", "--save-txt",
+                            "--track", "--track-thresh", "0.2", "--conf", "0.25", "--nms", "0.45",
+                            "--output_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    written = next((tmp_path / "nano").rglob(clip.name))
+    drawn, fps = read_frames(written)
+    assert len(drawn) == FRAMES and fps == pytest.approx(FPS) and f"({FRAMES} frames) to {written}" in out
+    mot_file = next((tmp_path / "nano").rglob("labels/shapes_clip.txt"))
+    rows = read_mot_rows(mot_file)
+    assert f"saved {len(rows)} track rows of {FRAMES} frames (MOTChallenge) to {mot_file}" in out
+    assert len(rows) > 0 and set(rows[:, 0]) <= set(range(1, FRAMES + 1)) and (rows[:, 1] >= 1).all()
+    assert (rows[:, 2] > -SIZE[0]).all() and (rows[:, 4] > 0).all() and (rows[:, 7:] == -1).all()
+    # the clip's frames are unrelated images: tracks start on frame 1 (confirmed at once on a
+    # tracker's first frame) and ids are never reused within a frame; persistence across frames is
+    # tests/test_tracker.py's
+    assert (rows[:, 0] == 1).any()
+    for f in range(1, FRAMES + 1):
+        ids = rows[rows[:, 0] == f, 1]
+        assert len(ids) == len(set(ids))
+
+
 def test_unopenable_video_and_missing_camera_are_one_line(nano, tmp_path, capfd):
     """Through the real process (OpenCV and FFmpeg write to fd 2 themselves), --onnx path; and
     in-process on the checkpoint path, whose source check runs before the model loads."""
@@ -111,3 +139,18 @@ def test_unopenable_video_and_missing_camera_are_one_line(nano, tmp_path, capfd)
             demo.main([*argv, "-f", SHAPES_EXP, "-c", str(tmp_path / "no_such.pth"), "--device", "cpu"])
         err = capfd.readouterr().err.strip().splitlines()
         assert info.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: {says}"), err
+
+
+def test_api_track_yields_one_tracks_per_frame_from_a_video_or_frames(nano, clip):
+    """yolox.api.Detector.track: a video path and the same frames as images give the same tracks."""
+    from yolox.api import Detector
+
+    ckpt, _ = nano
+    det = Detector(SHAPES_EXP, ckpt=str(ckpt))
+    from_video = list(det.track(clip, tsize=160, device="cpu", track_thresh=0.2))
+    frames, _ = read_frames(clip)
+    from_frames = list(det.track(frames, tsize=160, device="cpu", track_thresh=0.2, frame_rate=FPS))
+    assert len(from_video) == len(from_frames) == FRAMES
+    assert len(from_video[0]) > 0 and from_video[0].boxes.shape == (len(from_video[0]), 4)
+    for a, b in zip(from_video, from_frames):
+        assert np.array_equal(a.ids, b.ids) and np.allclose(a.boxes, b.boxes)

@@ -162,6 +162,30 @@ class Detector:
         return Detections(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32),
                           rows[:, 5].astype(np.int64), [names[int(c)] for c in rows[:, 5]])
 
+    def track(self, frames, conf=0.01, nms=0.7, tsize=None, ckpt=None, device=None, tracker=None,
+              **tracker_options):
+        """Follow objects through ``frames``: a video file or stream URL, or an iterable of BGR
+        images / image paths. Yields one ``Tracks`` per frame (``ids``, ``boxes`` x1 y1 x2 y2 in
+        the frame's pixels, ``scores``, ``classes``) from the demo's ``Predictor`` and a
+        ``detcore.deploy.tracker.ByteTracker`` (``tracker``, or one built from ``tracker_options``
+        such as ``track_thresh``, ``track_buffer``, ``frame_rate``, ``class_agnostic``). ``conf`` /
+        ``nms``: ByteTrack's detector settings (low-score boxes feed its second association)."""
+        from detcore.deploy.track import track
+        from detcore.deploy.tracker import ByteTracker
+
+        predictor, _ = self._predictor(conf, nms, tsize, ckpt, device, False, False, {})
+        if isinstance(frames, (str, Path)):
+            from detcore.deploy.media import open_source
+
+            source = open_source(str(frames), kind="video", flag="frames")
+            tracker_options.setdefault("frame_rate", source.fps or 30)
+            frames = (f.image for f in source.frames())
+        else:
+            frames = (_read_image(f) for f in frames)
+        tracker = ByteTracker(**tracker_options) if tracker is None else tracker
+        for _, tracks in track(frames, predictor.predict_batch, tracker):
+            yield tracks
+
     def _predictor(self, conf, nms, tsize, ckpt, device, legacy, fuse, precision):
         """The demo's Predictor for these settings, kept so a loop over images loads weights once."""
         from accel import Precision, add_device_args, add_precision_args, resolve_device

@@ -48,6 +48,19 @@ def draw(img, dets, names):
     return img
 
 
+def draw_tracks(img, rows, names, trails=None):
+    """Tracked boxes: rows (x1, y1, x2, y2, score, class, track id), each in its track's colour
+    with an 'id name score' label, and ``trails`` {id: [centre (x, y), ...]} as lines."""
+    for track_id, points in (trails or {}).items():
+        if len(points) > 1:
+            pts = np.round(np.asarray(points)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(img, [pts], False, colour(int(track_id)), 2, cv2.LINE_AA)
+    for x1, y1, x2, y2, score, cls, track_id in rows.tolist():
+        _labelled_box(img, (x1, y1, x2, y2), f"{int(track_id)} {names[int(cls)]} {score:.2f}",
+                      colour(int(track_id)), 2)
+    return img
+
+
 # error analysis colours (BGR): ground truth green (found) or yellow (missed), predictions blue
 # (true positive) or red (false positive)
 ERROR_COLOURS = {"GT": (60, 180, 60), "FN": (0, 215, 255), "TP": (220, 120, 20), "FP": (40, 40, 230)}

@@ -230,45 +230,58 @@ class ResultWriter:
     def add(self, frame, bgr, dets):
         """Record one frame's rows ``dets`` (x1, y1, x2, y2, score, class) on its BGR image."""
         if self.save_txt and len(dets):          # as Ultralytics: no file for a frame without boxes
-            folder = self.out_dir / "labels"
-            folder.mkdir(parents=True, exist_ok=True)
-            h, w = bgr.shape[:2]
-            cls = dets[:, 5].astype(np.int64) - self.label_offset
-            xywh = np.stack([(dets[:, 0] + dets[:, 2]) / 2 / w, (dets[:, 1] + dets[:, 3]) / 2 / h,
-                             (dets[:, 2] - dets[:, 0]) / w, (dets[:, 3] - dets[:, 1]) / h], axis=1)
-            table = np.concatenate([cls[:, None], xywh] + ([dets[:, 4:5]] if self.save_conf else []), axis=1)
-            target = folder / f"{Path(frame.name).stem}.txt"
-            try:
-                np.savetxt(target, table, fmt=["%d"] + ["%.6f"] * (table.shape[1] - 1))
-            except OSError as exc:                # e.g. the disk filled up mid-run
-                raise self._unwritable(target, exc) from None
-            self.txt_count += 1
-        if self.save_json and len(dets):
-            image_id = self._image_id(frame)
-            cls = dets[:, 5].astype(np.int64)
-            cats = (np.asarray(self.cats)[np.clip(cls - self.label_offset, 0, len(self.cats) - 1)]
-                    if self.cats is not None else cls)
-            boxes = np.round(xyxy2xywh(dets[:, :4]).astype(np.float64), 3)
-            scores = np.round(dets[:, 4].astype(np.float64), 5)
-            rows = [{"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
-                    for c, b, s in zip(cats.tolist(), boxes.tolist(), scores.tolist())]
-            self.results.extend(rows)
-            try:
-                self.partial.write("".join(json.dumps(r) + "\n" for r in rows))
-                self.partial.flush()
-            except OSError as exc:
-                raise self._unwritable(self.partial_path, exc) from None
-        elif self.save_json:
-            self._image_id(frame)          # an image the json does not list is an error with or without boxes
+            self.write_txt(frame, bgr, dets)
+        if self.save_json:
+            self._write_json(frame, dets)
         if self.save_img:
-            drawn = draw(bgr, dets, self.names)
-            if self.sink is not None:
-                self.sink.write(drawn)
-            else:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                target = self.out_dir / frame.name
-                if not cv2.imwrite(str(target), drawn):
-                    raise UserError(f"could not write {target}")
+            self._write_image(frame, self.draw(bgr, dets))
+
+    def draw(self, bgr, dets):
+        """The image with its boxes drawn (a tracking writer draws ids and trails instead)."""
+        return draw(bgr, dets, self.names)
+
+    def write_txt(self, frame, bgr, dets):
+        """``labels/<name stem>.txt`` in the YOLO format (module docstring)."""
+        folder = self.out_dir / "labels"
+        folder.mkdir(parents=True, exist_ok=True)
+        h, w = bgr.shape[:2]
+        cls = dets[:, 5].astype(np.int64) - self.label_offset
+        xywh = np.stack([(dets[:, 0] + dets[:, 2]) / 2 / w, (dets[:, 1] + dets[:, 3]) / 2 / h,
+                         (dets[:, 2] - dets[:, 0]) / w, (dets[:, 3] - dets[:, 1]) / h], axis=1)
+        table = np.concatenate([cls[:, None], xywh] + ([dets[:, 4:5]] if self.save_conf else []), axis=1)
+        target = folder / f"{Path(frame.name).stem}.txt"
+        try:
+            np.savetxt(target, table, fmt=["%d"] + ["%.6f"] * (table.shape[1] - 1))
+        except OSError as exc:                # e.g. the disk filled up mid-run
+            raise self._unwritable(target, exc) from None
+        self.txt_count += 1
+
+    def _write_json(self, frame, dets):
+        image_id = self._image_id(frame)      # an image the json does not list is an error with or without boxes
+        if not len(dets):
+            return
+        cls = dets[:, 5].astype(np.int64)
+        cats = (np.asarray(self.cats)[np.clip(cls - self.label_offset, 0, len(self.cats) - 1)]
+                if self.cats is not None else cls)
+        boxes = np.round(xyxy2xywh(dets[:, :4]).astype(np.float64), 3)
+        scores = np.round(dets[:, 4].astype(np.float64), 5)
+        rows = [{"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
+                for c, b, s in zip(cats.tolist(), boxes.tolist(), scores.tolist())]
+        self.results.extend(rows)
+        try:
+            self.partial.write("".join(json.dumps(r) + "\n" for r in rows))
+            self.partial.flush()
+        except OSError as exc:
+            raise self._unwritable(self.partial_path, exc) from None
+
+    def _write_image(self, frame, drawn):
+        if self.sink is not None:
+            self.sink.write(drawn)
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        target = self.out_dir / frame.name
+        if not cv2.imwrite(str(target), drawn):
+            raise UserError(f"could not write {target}")
 
     def close(self):
         """Finalise the video and write the json: what was gathered, however the run ended."""
@@ -294,9 +307,12 @@ class ResultWriter:
 
 
 def print_boxes(dets, names):
-    """Rows (x1, y1, x2, y2, score, class) as one indented line each, the class by name."""
-    for x1, y1, x2, y2, score, cls in dets.tolist():
-        print(f"  {names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+    """Rows (x1, y1, x2, y2, score, class[, track id]) as one indented line each, the class by
+    name (after the track id, when there is one)."""
+    for row in dets.tolist():
+        x1, y1, x2, y2, score, cls = row[:6]
+        track = f"id {int(row[6])} " if len(row) > 6 else ""
+        print(f"  {track}{names[int(cls)]} {score:.3f} [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
 
 
 def run_source(source, writer, batch_size, predict_batch, names, read=None, as_bgr=None):

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from accel.errors import ArgParser, UserError, cli_entry
-from detcore.deploy.media import ResultWriter, add_output_args, check_batch_size, open_source as open_media, run_source
+from detcore.deploy.media import add_output_args, check_batch_size, open_source as open_media, run_source
+from detcore.deploy.track import add_tracker_args, demo_writer
 
 DEMO_TYPES = ("image", "video", "webcam")
 DEFAULT_OUTPUT_DIR = "./YOLOX_outputs"      # the exps' output_dir, for --onnx runs that have no exp
@@ -59,6 +60,7 @@ def add_demo_args(parser, onnx=False):
                         help="write the drawn images / the annotated video (else print the boxes)")
     parser.add_argument("--legacy", action="store_true", help="YOLOX's old RGB-normalised input")
     add_output_args(parser)
+    add_tracker_args(parser, track_flag=True)
     return parser
 
 
@@ -169,11 +171,11 @@ def open_source(args):
 
 
 def run(args, source, predict_batch, names, out_dir, label_offset=0, read=None):
-    """``detcore.deploy.media.run_source`` with the ``ResultWriter`` the flags ask for."""
-    writer = ResultWriter(out_dir, names, save_img=args.save_result, save_txt=args.save_txt,
-                          save_conf=args.save_conf, save_json=args.save_json, ann_file=args.ann,
-                          label_offset=label_offset, fps=source.fps,
-                          stream_stem=source.stem if source.is_stream else None)
+    """``detcore.deploy.media.run_source`` with the ``ResultWriter`` the flags ask for; with
+    ``--track`` the detections go through ByteTrack and a ``TrackWriter`` draws and writes tracks."""
+    writer, predict_batch = demo_writer(args, source, predict_batch, out_dir, names, save_img=args.save_result,
+                                        save_txt=args.save_txt, save_conf=args.save_conf, save_json=args.save_json,
+                                        ann_file=args.ann, label_offset=label_offset)
     run_source(source, writer, args.batch_size, predict_batch, names, read)
 
 
