@@ -127,6 +127,11 @@ class VocScore:
     summary: str = field(default="")
 
     @property
+    def ap50_per_class(self):
+        """{class name: AP at IoU 0.5}, the devkit table's per-class column."""
+        return dict(zip(self.class_names, self.aps[0].tolist()))
+
+    @property
     def map_per_iou(self):
         valid = ~np.isnan(self.aps[0])
         return self.aps[:, valid].mean(axis=1) if valid.any() else np.zeros(len(self.aps))
