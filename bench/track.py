@@ -190,11 +190,50 @@ def main(argv=None):
                     help="folders with the reference's packages (lap, cython_bbox)")
     ap.add_argument("--ultralytics", type=Path, help="folder holding the ultralytics package")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--figure", type=Path, help="only draw docs/tracking.md's picture to this PNG")
     args = ap.parse_args(argv)
+    if args.figure:
+        return figure(args.figure)
     cpu = cpu_model()
     found = peers(args)
     accuracy(found, cpu)
     speed(found, args.rounds, cpu)
+
+
+
+def figure(path, seed=3, frames=(1, 10, 20, 30)):
+    """docs/tracking.md's picture: a synthetic sequence (``make_shapes --video``) tracked from its
+    ground-truth boxes with noise as detections, four frames side by side with ids and trails."""
+    import tempfile
+
+    import cv2
+
+    from detcore.data.mot import parse_gt, read_seqinfo, sequences_in
+    from detcore.data.shapes import make_shapes
+    from detcore.deploy.draw import draw_tracks
+
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_shapes(Path(tmp) / "mot", 0, 0, seed=seed, video=1, frames=max(frames))
+        seq = read_seqinfo(sequences_in(root / "val")[0])
+        gt, _ = parse_gt(seq.folder / "gt" / "gt.txt")
+        tracker, trails, tiles = ByteTracker(frame_rate=seq.frame_rate or 10), {}, []
+        for f in range(1, max(frames) + 1):
+            g = gt[(gt[:, 0] == f) & (gt[:, 6] == 1)]
+            boxes = np.column_stack([g[:, 2:4], g[:, 2:4] + g[:, 4:6]]) + rng.normal(0, 1.0, (len(g), 4))
+            out = tracker.update(boxes, rng.uniform(0.6, 0.95, len(g)), g[:, 7].astype(int) - 1)
+            for i, b in zip(out.ids.tolist(), out.boxes):
+                trails.setdefault(i, []).append((b[:2] + b[2:]) / 2)
+            if f in frames:
+                img = cv2.imread(str(seq.folder / seq.im_dir / f"{f:06d}{seq.ext}"))
+                rows = np.column_stack([out.boxes, out.scores, out.classes, out.ids])
+                names = [seq.classes[k] for k in sorted(seq.classes)] if seq.classes else ["object"]
+                draw_tracks(img, rows, names, {i: p[-15:] for i, p in trails.items()})
+                cv2.putText(img, f"frame {f}", (5, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2)
+                tiles.append(img)
+    h = min(t.shape[0] for t in tiles)
+    cv2.imwrite(str(path), np.concatenate([t[:h] for t in tiles], axis=1))
+    print(json.dumps({"figure": str(path)}))
 
 
 if __name__ == "__main__":
