@@ -8,7 +8,9 @@ dies makes the others fail with an error instead of waiting forever.
 import inspect
 import os
 import re
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -67,6 +69,8 @@ def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S, backend=None):
     if backend == "hccl":
         hpu.register_hccl()
     timeout = timedelta(seconds=watchdog.process_group_timeout(timeout_s))
+    if info.rank != 0:
+        wait_for_rendezvous(found.master_addr, found.master_port, timeout_s, info, found.launcher)
     dist.init_process_group(backend=backend, store=_attempt_store(info, timeout), rank=info.rank,
                             world_size=info.world_size, timeout=timeout)
     watchdog.start(found, timeout_s, restart_count())
@@ -75,6 +79,26 @@ def init_distributed(device, timeout_s=DEFAULT_TIMEOUT_S, backend=None):
     logger.info(f"rank {info.rank}/{info.world_size} (local {info.local_rank}) joined via {backend} at "
                 f"{found.master_addr}:{found.master_port} (launcher: {found.launcher})")
     return info
+
+
+def wait_for_rendezvous(addr, port, timeout_s, info, launcher, poll_s=0.5):
+    """Wait until something listens at the rendezvous address (rank 0's store, or torchrun's),
+    at most ``timeout_s`` (--dist-timeout); then one line naming the address and the missing
+    rank. Why: without it a rank whose rank 0 never started (a Slurm step of 2 tasks run as one
+    process, a wrong MASTER_ADDR) waits in torch's store client for up to twice the timeout and
+    ends with pages of C++ stack frames."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((addr, int(port)), timeout=max(poll_s, 0.1)):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise UserError(f"rank {info.rank} of {info.world_size} ({launcher}): nothing answers at the "
+                                f"rendezvous address {addr}:{port} after {timeout_s:g} s (--dist-timeout): rank 0 "
+                                "never started or runs elsewhere; start every rank (e.g. srun -n "
+                                f"{info.world_size} ...) or point MASTER_ADDR/MASTER_PORT at rank 0") from None
+            time.sleep(poll_s)
 
 
 def _attempt_store(info, timeout):

@@ -192,3 +192,27 @@ def test_dead_rank_is_named_in_the_survivors_line(tmp_path):
     assert re.match(r"error: rank 1 \(host \S+, pid \d+\) did not arrive: died \(its process is gone\), "
                     r"last completed step 6, in training step for \d+ s; a collective failed: ", err[0]), err
     assert elapsed < 3 + 15
+
+
+def test_a_rank_without_rank_0_is_one_line_within_the_timeout(tmp_path):
+    """Slurm calls this process rank 1 of 2 and no rank 0 exists anywhere: after --dist-timeout
+    (here 3 s) one line naming the rendezvous address and the missing rank 0, exit 2, no C++
+    frames; before the fix torch's store client waited ~74 s (twice the timeout plus its grace)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                      # closed again: nothing listens there
+    code = ("import torch, accel\nfrom accel.errors import cli_entry\n"
+            "cli_entry(lambda: accel.init_distributed(torch.device('cpu'), timeout_s=3))()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "RANK", "WORLD_", "LOCAL_RANK",
+                                                                    "OMPI_", "PMI_", "SLURM_"))}
+    env.update(SLURM_PROCID="1", SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2", SLURM_LOCALID="1",
+               SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NODELIST="localhost",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - t0
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: rank 1 of 2 (Slurm): nothing answers at the rendezvous address "
+                               f"127.0.0.1:{port} after 3 s"), lines[0]
+    assert elapsed < 3 + 30
