@@ -2,7 +2,7 @@
 ``ByteTracker`` against the reference ByteTrack and peers, one JSON line per measurement.
 
     python bench/track.py [--reference /tmp/peers/bytetrack_ref --reference-path /tmp/peers/site]
-                          [--ultralytics /tmp/peers/ul] [--rounds 3]
+                          [--ultralytics /tmp/peers/ul] [--roboflow /tmp/peers/rf] [--rounds 3]
 
 - Accuracy: each synthetic stream of tests/tracking_streams.py (crossings, occlusions, objects
   entering and leaving, low-score and false detections) with its ground truth, scored by TrackEval
@@ -16,7 +16,8 @@ Peers are optional and live outside the repository (installed into side folders,
 benchmarks' peers): the authors' ByteTrack (``--reference``: a folder holding its
 ``yolox/tracker/``, see bench/track_reference.py; ``--reference-path``: where ``lap`` and
 ``cython_bbox`` are) and Ultralytics' ``BYTETracker`` (``--ultralytics``: a folder holding the
-``ultralytics`` package, e.g. ``pip install --no-deps --target /tmp/peers/ul ultralytics``). A peer
+``ultralytics`` package, e.g. ``pip install --no-deps --target /tmp/peers/ul ultralytics``) and Roboflow's
+``trackers`` ByteTrackTracker (``--roboflow``: ``pip install --target /tmp/peers/rf trackers``). A peer
 that is not given or does not import is reported as ``skipped`` with the reason. Run it alone:
 other processes on the machine distort the times.
 """
@@ -110,6 +111,26 @@ class Ultralytics:
         return out[:, 4].astype(int), out[:, :4]
 
 
+class Roboflow:
+    """Roboflow ``trackers``' ByteTrackTracker on ``supervision`` Detections."""
+    name = "roboflow_trackers"
+
+    def __init__(self, module, sv, frame_rate, fuse_score=True):
+        # the reference's thresholds in its terms: high/low split 0.5, new tracks from 0.6,
+        # match below IoU distance 0.8 (IoU above 0.2), 30 frames at 30 fps
+        self.sv = sv
+        self.t = module.ByteTrackTracker(lost_track_buffer=THRESH["buffer"], frame_rate=frame_rate,
+                                         track_activation_threshold=THRESH["new"],
+                                         high_conf_det_threshold=THRESH["high"],
+                                         minimum_iou_threshold=1 - THRESH["match"])
+
+    def update(self, boxes, scores, classes):
+        out = self.t.update(self.sv.Detections(xyxy=boxes.reshape(-1, 4), confidence=scores,
+                                               class_id=classes.astype(int)))
+        keep = out.tracker_id >= 0 if out.tracker_id is not None else np.zeros(len(out), bool)
+        return out.tracker_id[keep].astype(int), out.xyxy[keep]
+
+
 def peers(args):
     """[(factory(frame_rate, fuse_score), name)] of the trackers that load; skipped ones printed."""
     found = [(lambda fr, fuse: Ours(fr, fuse), Ours.name)]
@@ -132,6 +153,16 @@ def peers(args):
             print(json.dumps({"tracker": Ultralytics.name, "skipped": f"{type(exc).__name__}: {exc}"}))
     else:
         print(json.dumps({"tracker": Ultralytics.name, "skipped": "no --ultralytics"}))
+    if args.roboflow:
+        try:
+            sys.path.append(str(args.roboflow))
+            import supervision
+            import trackers
+            found.append((lambda fr, fuse: Roboflow(trackers, supervision, fr, fuse), Roboflow.name))
+        except Exception as exc:  # noqa: BLE001
+            print(json.dumps({"tracker": Roboflow.name, "skipped": f"{type(exc).__name__}: {exc}"}))
+    else:
+        print(json.dumps({"tracker": Roboflow.name, "skipped": "no --roboflow"}))
     return found
 
 
@@ -189,6 +220,7 @@ def main(argv=None):
     ap.add_argument("--reference-path", type=Path, nargs="*", default=[],
                     help="folders with the reference's packages (lap, cython_bbox)")
     ap.add_argument("--ultralytics", type=Path, help="folder holding the ultralytics package")
+    ap.add_argument("--roboflow", type=Path, help="folder holding Roboflow's trackers (and supervision)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--figure", type=Path, help="only draw docs/tracking.md's picture to this PNG")
     args = ap.parse_args(argv)

@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("trackeval")
 from detcore.evaluation import tracking as tr  # noqa: E402
+from test_demo_video import nano  # noqa: E402,F401  (fixture: a 160-px YOLOX-nano that detects)
 
 
 def two_objects(frames=20):
@@ -120,3 +121,20 @@ def test_eval_track_without_public_detections_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     want = "det/det.txt does not exist: shapes-01 has no public detections"
     assert proc.returncode == 2 and len(lines) == 1 and want in lines[0], proc.stderr
+
+
+def test_eval_track_with_a_yolox_checkpoint_tracks_every_frame(tmp_path, capsys, nano):  # noqa: F811
+    """-f/-c: the PyTorch detector path; every frame of every val sequence is tracked and scored
+    (the 160-px nano detects, untrained: the numbers are not the point, the files and rows are)."""
+    from detcore.data.shapes import make_shapes
+    from yolox.tools import eval_track
+    from yolox_tools import SHAPES_EXP
+
+    ckpt, _ = nano
+    root = make_shapes(tmp_path / "mot", 0, 0, seed=2, video=1, frames=6)
+    scores = eval_track.main(["-d", str(root), "-f", SHAPES_EXP, "-c", str(ckpt), "--tsize", "160",
+                              "--track-thresh", "0.2", "--output-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "6 frames in" in out and "tracker" in out and set(scores) == {"shapes-01", tr.COMBINED}
+    rows = tr.read_mot_rows(tmp_path / "out" / "shapes-01.txt")
+    assert len(rows) > 0 and set(rows[:, 0]) <= set(range(1, 7))
