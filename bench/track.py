@@ -24,7 +24,6 @@ other processes on the machine distort the times.
 import argparse
 import importlib.util
 import json
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from common import cpu_name  # noqa: E402
 from detcore.deploy.tracker import ByteTracker  # noqa: E402
 from detcore.evaluation import tracking  # noqa: E402
 
@@ -204,16 +205,6 @@ def speed(found, rounds, cpu):
                               "ms_per_frame_rounds": [round(m, 3) for m in ms], "cpu": cpu}))
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reference", type=Path, help="folder holding the authors' yolox/tracker/")
@@ -226,7 +217,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.figure:
         return figure(args.figure)
-    cpu = cpu_model()
+    cpu = cpu_name()
     found = peers(args)
     accuracy(found, cpu)
     speed(found, args.rounds, cpu)

@@ -23,7 +23,6 @@ compared with them. Without ``--reference`` our tracker is compared with the rec
 import argparse
 import importlib.util
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from common import cpu_name  # noqa: E402
 FIXTURE_DIR = ROOT / "tests" / "data" / "tracking"
 REF_ARGS = dict(track_thresh=0.5, track_buffer=30, match_thresh=0.8)
 
@@ -100,16 +101,6 @@ def write_fixture(path, meta, counts, sums, agnostic, per_class):
     np.savez_compressed(path, **arrays)
 
 
-def _cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_fixture(path):
     """A recorded fixture -> (meta, det_count, det_sums, agnostic rows, per-class rows)."""
     with np.load(path) as z:
@@ -134,7 +125,7 @@ def main():
     sys.path.insert(0, str(ROOT))
     from detcore.deploy.tracker import ByteTracker
     out_dir = Path(args.out)
-    cpu = _cpu_model()
+    cpu = cpu_name()
     for name, spec in streams.STREAMS.items():
         stream = streams.make_stream(**spec["stream"])
         cfg = spec["tracker"]
