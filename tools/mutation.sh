@@ -16,14 +16,15 @@
 # Environment: MUTATION_TIMEOUT (seconds one test run of a mutant may take; default 3 x the
 # unmutated run + 30), MUTATION_MAX_SECONDS (stop the whole run after this; default 3600; the
 # report then counts the mutants not run as pending), PYTHON (default python).
-# Not part of tools/run_tests.sh or CI: it runs the tests once per mutant (minutes per module).
+# Not part of tools/run_tests.sh or CI: it runs the tests once per mutant (a quarter of an hour to
+# hours per module).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python}
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 MODULE=${1#./}
