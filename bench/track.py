@@ -55,10 +55,10 @@ STREAMS = _module("tracking_streams", ROOT / "tests" / "tracking_streams.py")
 class Ours:
     name = "detkit"
 
-    def __init__(self, frame_rate, fuse_score=True):
+    def __init__(self, frame_rate, fuse_score=True, output_boxes="kalman"):
         self.t = ByteTracker(track_thresh=THRESH["high"], low_thresh=THRESH["low"], match_thresh=THRESH["match"],
                              track_buffer=THRESH["buffer"], frame_rate=frame_rate, fuse_score=fuse_score,
-                             class_agnostic=True)
+                             class_agnostic=True, output_boxes=output_boxes)
 
     def update(self, boxes, scores, classes):
         out = self.t.update(boxes, scores, classes)
@@ -134,7 +134,8 @@ class Roboflow:
 
 def peers(args):
     """[(factory(frame_rate, fuse_score), name)] of the trackers that load; skipped ones printed."""
-    found = [(lambda fr, fuse: Ours(fr, fuse), Ours.name)]
+    found = [(lambda fr, fuse: Ours(fr, fuse), Ours.name),
+             (lambda fr, fuse: Ours(fr, fuse, "detection"), "detkit_detection_boxes")]
     if args.reference:
         try:
             sys.path[:0] = [str(args.reference)] + [str(p) for p in args.reference_path]

@@ -294,6 +294,7 @@ def test_hccl_backend_registered_before_init(fake, monkeypatch):
 
     monkeypatch.setattr(distributed.dist, "init_process_group", record_init)
     monkeypatch.setattr(distributed, "_attempt_store", lambda info, timeout: ("store", info.rank, timeout))
+    monkeypatch.setattr(distributed, "wait_for_rendezvous", lambda *args: None)    # no rank 0 here
     watched = []
     monkeypatch.setattr(distributed.watchdog, "start", lambda found, after, attempt: watched.append(after))
     os.environ.update(OMPI_COMM_WORLD_RANK="1", OMPI_COMM_WORLD_LOCAL_RANK="1",

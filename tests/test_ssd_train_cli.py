@@ -66,8 +66,9 @@ def test_missing_data_dir_exits_2(tmp_path, capsys):
     code, err = run_main(["-d", str(tmp_path / "nope"), "--no-save", "--output-dir", str(tmp_path)], capsys)
     assert code == 2 and err == [f"error: --data: {tmp_path / 'nope'} does not exist; expected a COCO root "
                                  "(annotations/instances_train2017.json, train2017/, val2017/), a VOC devkit "
-                                 "(VOC<year>/Annotations, JPEGImages, ImageSets/Main) or a YOLO data.yaml "
-                                 "(or a folder holding one)"]
+                                 "(VOC<year>/Annotations, JPEGImages, ImageSets/Main), a YOLO data.yaml "
+                                 "(or a folder holding one) or a MOT root (sequences with seqinfo.ini and "
+                                 "img1/, in train/ or directly)"]
 
 
 def test_empty_annotations_exit_2(tmp_path, capsys):

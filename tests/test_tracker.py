@@ -317,3 +317,20 @@ def test_empty_frames_and_inputs():
     out = t.update([B], [0.9])                            # lists, no classes
     assert len(out) == 0 and len(t.tracked_tracks) == 1  # frame 2: unconfirmed
     assert t.update([B], [0.9], None).ids.tolist() == [1]
+
+
+def test_detection_boxes_option_reports_the_matched_detection_and_keeps_the_ids():
+    """output_boxes="detection": the same tracks and ids as the default, each box the detection it
+    matched on that frame (Kalman states by default); an unknown choice is refused."""
+    stream = make_stream(**STREAMS["sparse"]["stream"])
+    kalman, det = ByteTracker(), ByteTracker(output_boxes="detection")
+    moved = 0
+    for boxes, scores, classes in stream:
+        a, b = kalman.update(boxes, scores, classes), det.update(boxes, scores, classes)
+        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+        for box in b.boxes:         # every reported box is one of this frame's detections
+            assert np.isclose(boxes, box, atol=1e-9).all(axis=1).any()
+        moved += int(not np.allclose(a.boxes, b.boxes))
+    assert moved > len(stream) // 2            # and the Kalman states are not those boxes
+    with pytest.raises(ValueError, match="output_boxes"):
+        ByteTracker(output_boxes="mean")

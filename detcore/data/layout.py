@@ -34,7 +34,7 @@ VOC_TRAIN = (("2007", "trainval"), ("2012", "trainval"))
 VOC_TEST = ("2007", "test")
 _VOC_YEAR = re.compile(r"VOC\d{4}")
 LOOKED_FOR = ("a COCO root (annotations/instances_train2017.json, train2017/, val2017/), a VOC devkit "
-              "(VOC<year>/Annotations, JPEGImages, ImageSets/Main) or a YOLO data.yaml (or a folder "
+              "(VOC<year>/Annotations, JPEGImages, ImageSets/Main), a YOLO data.yaml (or a folder "
               "holding one) or a MOT root (sequences with seqinfo.ini and img1/, in train/ or directly)")
 
 Layout = namedtuple("Layout", "kind path years")

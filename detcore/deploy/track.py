@@ -34,13 +34,16 @@ def add_tracker_args(parser, track_flag=False):
                        help="do not weigh the IoU by the detection score (the reference's --mot20)")
     group.add_argument("--class-agnostic", "--class_agnostic", dest="class_agnostic", action="store_true",
                        help="match detections to tracks of any class (default: a track keeps its class)")
+    group.add_argument("--track-boxes", dest="track_boxes", choices=("kalman", "detection"), default="kalman",
+                       help="report a track's Kalman state (the reference's, default) or the box of the "
+                            "detection it matched last")
     return parser
 
 
 def tracker_from_args(args, frame_rate=30):
     return ByteTracker(track_thresh=args.track_thresh, track_buffer=args.track_buffer,
                        match_thresh=args.match_thresh, frame_rate=frame_rate, fuse_score=not args.mot20,
-                       class_agnostic=args.class_agnostic)
+                       class_agnostic=args.class_agnostic, output_boxes=args.track_boxes)
 
 
 def track(frames, detect_batch, tracker=None, batch_size=1):

@@ -59,6 +59,11 @@ Deliberate differences from the reference:
   letterbox scale itself (``img_info``, ``img_size``).
 - Removed tracks are not kept: the reference appends every removed track to a list that grows for
   the whole video.
+
+An option the reference does not have: ``output_boxes="detection"`` reports each track's box as the
+box of the detection it matched last instead of its Kalman state (the default, the reference's).
+Roboflow's ``trackers`` report detection boxes; against ground truth they are often tighter than
+the filtered state, whose velocity lags a turning or jittering object (see docs/tracking.md).
 """
 from dataclasses import dataclass
 
@@ -151,10 +156,11 @@ def _xyah_to_tlbr(xyah):
 
 class _Track:
     __slots__ = ("track_id", "cls", "score", "mean", "covariance", "state", "is_activated",
-                 "frame_id", "start_frame", "tracklet_len", "removed_at")
+                 "frame_id", "start_frame", "tracklet_len", "removed_at", "det_box")
 
-    def __init__(self, track_id, cls, score, mean, covariance, frame_id, activated):
+    def __init__(self, track_id, cls, score, mean, covariance, frame_id, activated, det_box=None):
         self.track_id, self.cls, self.score = track_id, cls, score
+        self.det_box = det_box        # the box of the detection it last matched
         self.mean, self.covariance = mean, covariance
         self.state, self.is_activated = TRACKED, activated
         self.frame_id = self.start_frame = frame_id
@@ -210,7 +216,10 @@ class ByteTracker:
     def __init__(self, track_thresh=0.5, low_thresh=0.1, match_thresh=0.8, track_buffer=30,
                  frame_rate=30, new_track_margin=0.1, second_match_thresh=0.5,
                  unconfirmed_match_thresh=0.7, duplicate_thresh=0.15, fuse_score=True,
-                 class_agnostic=False, pixel_inclusive_iou=True):
+                 class_agnostic=False, pixel_inclusive_iou=True, output_boxes="kalman"):
+        if output_boxes not in ("kalman", "detection"):
+            raise ValueError(f"output_boxes must be 'kalman' or 'detection', got {output_boxes!r}")
+        self.output_boxes = output_boxes
         self.track_thresh = track_thresh
         self.low_thresh = low_thresh
         self.det_thresh = track_thresh + new_track_margin
@@ -274,6 +283,7 @@ class ByteTracker:
             t.tracklet_len = 0 if refound else t.tracklet_len + 1
             t.state, t.is_activated, t.frame_id = TRACKED, True, self.frame_id
             t.score = dets.scores[j]
+            t.det_box = dets.tlbr[j]
             if self.class_agnostic:
                 t.cls = int(dets.classes[j])
         return matched
@@ -349,7 +359,7 @@ class ByteTracker:
             for j, mean, cov in zip(new, means, covs):
                 self._last_id += 1
                 activated.append(_Track(self._last_id, int(dets.classes[j]), dets.scores[j],
-                                        mean, cov, frame, activated=frame == 1))
+                                        mean, cov, frame, activated=frame == 1, det_box=dets.tlbr[j]))
 
         for t in self.lost_tracks:
             if frame - t.frame_id > self.max_time_lost:
@@ -366,11 +376,11 @@ class ByteTracker:
         self.tracked_tracks, self.lost_tracks = self._remove_duplicates(tracked, lost)
         return self._output([t for t in self.tracked_tracks if t.is_activated])
 
-    @staticmethod
-    def _output(tracks):
+    def _output(self, tracks):
         if not tracks:
             return Tracks(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
-        return Tracks(np.array([t.track_id for t in tracks], dtype=np.int64),
-                      _xyah_to_tlbr(np.stack([t.mean[:4] for t in tracks])),
+        boxes = (np.stack([t.det_box for t in tracks]) if self.output_boxes == "detection"
+                 else _xyah_to_tlbr(np.stack([t.mean[:4] for t in tracks])))
+        return Tracks(np.array([t.track_id for t in tracks], dtype=np.int64), boxes,
                       np.array([t.score for t in tracks], dtype=np.float64),
                       np.array([t.cls for t in tracks], dtype=np.int64))
