@@ -234,6 +234,7 @@ def figure(path, seed=3, frames=(1, 10, 20, 30)):
 
     from detcore.data.mot import parse_gt, read_seqinfo, sequences_in
     from detcore.data.shapes import make_shapes
+    from detcore.data.writers import mot_frame_name
     from detcore.deploy.draw import draw_tracks
 
     rng = np.random.default_rng(seed)
@@ -249,7 +250,7 @@ def figure(path, seed=3, frames=(1, 10, 20, 30)):
             for i, b in zip(out.ids.tolist(), out.boxes):
                 trails.setdefault(i, []).append((b[:2] + b[2:]) / 2)
             if f in frames:
-                img = cv2.imread(str(seq.folder / seq.im_dir / f"{f:06d}{seq.ext}"))
+                img = cv2.imread(str(seq.folder / seq.im_dir / mot_frame_name(f, seq.ext)))
                 rows = np.column_stack([out.boxes, out.scores, out.classes, out.ids])
                 names = [seq.classes[k] for k in sorted(seq.classes)] if seq.classes else ["object"]
                 draw_tracks(img, rows, names, {i: p[-15:] for i, p in trails.items()})

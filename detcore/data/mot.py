@@ -62,6 +62,7 @@ from loguru import logger
 from accel.errors import UserError
 from detcore.data.images import header_size
 from detcore.data.index import BoxTable, Columns, IndexedSource, coco_from_dict, coco_instances, find_sorted
+from detcore.data.writers import mot_frame_name
 
 SPLIT_FOLDERS = ("train", "val", "test")
 FRAME_STRIDE = 1_000_000            # image id = sequence number * FRAME_STRIDE + frame
@@ -119,6 +120,13 @@ def mot_split(root, split, flag="--data"):
     if split in ("train", "val") and "train" in have:
         return root / "train", "first" if split == "train" else "second"
     raise UserError(f"{flag}: MOT data {root} has no {split}/ folder of sequences (it has {', '.join(have)})")
+
+
+def part_frames(length, part):
+    """(first, last) 1-based frame of a ``length``-frame sequence that ``part`` of ``mot_split``
+    holds: all, the first half (rounded up: a 1-frame sequence is train's) or the second half."""
+    half = (length + 1) // 2
+    return {"all": (1, length), "first": (1, half), "second": (half + 1, length)}[part]
 
 
 def available_splits(root):
@@ -192,14 +200,14 @@ def check_frames(seq):
     count = sum(1 for n in os.listdir(im_dir) if n.lower().endswith(seq.ext.lower()))
     if count != seq.length:
         raise UserError(f"{ini}: seqLength {seq.length} but {im_dir} holds {count} {seq.ext} images")
-    first = im_dir / f"{1:06d}{seq.ext}"
+    first = im_dir / mot_frame_name(1, seq.ext)
     size = header_size(first)
     if size is None:
         raise UserError(f"{ini}: its first frame {first} is missing or unreadable")
     if tuple(size) != (seq.width, seq.height):
         raise UserError(f"{ini}: imWidth x imHeight {seq.width}x{seq.height} but the first frame {first} "
                         f"is {size[0]}x{size[1]}")
-    return [f"{seq.name}/{seq.im_dir}/{f:06d}{seq.ext}" for f in range(1, seq.length + 1)]
+    return [f"{seq.name}/{seq.im_dir}/{mot_frame_name(f, seq.ext)}" for f in range(1, seq.length + 1)]
 
 
 def _bad_gt(path, lineno, text, why):
@@ -315,8 +323,7 @@ class MotSource(IndexedSource):
 
     def frames(self, seq):
         """The frame numbers of ``seq`` this split holds (its part)."""
-        half = (seq.length + 1) // 2           # a 1-frame sequence: train holds it, val nothing
-        lo, hi = {"all": (1, seq.length), "first": (1, half), "second": (half + 1, seq.length)}[self.part]
+        lo, hi = part_frames(seq.length, self.part)
         return np.arange(lo, hi + 1, dtype=np.int64)
 
     def _columns(self, class_ids):
@@ -364,13 +371,13 @@ class MotSource(IndexedSource):
         im_dir = seq.folder / seq.im_dir
         missing = frames > seq.length
         unique = np.unique(frames[~missing])
-        present = {f for f in unique.tolist() if (im_dir / f"{f:06d}{seq.ext}").is_file()}
+        present = {f for f in unique.tolist() if (im_dir / mot_frame_name(f, seq.ext)).is_file()}
         if len(present) < len(unique):
             missing |= ~np.isin(frames, np.fromiter(present, np.int64, len(present)))
         if missing.any():
             k = int(np.flatnonzero(missing)[0])
             raise UserError(f"gt file {gt_file} line {int(lineno[k])}: frame {int(frames[k])} has no image "
-                            f"{im_dir / f'{int(frames[k]):06d}{seq.ext}'}")
+                            f"{im_dir / mot_frame_name(int(frames[k]), seq.ext)}")
 
     def _keep_tracks(self, columns, rows, class_ids):
         """``track_ids`` / ``visibility`` of the table's boxes and the cleaned ignore regions: the

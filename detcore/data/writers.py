@@ -131,6 +131,13 @@ def mot_gt_lines(frames, track_ids, xywh, consider, classes, visibility):
             for f, i, (x, y, w, h), c, k, v in zip(frames, track_ids, xywh, consider, classes, visibility)]
 
 
+def mot_result_lines(frames, track_ids, xywh, scores):
+    """MOTChallenge result lines ``frame,id,x,y,w,h,score,-1,-1,-1`` (a tracker's output: what
+    ``tools/eval_track.py`` and ``demo.py --track --save-txt`` write)."""
+    return [f"{int(f)},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
+            for f, i, (x, y, w, h), s in zip(frames, track_ids, xywh, scores)]
+
+
 def write_mot_gt(folder, lines):
     """``folder/gt/gt.txt`` of ``mot_gt_lines`` (empty: a sequence without objects)."""
     (folder / "gt" / "gt.txt").write_text("".join(lines))

@@ -6,6 +6,8 @@ from itertools import islice
 
 import numpy as np
 
+from detcore.boxes import xyxy2xywh
+from detcore.data.writers import mot_result_lines
 from detcore.deploy.draw import draw_tracks
 from detcore.deploy.media import ResultWriter
 from detcore.deploy.tracker import ByteTracker
@@ -107,9 +109,7 @@ class TrackWriter(ResultWriter):
         return draw_tracks(bgr, dets, self.names, {k: [c for _, c in v] for k, v in self.trails.items()})
 
     def write_txt(self, frame, bgr, dets):
-        xywh = np.column_stack([dets[:, :2], dets[:, 2:4] - dets[:, :2]])
-        text = "".join(f"{self.frame_no},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
-                       for i, (x, y, w, h), s in zip(dets[:, 6], xywh, dets[:, 4]))
+        text = "".join(mot_result_lines([self.frame_no] * len(dets), dets[:, 6], xyxy2xywh(dets[:, :4]), dets[:, 4]))
         try:
             with open(self.mot_path, "a") as f:
                 f.write(text)

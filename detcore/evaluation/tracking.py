@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from accel.errors import UserError
+from detcore.data.writers import mot_result_lines
 
 METRICS = ("HOTA", "DetA", "AssA", "MOTA", "IDF1", "IDSW", "FP", "FN")
 COMBINED = "COMBINED"
@@ -55,14 +56,11 @@ def read_mot_rows(path, columns=10):
 def write_mot_rows(path, frames, ids, boxes_xywh, scores=None):
     """Write tracks as a MOTChallenge result file (1-based ``frames``, ``boxes_xywh`` in pixels)."""
     frames = np.asarray(frames, dtype=np.int64).reshape(-1)
-    n = len(frames)
-    scores = np.ones(n) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
-    table = np.column_stack([frames, np.asarray(ids).reshape(-1), np.asarray(boxes_xywh, np.float64).reshape(-1, 4),
-                             scores, -np.ones((n, 3))])
-    text = "".join(f"{int(r[0])},{int(r[1])},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},{r[5]:.2f},{r[6]:.4f},-1,-1,-1\n"
-                   for r in table)
+    scores = np.ones(len(frames)) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    lines = mot_result_lines(frames, np.asarray(ids).reshape(-1), np.asarray(boxes_xywh, np.float64).reshape(-1, 4),
+                             scores)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
+    Path(path).write_text("".join(lines))
     return Path(path)
 
 

@@ -22,6 +22,7 @@ from loguru import logger
 
 from accel.errors import ArgParser, UserError, cli_entry
 from detcore.data import mot
+from detcore.data.writers import mot_frame_name
 from detcore.deploy.track import TRACK_CONF, TRACK_NMS, add_tracker_args, track, tracker_from_args
 from detcore.evaluation import tracking
 from detcore.files import write_rows
@@ -74,12 +75,6 @@ def detector(args):
     return Predictor(model, exp, device, Precision.from_args(args, device)).predict_batch, args.ckpt
 
 
-def frame_range(seq, part):
-    """The 1-based frames of ``seq`` a split part holds (``detcore.data.mot``: all, or a half)."""
-    half = (seq.length + 1) // 2
-    return {"all": (1, seq.length), "first": (1, half), "second": (half + 1, seq.length)}[part]
-
-
 def public_detections(seq, first, last):
     rows = tracking.read_mot_rows(seq.folder / "det" / "det.txt")
     by_frame = {f: rows[rows[:, 0] == f] for f in range(first, last + 1)}
@@ -111,7 +106,7 @@ def track_sequence(seq, first, last, detect_batch, args, clock):
         pairs = ((img, tracker.update(d[:, :4], d[:, 4], d[:, 5].astype(int)))
                  for img, d in public_detections(seq, first, last))
     else:
-        paths = [seq.folder / seq.im_dir / f"{f:06d}{seq.ext}" for f in range(first, last + 1)]
+        paths = [seq.folder / seq.im_dir / mot_frame_name(f, seq.ext) for f in range(first, last + 1)]
         pairs = track((_read(p) for p in paths), detect_batch, tracker, args.batch_size)
     for frame, (_, out) in enumerate(pairs, first):
         xywh = np.column_stack([out.boxes[:, :2], out.boxes[:, 2:] - out.boxes[:, :2]])
@@ -142,7 +137,7 @@ def main(argv=None):
     logger.info(f"tracking {len(seqs)} sequence(s) of {folder} ({part} frames) with {what}")
     scored, t0, frames, clock = {}, time.time(), 0, [0.0]
     for seq in seqs:
-        first, last = frame_range(seq, part)
+        first, last = mot.part_frames(seq.length, part)
         gt_path = seq.folder / "gt" / "gt.txt"
         res = track_sequence(seq, first, last, detect_batch, args, clock)
         tracking.write_mot_rows(out / f"{seq.name}.txt", res[:, 0], res[:, 1], res[:, 2:6], res[:, 6])
