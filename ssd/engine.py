@@ -12,17 +12,17 @@ from mlperf_logging.mllog import constants as C
 
 import accel
 from accel import watchdog
-from accel.errors import Preempted, UserError, report_position
+from accel.errors import Preempted, report_position
 from accel.policy import compile_model
 from accel.preemption import PreemptionGuard
 from detcore.data.check import report_at_start
-from detcore.evaluation import report as eval_report
 from detcore.training.checkpoints import (Checkpoints, restore_rng, run_config, save_on_main,
                                           training_state)
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
 from detcore.training.early_stop import MetricWatch
-from detcore.training.report import LossMean, RunReport, epoch_row
+from detcore.training.epochs import EpochBook, Evaluation, require_finite
+from detcore.training.report import RunReport
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.checkpoint import (EVAL_HINT, check_label_names, checkpoint_classes, is_resume_file, load_strict,
@@ -207,6 +207,8 @@ class SSDRun:
         ipe = self.sampler.batches_per_epoch
         self.report = RunReport(self.out_dir, enabled=self.rank0, kind=self.args.logger,
                                 config=vars(self.args), start_epoch=self.iteration // ipe)
+        self.book = EpochBook(self.report, self.watch, self.out_dir, ("loss",), "loss", VAL_LOSS_KEYS,
+                              main=self.rank0)
         report_position(lambda: f"epoch {self.iteration // ipe + 1}, iteration {self.iteration}; "
                                 f"newest checkpoint {self.checkpoints.newest()}")
         self.guard = PreemptionGuard()
@@ -257,10 +259,8 @@ class SSDRun:
     def train_epoch(self, epoch):
         """One epoch (or its rest, after a mid-epoch resume); returns the evaluation, if any."""
         ipe = self.sampler.batches_per_epoch
-        epoch_t0, epoch_start_iter, loss = time.time(), self.iteration, None
-        # results.csv/png: the mean of the epoch's steps (summed on the device, one transfer at
-        # the end; after a mid-epoch resume, of the resumed part only)
-        epoch_loss = LossMean(("loss",))
+        epoch_start_iter, loss = self.iteration, None
+        self.book.start()
         self.mlog.start(C.EPOCH_START, metadata={C.EPOCH_NUM: epoch + 1})
         self.sampler.set_epoch(epoch, self.iteration - epoch * ipe)
         self.train_set.epoch = epoch
@@ -271,7 +271,7 @@ class SSDRun:
             lr = learning_rate(self.iteration, self.base_lr, self.warmup_iters, self.args.warmup_factor,
                                self.boundaries)
             loss = self.step(imgs, boxes, labels, lr, encoded=self.targets_encoded)
-            epoch_loss.add({"loss": loss})
+            self.book.step({"loss": loss}, self.global_batch)
             self.iteration += 1
             watchdog.beat(step=self.iteration)
             self.after_step(epoch, loss, lr)
@@ -279,10 +279,8 @@ class SSDRun:
                 break
             watchdog.beat("data loading")
         self.mlog.end(C.EPOCH_STOP, metadata={C.EPOCH_NUM: epoch + 1})
-        last_loss = float(loss) if loss is not None else float("nan")
-        if self.iteration > epoch_start_iter and not math.isfinite(last_loss):
-            raise UserError(f"non-finite loss ({last_loss}) at iteration {self.iteration}; "
-                            f"last good checkpoint: {self.checkpoints.newest()}")
+        if self.iteration > epoch_start_iter:
+            require_finite({"loss": loss}, f"iteration {self.iteration}", self.checkpoints.newest())
         epoch_done = self.iteration == (epoch + 1) * ipe
         result = None
         # as the reference: an epoch cut short by --end-iteration is still evaluated
@@ -292,15 +290,7 @@ class SSDRun:
         # after the evaluation: the checkpoint holds the best-metric watch it updated
         self.save(epoch + 1 if epoch_done else epoch, self.iteration,
                   best=result is not None and self.improved)
-        epoch_secs = time.time() - epoch_t0
-        means = epoch_loss.means()
-        self.report.epoch(epoch_row(
-            epoch + 1, {"loss": means.get("loss", float("nan"))}, self.optimizer.param_groups[0]["lr"],
-            None if result is None else (result.ap50_95, result.ap50),
-            (self.iteration - epoch_start_iter) * self.global_batch / max(epoch_secs, 1e-9),
-            time.time() - self.start_time, getattr(result, "val_loss", None), VAL_LOSS_KEYS, result))
-        if means:
-            self.report.scalars(epoch + 1, {"train_epoch_mean/loss": means["loss"]})
+        self.book.end(epoch + 1, self.optimizer.param_groups[0]["lr"])
         return result
 
     def after_step(self, epoch, loss, lr):
@@ -317,10 +307,8 @@ class SSDRun:
         self.checkpoint_policy(epoch)
 
     def log_step(self, epoch, loss, lr):
-        loss_value = loss.item()        # the only host sync of the loop
-        if not math.isfinite(loss_value):
-            raise UserError(f"non-finite loss ({loss_value}) at iteration {self.iteration}; "
-                            f"last good checkpoint: {self.checkpoints.newest()}")
+        # the only host sync of the loop
+        loss_value = require_finite({"loss": loss}, f"iteration {self.iteration}", self.checkpoints.newest())["loss"]
         secs = self.clock.mean()[0]
         eta = self.clock.eta(min(self.args.epochs * self.sampler.batches_per_epoch, self.end) - self.iteration)
         logger.info(f"iteration {self.iteration} epoch {epoch + 1} loss {loss_value:.4f} "
@@ -340,10 +328,10 @@ class SSDRun:
             epoch_end=self.iteration % self.sampler.batches_per_epoch == 0, save=not self.args.no_save)
 
     def evaluate_epoch(self, epoch):
-        """The one place an evaluation result is handled: BN statistics averaged over ranks, the
-        reference's iter_N.pt, COCO mAP (MLPerf events) and the validation loss of the same
-        forward, logged and reported, and the --best-metric watch updated (``self.improved``:
-        the epoch's checkpoint is also ssd300_best.pth; the watch decides the --patience stop)."""
+        """BN statistics averaged over ranks, the reference's iter_N.pt, COCO mAP (MLPerf
+        events) and the validation loss of the same forward, logged and handed to the
+        ``EpochBook`` (watch, report, per-class csv; ``self.improved``: the epoch's checkpoint is
+        also ssd300_best.pth; the watch decides the --patience stop)."""
         self.mlog.start(C.EVAL_START, metadata={C.EPOCH_NUM: epoch + 1})
         watchdog.beat("evaluation")
         accel.all_reduce_norm(self.net)
@@ -353,14 +341,9 @@ class SSDRun:
         self.mlog.event(C.EVAL_ACCURACY, result.ap50_95, metadata={C.EPOCH_NUM: epoch + 1})
         self.mlog.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch + 1})
         val_loss = getattr(result, "val_loss", None) or {}
-        self.improved = self.watch.update(self.watch.pick(result.ap50_95, result.ap50, val_loss.get("loss")),
-                                            epoch + 1)
         logger.info(f"epoch {epoch + 1}: COCO mAP {result.ap50_95:.4f}, AP50 {result.ap50:.4f} "
                     f"(target {self.args.threshold}){val_loss_text(val_loss)}\n{result.summary}")
-        self.report.evaluation(epoch + 1, result.ap50, result.ap50_95, val_loss, result)
-        if self.rank0:
-            eval_report.write_evaluation(result, self.out_dir, epoch=epoch + 1, plots=False)
-        self.last_result = result
+        self.improved = self.book.evaluated(epoch + 1, Evaluation(result.ap50_95, result.ap50, val_loss, result))
         return result
 
     def finish(self, status):
@@ -375,10 +358,7 @@ class SSDRun:
                     f"{elapsed:.1f} s, {done * self.global_batch / max(elapsed, 1e-9):.2f} images/s")
         if not self.args.no_save:
             logger.info(f"checkpoint: {self.out_dir / CHECKPOINT_NAME}")
-        if self.rank0 and getattr(self, "last_result", None) is not None:
-            # the plots of the final evaluation (the last epoch's, or the early stop's)
-            for path in eval_report.write_plots(self.last_result, self.out_dir):
-                logger.info(f"wrote {path}")
+        self.book.final_plots()
         self.report.close()
         self.lock.release()
         return status

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from accel.errors import UserError
+from detcore.training.epochs import EpochBook
 from yolox.exp.yolox_base import Exp, param_groups
 from yolox.core.ema import ModelEMA
 from yolox.core.lr_scheduler import LRScheduler
@@ -134,7 +135,8 @@ def test_yolox_trainer_sets_lr_of_next_iteration(monkeypatch):
     trainer.memory_format = torch.contiguous_format
     trainer.train_iter = iter([(torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 5))] * 3)
     trainer.clock = StepClock()
-    trainer.run_iters, trainer._epoch_images, trainer.batch_size = 0, 0, 1
+    trainer.run_iters, trainer.batch_size = 0, 1
+    trainer.book = EpochBook(None, None, None, ("total_loss",), "total_loss")
     trainer.max_iter = 10
     trainer.compiled = False
     monkeypatch.setattr(trainer, "train_step", lambda inps, targets: {}, raising=False)
@@ -194,6 +196,7 @@ def bare_trainer(max_epoch, no_aug_epochs, start_epoch=0):
     t.input_size = (64, 64)
     t.model = nn.Module()
     t.model.head = SimpleNamespace(use_l1=False)
+    t.book = EpochBook(None, None, None, ("total_loss",), "total_loss")    # before_epoch starts its epoch
     return t
 
 

@@ -9,10 +9,15 @@ from typing import Optional
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.training.checkpoints import load, restore_training_state
+from detcore.training.checkpoints import load, restore_training_state, run_config as config_of
 from detcore.training.weights import differences, load_ckpt, load_matching, strip_prefixes
 
-
+# exp settings that do not change what a run computes: a resume may differ in them. ``patience``
+# and ``best_metric`` decide when a run stops and which evaluation is "best", not any step's
+# numbers (as SSD's --threshold): a resume by itself with another patience continues the same
+# trajectory, so it is allowed (a checkpoint watching another metric restarts the count).
+RUN_VOLATILE = ("output_dir", "print_interval", "eval_interval", "save_history_ckpt", "ckpt_interval",
+                "ckpt_keep", "seed", "patience", "best_metric")
 CLS_KEY = "head.cls_preds.0.weight"     # [num_classes, C, 1, 1]: the class count of a YOLOX state
 FINE_TUNE_HINT = "to train this data from it, fine-tune: -c CKPT without --resume"
 OTHER_DATA_HINT = ("use it on the data it was trained on, or fine-tune it on this data first "
@@ -111,3 +116,32 @@ def resume(path, state, start_epoch, model, optimizer, precision, watch, names=N
         position = (int(state.get("start_epoch", 0)), int(state.get("start_iter", 0)))
     seed = int(state["seed"]) if state.get("seed") is not None else None
     return ResumePoint(Path(path), state, *position, best_ap, seed)
+
+
+def run_config(exp, seed_given, batch_size, precision):
+    """The settings that decide what a run computes; a checkpoint of other settings is not
+    resumed by itself (``detcore.training.checkpoints``). The seed counts only when given."""
+    return config_of(exp.settings(), RUN_VOLATILE, seed=exp.seed if seed_given else None,
+                     batch_size=batch_size, precision=precision)
+
+
+def class_names(exp):
+    """The names of the classes the model predicts, when the exp lists one per class (eval,
+    demo and export then build the right model from the checkpoint alone); else []."""
+    names = [str(n) for n in (getattr(exp, "class_names", None) or ())]
+    return names if len(names) == exp.num_classes else []
+
+
+def checkpoint_state(exp, position, model, raw_model, ema, input_size, best_ap, ap, training):
+    """A YOLOX training checkpoint with upstream's keys: ``position`` = (next epoch, next
+    iteration within it, iterations per epoch); ``model`` holds the evaluated weights (the EMA's
+    when there is one: what upstream saves and eval/demo load), ``model_raw`` the weights the
+    optimizer updates; ``training``: ``detcore.training.checkpoints.training_state``."""
+    next_epoch, next_iter, per_epoch = position
+    state = {"start_epoch": next_epoch, "start_iter": next_iter, "iteration": next_epoch * per_epoch + next_iter,
+             "iters_per_epoch": per_epoch, "model": model.state_dict(), "best_ap": float(best_ap),
+             "class_names": class_names(exp), "curr_ap": ap, "input_size": tuple(input_size), **training}
+    if ema is not None:
+        state["model_raw"] = raw_model.state_dict()
+        state["ema_updates"] = ema.updates
+    return state

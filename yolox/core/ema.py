@@ -49,3 +49,18 @@ class ModelEMA:
         src = self._model_floats(model)
         torch._foreach_mul_(self._ema_floats, d)
         torch._foreach_add_(self._ema_floats, [s.detach() for s in src], alpha=1.0 - d)
+
+
+def make_ema(ema_class, model, enabled, updates, ckpt=None):
+    """The EMA copy of ``model`` (exp.ema; None when off) of ``ema_class`` (``ModelEMA``, or
+    Habana's FusedEMA through ``accel.policy.ema_class``), counted on from ``updates`` steps or,
+    when the checkpoint has them, from its EMA weights and update count."""
+    if not enabled:
+        return None
+    ema = ema_class(model, 0.9998)
+    ema.updates = updates
+    if ckpt is not None and "ema_updates" in ckpt:
+        # through .ema / .updates only: ModelEMA and Habana's FusedEMA both have them
+        ema.ema.load_state_dict(ckpt["model"])
+        ema.updates = int(ckpt["ema_updates"])
+    return ema

@@ -1,6 +1,5 @@
 """The YOLOX training loop: epochs of SGD steps with EMA, multi-scale, periodic COCO eval and
 atomic checkpoints that let ``--resume`` continue at the exact epoch and iteration."""
-import math
 import time
 from pathlib import Path
 
@@ -10,30 +9,23 @@ from loguru import logger
 from accel import (Precision, all_reduce_norm, broadcast_object, init_distributed, resolve_device,
                    set_threads_per_process, unwrap, wrap_ddp)
 from accel.distributed import log_rank_agreement
-from accel.errors import UserError, report_position
+from accel.errors import report_position
 from accel.preemption import PreemptionGuard
 from accel import watchdog
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
-from detcore.evaluation import report as eval_report
 from detcore.data.check import report_at_start
-from detcore.training.checkpoints import (Checkpoints, restore_rng, run_config, save_on_main,
-                                          training_state)
+from detcore.training.checkpoints import Checkpoints, restore_rng, save_on_main, training_state
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
 from detcore.training.early_stop import MetricWatch
-from detcore.training.report import LossMean, RunReport, epoch_row
-from yolox.core.checkpoint import start_from
-from yolox.core.ema import ModelEMA
+from detcore.training.epochs import EpochBook, Evaluation, require_finite
+from detcore.training.report import RunReport
+from yolox.core.checkpoint import checkpoint_state, run_config, start_from
+from yolox.core.ema import ModelEMA, make_ema
 from yolox.core.options import train_options
 
 LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
-# exp settings that do not change what a run computes: a resume may differ in them. ``patience``
-# and ``best_metric`` decide when a run stops and which evaluation is "best", not any step's
-# numbers (as SSD's --threshold): a resume by itself with another patience continues the same
-# trajectory, so it is allowed (a checkpoint watching another metric restarts the count).
-RUN_VOLATILE = ("output_dir", "print_interval", "eval_interval", "save_history_ckpt", "ckpt_interval",
-                "ckpt_keep", "seed", "patience", "best_metric")
 
 
 class Trainer:
@@ -73,23 +65,12 @@ class Trainer:
         self.epoch, self.iter = 0, 0
         self.run_iters = 0                           # iterations done by this process
         self.no_aug = False
-        self.report = None
-        self._epoch_t0 = time.time()
-        self._train_t0 = time.time()
-        self._epoch_images = 0
+        self.report = self.book = None       # RunReport and EpochBook, made by before_train
         self.clock = StepClock()             # step times of the loss lines
         self._last_outputs = None
         self.guard = None          # PreemptionGuard, while train() runs
 
     # ----------------------------------------------------------------------- main loop
-    @property
-    def epoch_loss(self):
-        """The epoch's mean training losses for results.csv/png (``LossMean``, reset by
-        ``before_epoch``); made on first use, so a Trainer assembled piecemeal has one too."""
-        if "_epoch_loss" not in vars(self):
-            self._epoch_loss = LossMean(LOSS_KEYS[:-1])
-        return self._epoch_loss
-
     @property
     def progress_in_iter(self):
         """Global iteration index (0-based) of the current step."""
@@ -101,7 +82,8 @@ class Trainer:
         try:
             self.before_train()
             self.train_in_epoch()
-            self.final_report()
+            if self.book is not None:
+                self.book.final_plots()
             log_rank_agreement(unwrap(self.model))
             if self.ema is not None:
                 log_rank_agreement(self.ema.ema, "EMA weights")
@@ -147,7 +129,7 @@ class Trainer:
         outputs = self.train_step(inps, targets)
         self.set_lr(self.lr_scheduler.update_lr(self.progress_in_iter + 1))
         self._last_outputs = outputs
-        self.epoch_loss.add(outputs)
+        self.book.step(outputs, self.batch_size)
         self.clock.add(time.time() - t0, t1 - t0)
         self.run_iters += 1
         watchdog.beat(step=self.progress_in_iter + 1)
@@ -155,7 +137,6 @@ class Trainer:
             # the first compiled step is mostly compilation: report it apart from step times
             logger.info(f"torch.compile: first step (compile included) took {time.time() - t0:.1f} s")
             self.clock.reset()
-        self._epoch_images += self.batch_size
 
     def train_step(self, inps, targets):
         """One optimiser step on a batch; returns the detached loss dict (no host sync)."""
@@ -191,7 +172,8 @@ class Trainer:
         self.optimizer = exp.get_optimizer(self.batch_size)
         ckpt = self.load_weights(model)
         self.prepare_data(ckpt)
-        self.prepare_ema(model, ckpt)
+        self.ema = make_ema(ema_class(self.device, ModelEMA), model, self.exp.ema,
+                            self.max_iter * self.start_epoch + self.start_iter, ckpt)
         if self.no_aug:
             model.head.use_l1 = True
         self.distribute(model, ckpt)
@@ -200,9 +182,10 @@ class Trainer:
         self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,
                                 wandb_options=getattr(args, "wandb_options", None),
                                 config=exp.settings(), start_epoch=self.start_epoch)
+        self.book = EpochBook(self.report, self.watch, self.file_name, LOSS_KEYS[:-1], "total_loss",
+                              main=self.rank == 0)
         if self.rank == 0:
             self.data_report()
-        self._train_t0 = self._epoch_t0 = time.time()
         logger.info(f"training {self.max_epoch} epochs x {self.max_iter} iterations, "
                     f"batch {self.batch_size} over {self.world_size} process(es) on {self.device}, "
                     f"precision {self.precision.mode}; output {self.file_name}")
@@ -213,13 +196,6 @@ class Trainer:
         if source is not None:
             report_at_start(source, self.file_name, allow_empty=self.exp.allow_empty_train,
                             allow_with="the exp option allow_empty_train True")
-
-    def final_report(self):
-        """At the end of a run that finished (its last epoch, or an early stop): the plots and
-        confusion csv of its last evaluation in the run's folder (main process)."""
-        if self.rank == 0 and getattr(self, "_last_result", None) is not None:
-            for path in eval_report.write_plots(self._last_result, self.file_name):
-                logger.info(f"wrote {path}")
 
     def prepare_data(self, ckpt):
         """The training loader, positioned where the checkpoint (if any) left the sample stream,
@@ -245,18 +221,6 @@ class Trainer:
             logger.info(f"resumed from {self.resume_path} at epoch {self.start_epoch + 1}, "
                         f"iteration {self.start_epoch * self.max_iter + self.start_iter}")
 
-    def prepare_ema(self, model, ckpt):
-        """The EMA copy (exp.ema), counted on from the checkpoint's updates."""
-        self.ema = None
-        if not self.exp.ema:
-            return
-        self.ema = ema_class(self.device, ModelEMA)(model, 0.9998)
-        self.ema.updates = self.max_iter * self.start_epoch + self.start_iter
-        if ckpt is not None and "ema_updates" in ckpt:
-            # through .ema / .updates only: ModelEMA and Habana's FusedEMA both have them
-            self.ema.ema.load_state_dict(ckpt["model"])
-            self.ema.updates = int(ckpt["ema_updates"])
-
     def distribute(self, model, ckpt):
         """DDP (and torch.compile) around the model, then each rank's own RNG and BN state."""
         # DDP as Habana's YOLOX: buffers not re-broadcast (wrap_ddp's default), gradients as
@@ -274,7 +238,7 @@ class Trainer:
 
     def before_epoch(self):
         logger.info(f"---> start train epoch {self.epoch + 1}")
-        self.epoch_loss.reset()
+        self.book.start()
         if self.epoch >= self.max_epoch - self.exp.no_aug_epochs:
             if not self.no_aug:
                 logger.info("---> no mosaic aug now; L1 loss on")
@@ -318,39 +282,21 @@ class Trainer:
     def check_finite(self):
         """The last step's losses as floats; a non-finite one stops the run (before anything
         is saved) with one line naming the iteration and the last good checkpoint."""
-        losses = {k: float(self._last_outputs[k]) for k in LOSS_KEYS if k in self._last_outputs}
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if bad:
-            raise UserError(f"non-finite loss {bad} at epoch {self.epoch + 1}, iteration "
-                            f"{self.progress_in_iter + 1}; last good checkpoint: "
-                            f"{self.file_name / 'latest_ckpt.pth'} (lower the learning rate, e.g. "
-                            "basic_lr_per_img, and --resume)")
-        return losses
+        return require_finite({k: self._last_outputs[k] for k in LOSS_KEYS if k in self._last_outputs},
+                              f"epoch {self.epoch + 1}, iteration {self.progress_in_iter + 1}",
+                              self.file_name / "latest_ckpt.pth",
+                              "lower the learning rate, e.g. basic_lr_per_img, and --resume")
 
     def after_epoch(self):
+        """Evaluate (every ``eval_interval`` epochs and after the last), write latest_ckpt.pth,
+        then the epoch's results.csv row (``EpochBook.end``)."""
         self.check_finite()
         ap = None
-        self._last_ap, self._last_val_loss, self._epoch_result = (None, None), None, None
-        last = self.epoch + 1 == self.max_epoch
-        if (self.epoch + 1) % self.exp.eval_interval == 0 or last:
+        if (self.epoch + 1) % self.exp.eval_interval == 0 or self.epoch + 1 == self.max_epoch:
             ap = self.evaluate_and_save_model()
         self.save_ckpt("latest", next_epoch=self.epoch + 1, next_iter=0, ap=ap)
         self.checkpoints.superseded((self.epoch + 1) * self.max_iter)
-        self.report_epoch()
-
-    def report_epoch(self):
-        """One results.csv row (and a redrawn results.png) per epoch: the epoch's mean training
-        losses (``LossMean``: one host transfer here, none per step; after a mid-epoch resume
-        the mean of the resumed part only) and, on evaluated epochs, AP and the ``val/`` losses
-        beside them (blank otherwise)."""
-        now = time.time()
-        losses = self.epoch_loss.means()
-        ap = None if self._last_ap[0] is None else self._last_ap
-        self.report.epoch(epoch_row(self.epoch + 1, losses, self.optimizer.param_groups[0]["lr"], ap,
-                                    self._epoch_images / max(now - self._epoch_t0, 1e-9), now - self._train_t0,
-                                    self._last_val_loss, LOSS_KEYS[:-1], getattr(self, "_epoch_result", None)))
-        self.report.scalars(self.epoch + 1, {f"train_epoch_mean/{k}": v for k, v in losses.items()})
-        self._epoch_t0, self._epoch_images = now, 0
+        self.book.end(self.epoch + 1, self.optimizer.param_groups[0]["lr"])
 
     def after_train(self):
         if self.guard is not None:
@@ -358,14 +304,10 @@ class Trainer:
         if getattr(self, "lock", None) is not None:
             self.lock.release()
         preempted = self.guard is not None and (self.guard.signum or getattr(self.guard, "agreed", None))
-        # a run ended by Ctrl-C, a failed collective or an error did not finish: its one line
-        # (accel.errors.cli_entry) says what happened; "training done" would say otherwise.
-        # A trainer driven hook by hook (no train()) has no flag and keeps the old line.
-        if preempted or getattr(self, "finished", True):
-            how = "stopped" if preempted else "done"
-            best = "none" if self.watch.best is None else f"{self.watch.best:.4f}"
-            logger.info(f"training {how}{' early (patience)' if self.stopped_early else ''}, best AP50:95 "
-                        f"{self.best_ap:.4f}, best {self.watch.metric} {best}")
+        # a trainer driven hook by hook (no train()) has no ``finished`` flag and keeps the line
+        line = end_line(preempted, getattr(self, "finished", True), self.stopped_early, self.best_ap, self.watch)
+        if line:
+            logger.info(line)
         if self.report is not None:
             self.report.close()
 
@@ -374,9 +316,9 @@ class Trainer:
         return self.ema.ema if self.ema is not None else unwrap(self.model)
 
     def evaluate_and_save_model(self):
-        """The one place an evaluation result is handled: COCO AP and the validation loss (one
-        forward, ``COCOEvaluator``) logged and reported, the best-metric watch updated (early
-        stop), best_ckpt.pth when the watched metric improved. Returns AP50:95."""
+        """COCO AP and the validation loss (one forward, ``COCOEvaluator``), logged and handed
+        to the ``EpochBook`` (watch, report, per-class csv); best_ckpt.pth when the watched metric
+        improved. Returns AP50:95."""
         # each rank's BN statistics saw only its shard: average them (upstream all_reduce_norm)
         # in the trained and the evaluated model, so every rank scores the same model
         watchdog.beat("evaluation")
@@ -388,19 +330,14 @@ class Trainer:
             head.use_l1 = unwrap(self.model).head.use_l1
         with watchdog.ticking(self.eval_model(), "evaluation"):    # every batch's forward is progress
             ap50_95, ap50, summary = self.exp.eval(self.eval_model(), self.evaluator, self.is_distributed)
-        self._last_result = self._epoch_result = result = getattr(self.evaluator, "last_result", None)
-        if self.rank == 0:
-            eval_report.write_evaluation(result, self.file_name, epoch=self.epoch + 1, plots=False)
         val_loss = (self.evaluator.val_loss(self.is_distributed)
                     if hasattr(self.evaluator, "val_loss") else None)
-        improved = self.watch.update(self.watch.pick(ap50_95, ap50, (val_loss or {}).get("total_loss")),
-                                     self.epoch + 1)
+        logger.info(f"epoch {self.epoch + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}\n{summary}")
+        improved = self.book.evaluated(self.epoch + 1, Evaluation(ap50_95, ap50, val_loss,
+                                                                  getattr(self.evaluator, "last_result", None)))
         # decided on rank 0 (whose folder holds best_ckpt.pth): saving is a collective
         improved = broadcast_object(improved or not (self.file_name / "best_ckpt.pth").exists())
         self.best_ap = max(self.best_ap, ap50_95)
-        logger.info(f"epoch {self.epoch + 1}: AP50:95 {ap50_95:.4f}, AP50 {ap50:.4f}\n{summary}")
-        self.report.evaluation(self.epoch + 1, ap50, ap50_95, val_loss, result)
-        self._last_ap, self._last_val_loss = (ap50_95, ap50), val_loss
         if improved:
             self.save_ckpt("best", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
         if self.exp.save_history_ckpt:
@@ -412,37 +349,15 @@ class Trainer:
         return [unwrap(self.model)] + ([self.ema.ema] if self.ema is not None else [])
 
     def run_config(self):
-        """The settings that decide what this run computes; a checkpoint of other settings is
-        not resumed by itself (detcore.training.checkpoints). The seed counts only when given."""
-        return run_config(self.exp.settings(), RUN_VOLATILE, seed=self.exp.seed if self._seed_given else None,
-                          batch_size=self.batch_size, precision=self.precision.mode)
-
-    def class_names(self):
-        """The names of the classes the model predicts, when the exp lists one per class (eval,
-        demo and export then build the right model from the checkpoint alone); else []."""
-        names = [str(n) for n in (getattr(self.exp, "class_names", None) or ())]
-        return names if len(names) == self.exp.num_classes else []
+        return run_config(self.exp, self._seed_given, self.batch_size, self.precision.mode)
 
     def checkpoint_state(self, next_epoch, next_iter, ap=None, preempted=False):
-        """Everything resume needs. ``model`` holds the EMA weights (what upstream saves and what
-        eval/demo load); ``model_raw`` the weights the optimizer is updating."""
-        state = {
-            "start_epoch": next_epoch,
-            "start_iter": next_iter,
-            "iteration": next_epoch * self.max_iter + next_iter,
-            "iters_per_epoch": self.max_iter,
-            "model": self.eval_model().state_dict(),
-            "best_ap": float(self.best_ap),
-            "class_names": self.class_names(),
-            "curr_ap": ap,
-            "input_size": tuple(self.input_size),
-            **training_state(self.optimizer, self.precision, self.exp.seed, self.run_config(), self.watch,
-                             self.stateful_modules(), preempted),
-        }
-        if self.ema is not None:
-            state["model_raw"] = unwrap(self.model).state_dict()
-            state["ema_updates"] = self.ema.updates
-        return state
+        """Everything resume needs (``yolox.core.checkpoint.checkpoint_state``)."""
+        return checkpoint_state(
+            self.exp, (next_epoch, next_iter, self.max_iter), self.eval_model(), unwrap(self.model), self.ema,
+            self.input_size, self.best_ap, ap,
+            training_state(self.optimizer, self.precision, self.exp.seed, self.run_config(), self.watch,
+                           self.stateful_modules(), preempted))
 
     def save_ckpt(self, name, next_epoch, next_iter, ap=None):
         path = self.file_name / f"{name}_ckpt.pth"
@@ -463,3 +378,15 @@ class Trainer:
         if point.seed is not None and not self._seed_given:
             self.exp.seed = point.seed            # the run's own seed, even when it was drawn
         return point.state
+
+
+def end_line(preempted, finished, stopped_early, best_ap, watch):
+    """The run's last log line: "training done, best AP50:95 0.4123, best ap50 0.6012" (or
+    "stopped" after a preemption, "done early (patience)" after an early stop). None for a run
+    ended by Ctrl-C, a failed collective or an error: its one line (``accel.errors.cli_entry``)
+    says what happened, and "training done" would say otherwise."""
+    if not (preempted or finished):
+        return None
+    best = "none" if watch.best is None else f"{watch.best:.4f}"
+    return (f"training {'stopped' if preempted else 'done'}{' early (patience)' if stopped_early else ''}, "
+            f"best AP50:95 {best_ap:.4f}, best {watch.metric} {best}")
