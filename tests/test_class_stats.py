@@ -64,6 +64,21 @@ def test_operating_confidence_and_pr_by_hand(hand):
     np.testing.assert_allclose(st.curves["F1"][:, at], [0.5, 0.0])
 
 
+def test_f1_where_precision_plus_recall_is_below_one():
+    """F1 = 2PR / (P + R) also where P + R < 1 (a guard against dividing by 0 that clamped the
+    denominator to 1 halved it here and could move the operating confidence)."""
+    # 4 boxes of a in 4 images, 4 detections: one hit (0.9), three misses elsewhere -> P 1/4, R 1/4
+    gt = _coco([1, 2, 3, 4], [(i, 1, (0, 0, 10, 10), 0) for i in (1, 2, 3, 4)], names=("a",))
+    dets = np.array([[1, 0, 0, 10, 10, 0.9, 1]] + [[i, 50, 50, 10, 10, 0.8, 1] for i in (2, 3, 4)])
+    st = coco_eval.score(gt, dets, [1, 2, 3, 4]).classes
+    at = int(np.searchsorted(st.curves["conf"], 0.5))     # every detection counts below 0.8
+    assert st.curves["P"][0, at] == pytest.approx(0.25) and st.curves["R"][0, at] == pytest.approx(0.25)
+    assert st.curves["F1"][0, at] == pytest.approx(0.25)
+    high = int(np.searchsorted(st.curves["conf"], 0.85))  # only the hit: P 1, R 1/4, F1 0.4
+    assert st.curves["F1"][0, high] == pytest.approx(0.4)
+    assert st.conf > 0.8       # the operating confidence is where F1 is 0.4, not at 0.25 or below
+
+
 def test_class_ap_is_the_coco_evaluation_s(hand):
     gt, result = hand
     st = result.classes

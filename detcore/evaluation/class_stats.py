@@ -321,7 +321,8 @@ def class_stats(coco_eval, coco_gt, rows, img_ids):
         n, tp = _counts_above(c_score[s], c_hit[s], CONF_GRID)
         P[k] = _precision(tp, n)
         R[k] = tp / max(instances[k], 1)
-    F1 = _precision(2 * P * R, P + R)
+    with np.errstate(divide="ignore", invalid="ignore"):    # P + R is a float below 1 where both are low
+        F1 = np.where(P + R > 0, 2 * P * R / (P + R), 0.0)
     has_gt = instances > 0
     mean_f1 = F1[has_gt].mean(axis=0) if has_gt.any() else np.zeros(len(CONF_GRID))
     best = int(np.argmax(mean_f1))
