@@ -57,6 +57,8 @@ CONSOLE_SCRIPTS = [
     "detkit-ssd-demo = ssd.demo:main",
     "detkit-ssd-export-onnx = ssd.export_onnx:main",
     "detkit-quantize = detcore.deploy.quantize_cli:main",
+    "detkit-register-model = detcore.deploy.register_cli:main",
+    "detkit-compare = detcore.evaluation.compare_cli:main",
 ]
 
 setup(
@@ -71,9 +73,11 @@ setup(
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=_requirements(),
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "onnx", "onnxruntime", "tensorboard",
-                             "openvino", "nncf", "scipy", "trackeval", "motmetrics"],
+                             "openvino", "nncf", "scipy", "trackeval", "motmetrics",
+                             "mlflow>=3"],
                     "onnx": ["onnx", "onnxruntime"], "tensorboard": ["tensorboard"],
                     "openvino": ["openvino", "nncf", "onnx"],
                     "mutation": ["cosmic-ray>=8.7"],
-                    "wandb": ["wandb"], "track": ["scipy", "trackeval"]},
+                    "wandb": ["wandb"], "track": ["scipy", "trackeval"],
+                    "mlflow": ["mlflow>=3", "onnx", "onnxruntime"]},
 )

@@ -22,7 +22,8 @@ from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
 from detcore.training.early_stop import MetricWatch
 from detcore.training.epochs import EpochBook, Evaluation, require_finite
-from detcore.training.report import RunReport
+from detcore.training.mlflow_run import RUN_ID_KEY, register_export
+from detcore.training.report import RunReport, run_params
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
 from ssd.checkpoint import (EVAL_HINT, check_label_names, checkpoint_classes, is_resume_file, load_strict,
@@ -47,7 +48,7 @@ RUN_VOLATILE = frozenset((
     "checkpoint", "output_dir", "log_interval", "num_workers", "dist_timeout", "logger", "local_rank",
     "no_save", "checkpoint_interval", "keep_checkpoints", "iteration", "eval_only", "val_batch_size",
     "val_interval", "val_epochs", "threshold", "nms_valid_thresh", "disable_distributed_validation",
-    "dl_worker_type", "seed", "patience", "best_metric", "analyze"))
+    "dl_worker_type", "seed", "patience", "best_metric", "analyze", "mlflow_uri", "register"))
 
 
 class SSDRun:
@@ -160,7 +161,7 @@ class SSDRun:
         return {"model": self.net.state_dict(), "epoch": epoch, "iteration": iteration, "opt": self.args.opt,
                 "label_map": self.train_set.label_info,
                 **training_state(self.optimizer, self.precision, self.seed, self.run_config(), self.watch,
-                                 [self.net], preempted)}
+                                 [self.net], preempted, getattr(self, "report", None))}
 
     def save(self, epoch, iteration, best=False):
         """ssd300_latest.pth at an epoch's end (after its evaluation, so it holds the best-metric
@@ -206,7 +207,11 @@ class SSDRun:
             restore_rng(self.resumed, self.net)
         ipe = self.sampler.batches_per_epoch
         self.report = RunReport(self.out_dir, enabled=self.rank0, kind=self.args.logger,
-                                config=vars(self.args), start_epoch=self.iteration // ipe)
+                                config=run_params(vars(self.args), device=str(self.device),
+                                                  world_size=self.info.world_size,
+                                                  class_names=",".join(self.train_set.source.class_names)),
+                                start_epoch=self.iteration // ipe,
+                                mlflow={"uri": self.args.mlflow_uri, "run_id": (self.resumed or {}).get(RUN_ID_KEY)})
         self.book = EpochBook(self.report, self.watch, self.out_dir, ("loss",), "loss", VAL_LOSS_KEYS,
                               main=self.rank0)
         report_position(lambda: f"epoch {self.iteration // ipe + 1}, iteration {self.iteration}; "
@@ -230,7 +235,7 @@ class SSDRun:
                     status = C.SUCCESS
                     break
         except Preempted:
-            self.report.close()
+            self.report.close("KILLED")
             self.lock.release()
             raise
         finally:
@@ -337,7 +342,7 @@ class SSDRun:
         accel.all_reduce_norm(self.net)
         self.save_reference(self.iteration)
         result = evaluate(self.net, self.val_loader, self.encoder, self.val_set, self.device,
-                          self.args.nms_valid_thresh, self.precision, self.loss_fn)
+                          self.args.nms_valid_thresh, self.precision, self.loss_fn, keep_rows=True)
         self.mlog.event(C.EVAL_ACCURACY, result.ap50_95, metadata={C.EPOCH_NUM: epoch + 1})
         self.mlog.end(C.EVAL_STOP, metadata={C.EPOCH_NUM: epoch + 1})
         val_loss = getattr(result, "val_loss", None) or {}
@@ -359,9 +364,21 @@ class SSDRun:
         if not self.args.no_save:
             logger.info(f"checkpoint: {self.out_dir / CHECKPOINT_NAME}")
         self.book.final_plots()
-        self.report.close()
+        best = self.out_dir / BEST_NAME
+        self.report.close(best_checkpoint=best if best.exists() else None)
+        if self.args.register and self.rank0:
+            register_export(self.args.register, self.export_best, self.out_dir, self.report.mlflow_run_id,
+                            self.args.mlflow_uri)
         self.lock.release()
         return status
+
+    def export_best(self, path):
+        """ssd300_best.pth (else ssd300_latest.pth) as an end-to-end ONNX file (``--nms`` with
+        ssd/demo.py's thresholds) at ``path``: what ``--register`` registers."""
+        from ssd.export_onnx import main as export_main
+        best = self.out_dir / BEST_NAME
+        export_main(["--checkpoint", str(best if best.exists() else self.out_dir / CHECKPOINT_NAME),
+                     "--output-name", str(path), "--nms"])
 
     def outcome(self, status):
         return outcome(status, self.iteration, self.sampler.batches_per_epoch, self.args.threshold,

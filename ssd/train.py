@@ -20,6 +20,7 @@ import accel  # noqa: E402
 from accel.errors import UserError, cli_entry  # noqa: E402
 from accel.policy import default_worker_type  # noqa: E402
 from detcore.training.early_stop import MetricWatch  # noqa: E402
+from detcore.training.mlflow_run import add_mlflow_args, check_args as check_mlflow_args  # noqa: E402
 from ssd.engine import SSDRun  # noqa: E402
 from ssd.step import REFERENCE_BATCH  # noqa: E402
 
@@ -103,8 +104,10 @@ def build_parser():
     p.add_argument("--use-torch-compile", action="store_true", help="train through torch.compile")
     p.add_argument("--dist-timeout", type=float, default=accel.distributed.DEFAULT_TIMEOUT_S,
                    help="seconds any collective may wait for a rank before the run stops")
-    p.add_argument("--logger", "-l", choices=("loguru", "tensorboard"), default="loguru",
-                   help="also write TensorBoard scalars to OUTPUT/tensorboard (pip install tensorboard)")
+    p.add_argument("--logger", "-l", choices=("loguru", "tensorboard", "mlflow"), default="loguru",
+                   help="also write TensorBoard scalars to OUTPUT/tensorboard (pip install tensorboard), or log "
+                        "params, metrics and artifacts to MLflow (pip install mlflow)")
+    add_mlflow_args(p)
     p.add_argument("--no-cuda", action="store_true", help="the MLPerf reference's spelling of --device cpu")
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                    help="accepted for torch.distributed.launch; the rank comes from the environment")
@@ -139,6 +142,9 @@ def check_args(args):
     if not 0 <= args.trainable_backbone_layers <= 4:
         raise UserError(f"--trainable-backbone-layers must be 0..4 (got {args.trainable_backbone_layers})")
     MetricWatch(args.best_metric, args.patience, names=("--best-metric", "--patience"))  # one line if bad
+    check_mlflow_args(args)
+    if args.register and args.no_save:
+        raise UserError(f"--register {args.register} exports the run's best checkpoint: drop --no-save")
     if args.clip_grad_norm is not None and args.clip_grad_norm <= 0:
         raise UserError(f"--clip-grad-norm must be > 0 (got {args.clip_grad_norm})")
     if args.no_cuda:

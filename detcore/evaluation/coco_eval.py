@@ -109,16 +109,18 @@ def gather_and_score(coco_gt, local_rows, img_ids, seconds=0.0, images=0, keep_r
 
     ``coco_gt``: the pycocotools index, or a function returning it, called on the main process
     only: a data set builds its index on first use, so the other ranks never build theirs.
-    ``keep_rows``: the result also carries every rank's rows (``.rows``), for ``--analyze``.
+    ``keep_rows``: the main process's result also carries every rank's rows (``.rows``), for
+    ``--analyze`` and a run's ``best_detections.npy``; they are not broadcast (other ranks: None).
     """
     gathered = all_gather_object((drop_non_finite(local_rows), seconds, images))
-    result = None
+    result, rows = None, None
     if is_main_process():
         rows = np.concatenate([g[0] for g in gathered])
         result = score(coco_gt() if callable(coco_gt) else coco_gt, rows, img_ids)
-        result.rows = rows if keep_rows else None
         secs, n = max(g[1] for g in gathered), sum(g[2] for g in gathered)
         if n:
             result.summary = (f"Average forward + NMS time: {1000.0 * secs / n:.2f} ms per image "
                               f"({n} images)\n" + result.summary)
-    return broadcast_object(result, src=0)
+    result = broadcast_object(result, src=0)
+    result.rows = rows if keep_rows else None
+    return result

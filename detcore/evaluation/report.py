@@ -3,6 +3,9 @@
 - ``results_per_class.csv``: one row per class (and "all") per evaluation, beside results.csv;
 - ``confusion_matrix.csv`` and the plots of ``detcore.evaluation.plots`` (at a final evaluation, or always
   for ``tools/eval.py``);
+- ``best_detections.npy``: the detection rows of the run's best evaluation (``[N, 7]`` float64:
+  image id, x, y, w, h, score, category id, as COCOeval scored them), what ``tools/compare.py``
+  compares runs on;
 - with ``--analyze K``: ``errors/`` holding the K images with the most errors drawn (ground truth
   and predictions, labelled TP / FP / FN) and ``errors/per_image.json`` with the counts of every
   image.
@@ -10,6 +13,7 @@
 A report must never end a run or lose its checkpoint: every failure here is one warning line and
 whatever could be written stays written. Only the main process writes.
 """
+import io
 import json
 import warnings
 from pathlib import Path
@@ -17,9 +21,11 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from accel.errors import UserError
 from detcore.files import format_row, pyplot, read_rows, replace_atomic, write_rows
 
 PER_CLASS_CSV = "results_per_class.csv"
+DETECTIONS_NAME = "best_detections.npy"
 CONFUSION_CSV = "confusion_matrix.csv"
 ERRORS_DIR = "errors"
 
@@ -79,6 +85,31 @@ def write_evaluation(result, folder, epoch=None, plots=True):
     written = _guarded(f"{folder / PER_CLASS_CSV}",
                        lambda f, out: out.append(write_per_class_csv(classes, f, epoch)), folder)
     return written + (write_plots(result, folder) if plots else [])
+
+
+def write_detections(rows, path):
+    """Detection rows ``[N, 7]`` as an ``.npy`` file, atomically; a failure is one warning."""
+    path = Path(path)
+    array = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
+    _guarded(str(path), lambda f, out: replace_atomic(path, _npy_bytes(array)), path.parent)
+    return path
+
+
+def _npy_bytes(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def read_detections(path, flag="RUN"):
+    """The rows ``write_detections`` wrote; a missing or foreign file is one line naming it."""
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{flag}: cannot read detections {path} ({exc})") from None
+    if rows.ndim != 2 or rows.shape[1] != 7:
+        raise UserError(f"{flag}: {path} holds an array of shape {rows.shape}; expected [N, 7] detection rows")
+    return rows
 
 
 def write_plots(result, folder):

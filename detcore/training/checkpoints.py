@@ -39,6 +39,7 @@ from accel import all_gather_object, barrier, get_rank, get_world_size, is_main_
 from accel.distributed import restart_reason
 from accel.errors import Preempted, UserError
 from detcore.files import write_atomic
+from detcore.training.mlflow_run import RUN_ID_KEY
 from detcore.training.toolbox import rng_state, set_rng_state
 
 
@@ -218,14 +219,16 @@ def run_config(settings, volatile, seed=None, **fixed):
     return config
 
 
-def training_state(optimizer, precision, seed, config, watch, modules, preempted=False):
+def training_state(optimizer, precision, seed, config, watch, modules, preempted=False, report=None):
     """What both trainers' checkpoints hold besides the model and their own position: the
     optimizer and precision (loss scaler) states, the run's seed (drawn or given), the main
     process's and every rank's RNG and BN buffers (``rank_states``: a collective), the run
-    configuration with its seed, whether a preemption wrote it, and the best-metric watch."""
+    configuration with its seed, whether a preemption wrote it, the best-metric watch and the
+    MLflow run the ``RunReport`` logs to (a resume continues it)."""
     return {"optimizer": optimizer.state_dict(), "precision": precision.state_dict(), "seed": seed,
             "rng": rng_state(), "ranks": rank_states(*modules), "run_config": {**config, "seed": seed},
-            "preempted": preempted, "best_metric": watch.state_dict()}
+            "preempted": preempted, "best_metric": watch.state_dict(),
+            RUN_ID_KEY: getattr(report, "mlflow_run_id", None)}
 
 
 def restore_training_state(state, path, optimizer, precision, watch=None):

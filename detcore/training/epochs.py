@@ -65,12 +65,16 @@ class EpochBook:
     def evaluated(self, epoch, evaluation):
         """Handle one ``Evaluation`` of (1-based) ``epoch``: the watch is updated, the report
         gets its scalars (AP, ``val/`` losses, per-class AP) and the main process writes the
-        per-class csv beside results.csv. Returns whether the watched metric improved."""
+        per-class csv beside results.csv and, when the metric improved and the result kept its
+        rows, ``best_detections.npy``. Returns whether the watched metric improved."""
         e = evaluation
         improved = self.watch.update(self.watch.pick(e.ap50_95, e.ap50, e.val_loss.get(self.total_key)), epoch)
         self.report.evaluation(epoch, e.ap50, e.ap50_95, e.val_loss, e.result)
         if self.main:
             eval_report.write_evaluation(e.result, self.out_dir, epoch=epoch, plots=False)
+            if improved and getattr(e.result, "rows", None) is not None:
+                # what tools/compare.py compares runs on: the best evaluation's detections
+                eval_report.write_detections(e.result.rows, self.out_dir / eval_report.DETECTIONS_NAME)
         self.evaluation = self.last = e
         return improved
 

@@ -1,10 +1,12 @@
 """What a run reports besides its log: ``results.csv`` + ``results.png`` (one row / one point
-per epoch, updated every epoch) and, on request, TensorBoard or Weights & Biases scalars.
-Only the main process writes; matplotlib, tensorboard and wandb are imported when first used.
+per epoch, updated every epoch) and, on request, TensorBoard, Weights & Biases or MLflow
+(``detcore.training.mlflow_run``: also params and the run's files as artifacts) scalars.
+Only the main process writes; matplotlib, tensorboard, wandb and mlflow are imported when first used.
 
 The best-metric / early-stopping rule is ``detcore.training.early_stop``.
 """
 
+import subprocess
 from pathlib import Path
 
 import torch
@@ -16,6 +18,34 @@ from detcore.files import format_row, pyplot, read_rows, save_png, write_rows
 
 CSV_NAME, PNG_NAME = "results.csv", "results.png"
 VAL_PREFIX = "val/"      # results.csv: the validation twin of a training loss column "x" is "val/x"
+# the 12 COCO stats in pycocotools' order, as report scalars "val/coco/<name>"
+COCO_STAT_NAMES = ("AP50_95", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+LOGGERS = ("tensorboard", "wandb", "mlflow")
+# files of a run folder sent as MLflow artifacts at its end (plots: every *.png beside them)
+RUN_FILES = ("results.csv", "results_per_class.csv", "confusion_matrix.csv", "best_detections.npy")
+
+def git_commit(folder=None):
+    """The checkout's commit (with "+dirty" when files are modified), or None outside a git
+    checkout or without git."""
+    folder = Path(folder or Path(__file__).resolve().parents[2])
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_params(settings, **facts):
+    """What a logger records as the run's configuration: the exp values / flags, plus the facts
+    (device, world size, data, class names, ...) and the git commit of the checkout."""
+    return {**settings, **{k: v for k, v in facts.items() if v is not None}, "git_commit": git_commit()}
+
+
 def split_wandb_options(opts):
     """Upstream YOLOX's trailing ``wandb-KEY VALUE`` pairs -> (other opts, {KEY: value});
     a value that parses as an int becomes one, as upstream."""
@@ -91,12 +121,15 @@ def loss_pairs(columns):
 
 
 class RunReport:
-    """results.csv/png in ``out_dir``, plus ``kind`` = "tensorboard" / "wandb" scalars."""
+    """results.csv/png in ``out_dir``, plus ``kind`` = "tensorboard" / "wandb" / "mlflow"
+    scalars. ``mlflow``: {"uri": tracking URI or None, "run_id": the run a resumed checkpoint
+    names, or None} (``config`` becomes the new run's params)."""
 
-    def __init__(self, out_dir, enabled=True, kind=None, wandb_options=None, config=None, start_epoch=0):
+    def __init__(self, out_dir, enabled=True, kind=None, wandb_options=None, config=None, start_epoch=0,
+                 mlflow=None):
         self.out_dir, self.enabled = Path(out_dir), enabled
         self.rows = self._previous_rows(start_epoch) if enabled else []
-        self.tb = self.wandb = None
+        self.tb = self.wandb = self.mlflow = None
         if not enabled or kind in (None, "loguru"):
             return
         if kind == "tensorboard":
@@ -112,8 +145,17 @@ class RunReport:
             except ImportError:
                 raise UserError("--logger wandb needs the wandb package (pip install wandb)") from None
             self.wandb = wandb.init(config=config or {}, dir=str(self.out_dir), **(wandb_options or {}))
+        elif kind == "mlflow":
+            from detcore.training.mlflow_run import MlflowRun
+            options = mlflow or {}
+            self.mlflow = MlflowRun(self.out_dir, config, options.get("run_id"), options.get("uri"))
         else:
-            raise UserError(f"--logger {kind}: expected tensorboard or wandb")
+            raise UserError(f"--logger {kind}: expected one of {', '.join(LOGGERS)}")
+
+    @property
+    def mlflow_run_id(self):
+        """The MLflow run this report logs to (kept in checkpoints so a resume continues it)."""
+        return None if self.mlflow is None else self.mlflow.run_id
 
     def _previous_rows(self, start_epoch):
         """Rows of the ``start_epoch`` epochs done before (a resumed run continues the table)."""
@@ -125,12 +167,17 @@ class RunReport:
                 self.tb.add_scalar(key, value, step)
         if self.wandb is not None:
             self.wandb.log(dict(values), step=step)
+        if self.mlflow is not None:
+            self.mlflow.metrics(step, values)
 
     def evaluation(self, epoch, ap50, ap50_95, val_loss=None, result=None):
-        """The TensorBoard / wandb scalars of one evaluation: COCO AP50 and AP50:95, the ``val/``
-        losses and, with a result that has them, the per-class APs."""
+        """The scalars of one evaluation: COCO AP50 and AP50:95, the 12 COCO stats (with a
+        result that has them), the ``val/`` losses and the per-class P, R and APs."""
         classes = getattr(result, "classes", None)
-        self.scalars(epoch, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95,
+        stats = getattr(result, "stats", None)
+        coco = {} if stats is None or len(stats) != 12 else {
+            f"val/coco/{name}": float(v) for name, v in zip(COCO_STAT_NAMES, stats)}
+        self.scalars(epoch, {"val/COCOAP50": ap50, "val/COCOAP50_95": ap50_95, **coco,
                              **{f"val/{k}": v for k, v in (val_loss or {}).items()},
                              **(classes.scalars() if classes is not None else {})})
 
@@ -175,11 +222,19 @@ class RunReport:
         fig.tight_layout()
         save_png(fig, self.out_dir / PNG_NAME, dpi=90)
 
-    def close(self):
+    def close(self, status="FINISHED", best_checkpoint=None):
+        """End the loggers' runs. MLflow also gets the run folder's tables, plots and the best
+        checkpoint as artifacts; ``status`` "KILLED" after a preemption (a resume continues)."""
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+        if self.mlflow is not None:
+            files = [self.out_dir / name for name in RUN_FILES] + sorted(self.out_dir.glob("*.png"))
+            self.mlflow.artifacts(files)
+            if best_checkpoint is not None:
+                self.mlflow.artifacts([best_checkpoint], "checkpoints")
+            self.mlflow.close(status)
 
 
 def epoch_row(epoch, losses, lr, ap, images_per_s, wall_time_s, val_loss, val_keys, result):

@@ -10,6 +10,7 @@ from accel import add_device_args, add_precision_args
 from accel.distributed import DEFAULT_TIMEOUT_S
 from accel import errors
 from accel.errors import UserError
+from detcore.training.mlflow_run import add_mlflow_args
 
 
 class ArgParser(errors.ArgParser):
@@ -70,9 +71,10 @@ def train_parser():
                         help="freeze the backbone (weights and BN statistics) while fine-tuning; "
                              "same as the exp's freeze_backbone True")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("-l", "--logger", choices=("loguru", "tensorboard", "wandb"), default="loguru",
-                        help="also log scalars to tensorboard or wandb (trailing wandb-KEY VALUE "
-                             "options go to wandb.init, as upstream)")
+    parser.add_argument("-l", "--logger", choices=("loguru", "tensorboard", "wandb", "mlflow"), default="loguru",
+                        help="also log scalars to tensorboard, wandb (trailing wandb-KEY VALUE "
+                             "options go to wandb.init, as upstream) or mlflow (params, metrics, artifacts)")
+    add_mlflow_args(parser)
     parser.add_argument("-o", "--occupy", action="store_true",
                         help="reserve most free CUDA memory up front (upstream's --occupy)")
     parser.add_argument("--dist-backend", "--dist_backend", dest="dist_backend", default=None,

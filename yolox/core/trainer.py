@@ -20,7 +20,8 @@ from detcore.training.progress import StepClock
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
 from detcore.training.early_stop import MetricWatch
 from detcore.training.epochs import EpochBook, Evaluation, require_finite
-from detcore.training.report import RunReport
+from detcore.training.mlflow_run import RUN_ID_KEY, check_args as check_mlflow_args, register_export
+from detcore.training.report import RunReport, run_params
 from yolox.core.checkpoint import checkpoint_state, run_config, start_from
 from yolox.core.ema import ModelEMA, make_ema
 from yolox.core.options import train_options
@@ -154,6 +155,7 @@ class Trainer:
     # ----------------------------------------------------------------------- hooks
     def before_train(self):
         exp, args = self.exp, self.args
+        check_mlflow_args(args)
         self.lock = RunLock(self.file_name, enabled=self.rank == 0)
         setup_logger(self.file_name, rank=self.rank)
         watchdog.log_to(self.file_name)      # a hang report's stack dumps go beside train_log.txt
@@ -179,9 +181,13 @@ class Trainer:
         self.distribute(model, ckpt)
         self.evaluator = exp.get_evaluator(batch_size=self.batch_size,
                                            is_distributed=self.is_distributed)
+        if hasattr(self.evaluator, "keep_rows"):
+            self.evaluator.keep_rows = True     # best_detections.npy (EpochBook)
         self.report = RunReport(self.file_name, enabled=self.rank == 0, kind=args.logger,
-                                wandb_options=getattr(args, "wandb_options", None),
-                                config=exp.settings(), start_epoch=self.start_epoch)
+                                wandb_options=getattr(args, "wandb_options", None), start_epoch=self.start_epoch,
+                                config=run_params(exp.settings(), device=str(self.device), world_size=self.world_size,
+                                                  batch_size=self.batch_size, precision=self.precision.mode),
+                                mlflow={"uri": args.mlflow_uri, "run_id": (ckpt or {}).get(RUN_ID_KEY)})
         self.book = EpochBook(self.report, self.watch, self.file_name, LOSS_KEYS[:-1], "total_loss",
                               main=self.rank == 0)
         if self.rank == 0:
@@ -309,7 +315,12 @@ class Trainer:
         if line:
             logger.info(line)
         if self.report is not None:
-            self.report.close()
+            best = self.file_name / "best_ckpt.pth"
+            self.report.close("KILLED" if preempted else "FINISHED" if getattr(self, "finished", True) else "FAILED",
+                              best if best.exists() else None)
+            if self.args.register and self.rank == 0 and getattr(self, "finished", False):
+                register_export(self.args.register, self.export_best, self.file_name, self.report.mlflow_run_id,
+                                self.args.mlflow_uri)
 
     # ----------------------------------------------------------------------- eval + checkpoints
     def eval_model(self):
@@ -357,13 +368,22 @@ class Trainer:
             self.exp, (next_epoch, next_iter, self.max_iter), self.eval_model(), unwrap(self.model), self.ema,
             self.input_size, self.best_ap, ap,
             training_state(self.optimizer, self.precision, self.exp.seed, self.run_config(), self.watch,
-                           self.stateful_modules(), preempted))
+                           self.stateful_modules(), preempted, self.report))
 
     def save_ckpt(self, name, next_epoch, next_iter, ap=None):
         path = self.file_name / f"{name}_ckpt.pth"
         watchdog.beat("checkpoint")
         save_on_main(self.checkpoint_state(next_epoch, next_iter, ap), path)
         logger.info(f"saved checkpoint {path}")
+
+    def export_best(self, path):
+        """best_ckpt.pth as an end-to-end ONNX file (``--nms`` with tools/demo.py's thresholds)
+        at ``path``: what ``--register`` registers."""
+        from yolox.core.cli import exportable_model
+        from yolox.tools.export_onnx import NMS_DEFAULTS, save_onnx
+        model = exportable_model(self.exp, self.file_name / "best_ckpt.pth")
+        save_onnx(model, path, self.exp.test_size, onnxsim=False, class_names=getattr(self.exp, "class_names", None),
+                  nms={**NMS_DEFAULTS, "agnostic": False})
 
     def load_weights(self, model):
         """What the run starts from (``yolox.core.checkpoint.start_from``): a resume restores the
