@@ -122,6 +122,6 @@ def gather_and_score(coco_gt, local_rows, img_ids, seconds=0.0, images=0, keep_r
             result.summary = (f"Average forward + NMS time: {1000.0 * secs / n:.2f} ms per image "
                               f"({n} images)\n" + result.summary)
     result = broadcast_object(result, src=0)
-    if result is not None:          # None only where a test stands in for a non-main rank alone
-        result.rows = rows if keep_rows else None
+    if keep_rows and rows is not None:      # the main process: its rows, never sent to the others
+        result.rows = rows
     return result
