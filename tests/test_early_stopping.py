@@ -41,6 +41,54 @@ def test_metric_watch_by_hand():
         MetricWatch("val_loss").pick(0.1, 0.2, None)
 
 
+def built(text):
+    """``text`` as a string built at run time: flags and exp values are not interned literals, so
+    a comparison by identity (``is``) instead of equality would fail on them."""
+    return "".join(list(text))
+
+
+def test_pick_reads_the_watched_metric():
+    """Each metric reads its own value of an evaluation (AP50:95 and AP50 are not swapped or
+    merged), also for metric names that arrive as run-time strings."""
+    assert MetricWatch(built("ap50_95")).pick(0.31, 0.52, 1.7) == 0.31
+    assert MetricWatch(built("ap50")).pick(0.31, 0.52, 1.7) == 0.52
+    assert MetricWatch(built("val_loss")).pick(0.31, 0.52, 1.7) == 1.7
+
+
+def test_ap_metrics_improve_upwards_and_the_loss_downwards_strictly():
+    for metric in ("ap50_95", "ap50"):
+        w = MetricWatch(metric)
+        assert [w.update(v, e) for e, v in enumerate([0.2, 0.1, 0.3, 0.3], 1)] == [True, False, True, False]
+    loss = MetricWatch("val_loss")
+    assert [loss.update(v, e) for e, v in enumerate([2.0, 2.0, 2.5, 1.5], 1)] == [True, False, False, True]
+
+
+def test_default_watch_never_stops_early():
+    w = MetricWatch()
+    assert (w.metric, w.patience) == ("ap50_95", 0)
+    for e in range(1, 20):
+        w.update(0.0, e)
+    assert not w.stopped
+
+
+def test_a_checkpoint_of_another_metric_is_not_continued_whatever_the_names_order(log_lines):
+    """The metric names compared for equality, not order: 'ap50' sorts before 'ap50_95' and
+    'val_loss' after both; the line names the setting's own spelling (``names[0]``)."""
+    for mine, theirs in (("ap50_95", "ap50"), ("ap50", "ap50_95"), ("ap50", "val_loss")):
+        w = MetricWatch(built(mine), patience=3, names=("--best-metric", "--patience"))
+        w.load_state_dict({"metric": built(theirs), "best": 0.9, "best_epoch": 4, "stale": 2})
+        assert (w.best, w.best_epoch, w.stale) == (None, None, 0), (mine, theirs)
+    assert log_lines[-1].startswith("--best-metric: the checkpoint watched val_loss, this run watches ap50")
+    same = MetricWatch(built("ap50"))
+    same.load_state_dict({"metric": built("ap50"), "best": 0.9, "best_epoch": 4})    # an older file: no stale
+    assert (same.best, same.best_epoch, same.stale) == (0.9, 4, 0)
+
+
+def test_missing_validation_loss_names_the_setting():
+    with pytest.raises(UserError, match=r"^--best-metric val_loss: this evaluation computes no validation loss"):
+        MetricWatch("val_loss", names=("--best-metric", "--patience")).pick(0.1, 0.2, None)
+
+
 @pytest.mark.parametrize("metric,patience,msg", [("foo", 0, "best_metric 'foo': expected one of"),
                                                  ("ap50", -1, "patience -1: expected a whole number"),
                                                  ("ap50", 1.5, "patience 1.5")])
