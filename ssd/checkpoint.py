@@ -4,8 +4,10 @@ read, told apart, and loaded for resuming, fine-tuning on other labels or evalua
 import torch
 from loguru import logger
 
+from accel import watchdog
 from accel.errors import UserError
-from detcore.training.checkpoints import load, restore_training_state
+from detcore.training.checkpoints import (Checkpoints, load, restore_training_state, run_config, save_on_main,
+                                          training_state)
 from detcore.training.weights import load_ckpt, load_matching, strip_prefixes
 from ssd.model import NUM_DEFAULTS
 
@@ -121,3 +123,95 @@ def start_from(args, saved, net, optimizer, precision, watch):
         return iteration, state
     logger.info(f"weights from {args.checkpoint} (weights only); starting at iteration {iteration}")
     return iteration, None       # no RNG state or position to restore
+
+
+CHECKPOINT_NAME = "ssd300_latest.pth"
+BEST_NAME = "ssd300_best.pth"     # the evaluation best in --best-metric (a full resume file)
+REFERENCE_CKPT_DIR = "models"     # iter_N.pt, as the reference writes to ./models
+PERIODIC_PREFIX = "ssd300_iter_"  # + 8-digit iteration + .pth: --checkpoint-interval files
+# flags that do not change what a run computes: a resume by itself may differ in them.
+# --patience and --best-metric, like --threshold, decide when a run stops and which evaluation
+# is the best, not the numbers of any step: a resume with another patience continues the same
+# trajectory (a checkpoint watching another metric restarts the count, MetricWatch).
+RUN_VOLATILE = frozenset((
+    "checkpoint", "output_dir", "log_interval", "num_workers", "dist_timeout", "logger", "local_rank",
+    "no_save", "checkpoint_interval", "keep_checkpoints", "iteration", "eval_only", "val_batch_size",
+    "val_interval", "val_epochs", "threshold", "nms_valid_thresh", "disable_distributed_validation",
+    "dl_worker_type", "seed", "patience", "best_metric", "analyze", "mlflow_uri", "register"))
+
+
+class CheckpointHooks:
+    """``SSDRun``'s checkpoint hooks, kept with the files they write: which file a run starts
+    from (``_resume_source``), what a checkpoint holds (``checkpoint_state``), ssd300_latest.pth /
+    ssd300_best.pth at an epoch's end (``save``), the reference's ``models/iter_N.pt``
+    (``save_reference``), the periodic and preemption files (``checkpoint_policy``) and what
+    ``--register`` exports (``export_best``). They read the run's attributes (args, net,
+    optimizer, precision, watch, report, position)."""
+
+    def _resume_source(self):
+        """The checkpoint this run starts from: --checkpoint, or by itself the folder's newest
+        one after a torchrun restart or a preemption (detcore.training.checkpoints); None for a fresh run,
+        which clears the periodic files an earlier run left in the folder."""
+        args = self.args
+        self.checkpoints = Checkpoints(self.out_dir, CHECKPOINT_NAME, args.checkpoint_interval,
+                                       args.keep_checkpoints, prefix=PERIODIC_PREFIX, suffix=".pth")
+        if self.eval_only:
+            return read_checkpoint(args.checkpoint)
+        path, saved = self.checkpoints.auto_resume(self.run_config(), "pass --checkpoint FILE")
+        if path is not None:
+            args.checkpoint = str(path)
+            return saved
+        saved = read_checkpoint(args.checkpoint) if args.checkpoint else None
+        if not args.no_save and (saved is None or not is_resume_file(saved)):
+            self.checkpoints.clear()
+        return saved
+
+    def run_config(self):
+        """The flags that decide what this run computes (all but RUN_VOLATILE); a checkpoint of
+        other flags is not resumed by itself (detcore.training.checkpoints). The seed counts only when given."""
+        return run_config(vars(self.args), RUN_VOLATILE, seed=self.args.seed, world_size=self.info.world_size)
+
+    def checkpoint_state(self, epoch, iteration, preempted=False):
+        # label_map as in iter_N.pt, so every SSD checkpoint names its classes (ssd/demo.py)
+        return {"model": self.net.state_dict(), "epoch": epoch, "iteration": iteration, "opt": self.args.opt,
+                "label_map": self.train_set.label_info,
+                **training_state(self.optimizer, self.precision, self.seed, self.run_config(), self.watch,
+                                 [self.net], preempted, getattr(self, "report", None))}
+
+    def save(self, epoch, iteration, best=False):
+        """ssd300_latest.pth at an epoch's end (after its evaluation, so it holds the best-metric
+        watch that evaluation updated) and, with ``best``, the same state as ssd300_best.pth."""
+        if self.args.no_save:
+            return
+        watchdog.beat("checkpoint")
+        state = self.checkpoint_state(epoch, iteration)
+        save_on_main(state, self.out_dir / CHECKPOINT_NAME)
+        if best:
+            save_on_main(state, self.out_dir / BEST_NAME)
+            logger.info(f"best {self.watch.metric} so far: {self.out_dir / BEST_NAME}")
+        self.checkpoints.superseded(iteration)
+
+    def save_reference(self, iteration):
+        """The reference's ``models/iter_N.pt`` (weights + label map), written at each evaluation."""
+        if self.args.no_save:
+            return
+        path = self.out_dir / REFERENCE_CKPT_DIR / f"iter_{iteration}.pt"
+        save_on_main({"model": self.net.state_dict(), "label_map": self.train_set.label_info}, path)
+
+    def checkpoint_policy(self, epoch):
+        """After every step: a preemption signal on any rank writes a checkpoint at this
+        iteration and stops the run (``Preempted``, exit 143); otherwise every
+        ``--checkpoint-interval`` iterations a periodic checkpoint (epoch ends write
+        ssd300_latest.pth in ``train_epoch``). ``--no-save`` writes neither."""
+        self.checkpoints.after_step(
+            self.iteration, epoch + 1, self.guard,
+            lambda preempted=False: self.checkpoint_state(epoch, self.iteration, preempted=preempted),
+            epoch_end=self.iteration % self.sampler.batches_per_epoch == 0, save=not self.args.no_save)
+
+    def export_best(self, path):
+        """ssd300_best.pth (else ssd300_latest.pth) as an end-to-end ONNX file (``--nms`` with
+        ssd/demo.py's thresholds) at ``path``: what ``--register`` registers."""
+        from ssd.export_onnx import main as export_main
+        best = self.out_dir / BEST_NAME
+        export_main(["--checkpoint", str(best if best.exists() else self.out_dir / CHECKPOINT_NAME),
+                     "--output-name", str(path), "--nms"])

@@ -16,18 +16,17 @@ from accel.errors import Preempted, report_position
 from accel.policy import compile_model
 from accel.preemption import PreemptionGuard
 from detcore.data.check import report_at_start
-from detcore.training.checkpoints import (Checkpoints, restore_rng, run_config, save_on_main,
-                                          training_state)
+from detcore.training.checkpoints import restore_rng
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
 from detcore.training.early_stop import MetricWatch
 from detcore.training.epochs import EpochBook, Evaluation, require_finite
-from detcore.training.mlflow_run import RUN_ID_KEY, register_export
+from detcore.training.mlflow_run import RUN_ID_KEY
 from detcore.training.report import RunReport, run_params
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything
 from ssd import SSD300, Encoder, Loss, dboxes300_coco
-from ssd.checkpoint import (EVAL_HINT, check_label_names, checkpoint_classes, is_resume_file, load_strict,
-                            read_checkpoint, start_from)
+from ssd.checkpoint import (BEST_NAME, CHECKPOINT_NAME, EVAL_HINT, CheckpointHooks, check_label_names,
+                            checkpoint_classes, load_strict, start_from)
 from ssd.data import CocoDetection, open_sources
 from ssd.evaluation import VAL_LOSS_KEYS, evaluate, report_evaluation, val_loss_text
 from ssd.loaders import make_loaders
@@ -35,23 +34,10 @@ from ssd.mlperf_log import MLPerfLogger
 from ssd.model import load_backbone_choice
 from ssd.step import REFERENCE_BATCH, TrainStep, build_optimizer, learning_rate, place_model
 
-CHECKPOINT_NAME = "ssd300_latest.pth"
-BEST_NAME = "ssd300_best.pth"     # the evaluation best in --best-metric (a full resume file)
 MLPERF_LOG_NAME = "mlperf_ssd.log"
-REFERENCE_CKPT_DIR = "models"     # iter_N.pt, as the reference writes to ./models
-PERIODIC_PREFIX = "ssd300_iter_"  # + 8-digit iteration + .pth: --checkpoint-interval files
-# flags that do not change what a run computes: a resume by itself may differ in them.
-# --patience and --best-metric, like --threshold, decide when a run stops and which evaluation
-# is the best, not the numbers of any step: a resume with another patience continues the same
-# trajectory (a checkpoint watching another metric restarts the count, MetricWatch).
-RUN_VOLATILE = frozenset((
-    "checkpoint", "output_dir", "log_interval", "num_workers", "dist_timeout", "logger", "local_rank",
-    "no_save", "checkpoint_interval", "keep_checkpoints", "iteration", "eval_only", "val_batch_size",
-    "val_interval", "val_epochs", "threshold", "nms_valid_thresh", "disable_distributed_validation",
-    "dl_worker_type", "seed", "patience", "best_metric", "analyze", "mlflow_uri", "register"))
 
 
-class SSDRun:
+class SSDRun(CheckpointHooks):
     """Everything one ``ssd/train.py`` invocation builds, then ``fit()`` (or, with
     ``--eval-only``, ``evaluate_only()``: the val split, the model and nothing else)."""
 
@@ -115,24 +101,6 @@ class SSDRun:
         self.step = TrainStep(model, self.loss_fn, self.encoder, self.optimizer, self.precision, device,
                               args.batch_splits, args.clip_grad_norm)
 
-    def _resume_source(self):
-        """The checkpoint this run starts from: --checkpoint, or by itself the folder's newest
-        one after a torchrun restart or a preemption (detcore.training.checkpoints); None for a fresh run,
-        which clears the periodic files an earlier run left in the folder."""
-        args = self.args
-        self.checkpoints = Checkpoints(self.out_dir, CHECKPOINT_NAME, args.checkpoint_interval,
-                                       args.keep_checkpoints, prefix=PERIODIC_PREFIX, suffix=".pth")
-        if self.eval_only:
-            return read_checkpoint(args.checkpoint)
-        path, saved = self.checkpoints.auto_resume(self.run_config(), "pass --checkpoint FILE")
-        if path is not None:
-            args.checkpoint = str(path)
-            return saved
-        saved = read_checkpoint(args.checkpoint) if args.checkpoint else None
-        if not args.no_save and (saved is None or not is_resume_file(saved)):
-            self.checkpoints.clear()
-        return saved
-
     def _make_datasets(self, saved):
         """The train split (not for --eval-only) and the val split of --data, labelled alike."""
         args = self.args
@@ -150,38 +118,6 @@ class SSDRun:
         if built.train_loader is not None:
             self.train_loader, self.sampler, self.targets_encoded = (built.train_loader, built.sampler,
                                                                      built.targets_encoded)
-
-    def run_config(self):
-        """The flags that decide what this run computes (all but RUN_VOLATILE); a checkpoint of
-        other flags is not resumed by itself (detcore.training.checkpoints). The seed counts only when given."""
-        return run_config(vars(self.args), RUN_VOLATILE, seed=self.args.seed, world_size=self.info.world_size)
-
-    def checkpoint_state(self, epoch, iteration, preempted=False):
-        # label_map as in iter_N.pt, so every SSD checkpoint names its classes (ssd/demo.py)
-        return {"model": self.net.state_dict(), "epoch": epoch, "iteration": iteration, "opt": self.args.opt,
-                "label_map": self.train_set.label_info,
-                **training_state(self.optimizer, self.precision, self.seed, self.run_config(), self.watch,
-                                 [self.net], preempted, getattr(self, "report", None))}
-
-    def save(self, epoch, iteration, best=False):
-        """ssd300_latest.pth at an epoch's end (after its evaluation, so it holds the best-metric
-        watch that evaluation updated) and, with ``best``, the same state as ssd300_best.pth."""
-        if self.args.no_save:
-            return
-        watchdog.beat("checkpoint")
-        state = self.checkpoint_state(epoch, iteration)
-        save_on_main(state, self.out_dir / CHECKPOINT_NAME)
-        if best:
-            save_on_main(state, self.out_dir / BEST_NAME)
-            logger.info(f"best {self.watch.metric} so far: {self.out_dir / BEST_NAME}")
-        self.checkpoints.superseded(iteration)
-
-    def save_reference(self, iteration):
-        """The reference's ``models/iter_N.pt`` (weights + label map), written at each evaluation."""
-        if self.args.no_save:
-            return
-        path = self.out_dir / REFERENCE_CKPT_DIR / f"iter_{iteration}.pt"
-        save_on_main({"model": self.net.state_dict(), "label_map": self.train_set.label_info}, path)
 
     def evaluate_only(self):
         """``--eval-only``: score the ``--checkpoint`` weights on the val split once; the COCO
@@ -322,16 +258,6 @@ class SSDRun:
         self.report.scalars(self.iteration, {"train/loss": loss_value, "train/lr": lr})
         self.clock.reset()
 
-    def checkpoint_policy(self, epoch):
-        """After every step: a preemption signal on any rank writes a checkpoint at this
-        iteration and stops the run (``Preempted``, exit 143); otherwise every
-        ``--checkpoint-interval`` iterations a periodic checkpoint (epoch ends write
-        ssd300_latest.pth in ``train_epoch``). ``--no-save`` writes neither."""
-        self.checkpoints.after_step(
-            self.iteration, epoch + 1, self.guard,
-            lambda preempted=False: self.checkpoint_state(epoch, self.iteration, preempted=preempted),
-            epoch_end=self.iteration % self.sampler.batches_per_epoch == 0, save=not self.args.no_save)
-
     def evaluate_epoch(self, epoch):
         """BN statistics averaged over ranks, the reference's iter_N.pt, COCO mAP (MLPerf
         events) and the validation loss of the same forward, logged and handed to the
@@ -364,21 +290,10 @@ class SSDRun:
         if not self.args.no_save:
             logger.info(f"checkpoint: {self.out_dir / CHECKPOINT_NAME}")
         self.book.final_plots()
-        best = self.out_dir / BEST_NAME
-        self.report.close(best_checkpoint=best if best.exists() else None)
-        if self.args.register and self.rank0:
-            register_export(self.args.register, self.export_best, self.out_dir, self.report.mlflow_run_id,
-                            self.args.mlflow_uri)
+        self.report.close("FINISHED", self.out_dir / BEST_NAME,
+                          (self.args.register, self.export_best, self.args.mlflow_uri))
         self.lock.release()
         return status
-
-    def export_best(self, path):
-        """ssd300_best.pth (else ssd300_latest.pth) as an end-to-end ONNX file (``--nms`` with
-        ssd/demo.py's thresholds) at ``path``: what ``--register`` registers."""
-        from ssd.export_onnx import main as export_main
-        best = self.out_dir / BEST_NAME
-        export_main(["--checkpoint", str(best if best.exists() else self.out_dir / CHECKPOINT_NAME),
-                     "--output-name", str(path), "--nms"])
 
     def outcome(self, status):
         return outcome(status, self.iteration, self.sampler.batches_per_epoch, self.args.threshold,

@@ -111,7 +111,7 @@ def test_yolox_overrides_refuse_bad_values(opts, msg):
 def test_patience_and_best_metric_do_not_block_a_resume_by_itself():
     """Decision: they decide when a run stops, not what any step computes (as --threshold), so a
     run resumed by itself after a preemption may change them."""
-    from ssd.engine import RUN_VOLATILE as SSD_VOLATILE
+    from ssd.checkpoint import RUN_VOLATILE as SSD_VOLATILE
     from yolox.core.checkpoint import RUN_VOLATILE as YOLOX_VOLATILE
 
     for volatile in (SSD_VOLATILE, YOLOX_VOLATILE):

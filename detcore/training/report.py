@@ -222,9 +222,13 @@ class RunReport:
         fig.tight_layout()
         save_png(fig, self.out_dir / PNG_NAME, dpi=90)
 
-    def close(self, status="FINISHED", best_checkpoint=None):
+    def close(self, status="FINISHED", best_checkpoint=None, register=None):
         """End the loggers' runs. MLflow also gets the run folder's tables, plots and the best
-        checkpoint as artifacts; ``status`` "KILLED" after a preemption (a resume continues)."""
+        checkpoint (when the file exists) as artifacts; ``status`` "KILLED" after a preemption (a
+        resume continues), "FAILED" after an error. ``register`` (``--register``): (NAME, export,
+        tracking uri); after a finished run the main process exports the best checkpoint with
+        ``export(path)`` and registers it as NAME (``mlflow_run.register_export``)."""
+        best_checkpoint = best_checkpoint if best_checkpoint is not None and Path(best_checkpoint).exists() else None
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
@@ -235,6 +239,9 @@ class RunReport:
             if best_checkpoint is not None:
                 self.mlflow.artifacts([best_checkpoint], "checkpoints")
             self.mlflow.close(status)
+        if register is not None and register[0] and self.enabled and status == "FINISHED":
+            from detcore.training.mlflow_run import register_export
+            register_export(register[0], register[1], self.out_dir, self.mlflow_run_id, register[2])
 
 
 def epoch_row(epoch, losses, lr, ap, images_per_s, wall_time_s, val_loss, val_keys, result):

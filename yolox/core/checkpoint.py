@@ -8,8 +8,10 @@ from typing import Optional
 
 from loguru import logger
 
+from accel import unwrap, watchdog
 from accel.errors import UserError
-from detcore.training.checkpoints import load, restore_training_state, run_config as config_of
+from detcore.training.checkpoints import (load, restore_training_state, run_config as config_of, save_on_main,
+                                          training_state)
 from detcore.training.weights import differences, load_ckpt, load_matching, strip_prefixes
 
 # exp settings that do not change what a run computes: a resume may differ in them. ``patience``
@@ -145,3 +147,67 @@ def checkpoint_state(exp, position, model, raw_model, ema, input_size, best_ap, 
         state["model_raw"] = raw_model.state_dict()
         state["ema_updates"] = ema.updates
     return state
+
+
+class CheckpointHooks:
+    """The ``Trainer``'s checkpoint hooks, kept with the checkpoint format they write: what a
+    YOLOX run saves (``checkpoint_state``, ``save_ckpt``; the periodic and preemption files of
+    ``checkpoint_policy``), what it starts from (``load_weights``) and what ``--register``
+    exports (``export_best``). They read the trainer's attributes (model, EMA, optimizer,
+    precision, watch, report, position)."""
+
+    def eval_model(self):
+        return self.ema.ema if self.ema is not None else unwrap(self.model)
+
+    def checkpoint_policy(self):
+        """After every step: the preemption stop or a periodic checkpoint every
+        ``exp.ckpt_interval`` iterations (``Checkpoints.after_step``; epoch ends write
+        latest_ckpt.pth in ``after_epoch`` instead)."""
+        self.checkpoints.after_step(
+            self.progress_in_iter + 1, self.epoch + 1, self.guard,
+            lambda preempted=False: self.checkpoint_state(self.epoch, self.iter + 1, preempted=preempted),
+            epoch_end=self.iter + 1 >= self.max_iter)
+
+    def stateful_modules(self):
+        """The modules whose buffers differ per rank: the trained model and its EMA."""
+        return [unwrap(self.model)] + ([self.ema.ema] if self.ema is not None else [])
+
+    def run_config(self):
+        return run_config(self.exp, self._seed_given, self.batch_size, self.precision.mode)
+
+    def checkpoint_state(self, next_epoch, next_iter, ap=None, preempted=False):
+        """Everything resume needs (``checkpoint_state`` above)."""
+        return checkpoint_state(
+            self.exp, (next_epoch, next_iter, self.max_iter), self.eval_model(), unwrap(self.model), self.ema,
+            self.input_size, self.best_ap, ap,
+            training_state(self.optimizer, self.precision, self.exp.seed, self.run_config(), self.watch,
+                           self.stateful_modules(), preempted, self.report))
+
+    def save_ckpt(self, name, next_epoch, next_iter, ap=None):
+        path = self.file_name / f"{name}_ckpt.pth"
+        watchdog.beat("checkpoint")
+        save_on_main(self.checkpoint_state(next_epoch, next_iter, ap), path)
+        logger.info(f"saved checkpoint {path}")
+
+    def export_best(self, path):
+        """best_ckpt.pth as an end-to-end ONNX file (``--nms`` with tools/demo.py's thresholds)
+        at ``path``: what ``--register`` registers."""
+        from yolox.core.cli import exportable_model
+        from yolox.tools.export_onnx import NMS_DEFAULTS, save_onnx
+        model = exportable_model(self.exp, self.file_name / "best_ckpt.pth")
+        save_onnx(model, path, self.exp.test_size, onnxsim=False, class_names=getattr(self.exp, "class_names", None),
+                  nms={**NMS_DEFAULTS, "agnostic": False})
+
+    def load_weights(self, model):
+        """What the run starts from (``yolox.core.checkpoint.start_from``): a resume restores the
+        model, optimizer, precision, best-metric watch, seed and position here. Returns the
+        checkpoint resumed, or None."""
+        point = start_from(self.args, self.checkpoints, self.run_config(), self.file_name, model,
+                           self.optimizer, self.precision, self.watch, getattr(self.exp, "class_names", None))
+        if point is None:
+            return None
+        self.resume_path, self.best_ap = point.path, point.best_ap
+        self.start_epoch, self.start_iter = point.start_epoch, point.start_iter
+        if point.seed is not None and not self._seed_given:
+            self.exp.seed = point.seed            # the run's own seed, even when it was drawn
+        return point.state

@@ -14,22 +14,22 @@ from accel.preemption import PreemptionGuard
 from accel import watchdog
 from accel.policy import compile_model, ema_class, memory_format, require_lazy_or_compiled
 from detcore.data.check import report_at_start
-from detcore.training.checkpoints import Checkpoints, restore_rng, save_on_main, training_state
+from detcore.training.checkpoints import Checkpoints, restore_rng
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
 from detcore.training.toolbox import RunLock, draw_seed, seed_everything, set_lr
 from detcore.training.early_stop import MetricWatch
 from detcore.training.epochs import EpochBook, Evaluation, require_finite
-from detcore.training.mlflow_run import RUN_ID_KEY, check_args as check_mlflow_args, register_export
+from detcore.training.mlflow_run import RUN_ID_KEY, check_args as check_mlflow_args
 from detcore.training.report import RunReport, run_params
-from yolox.core.checkpoint import checkpoint_state, run_config, start_from
+from yolox.core.checkpoint import CheckpointHooks
 from yolox.core.ema import ModelEMA, make_ema
 from yolox.core.options import train_options
 
 LOSS_KEYS = ("total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "num_fg")
 
 
-class Trainer:
+class Trainer(CheckpointHooks):
     """Trains ``exp``'s model with tools/train.py's options as plain keywords
     (``Trainer(exp, batch_size=8, device="cpu", ckpt="w.pth")``; defaults are the CLI's, see
     ``yolox.core.options.train_options``) or, as upstream's ``exp.get_trainer(args)``, a parsed namespace.
@@ -261,15 +261,6 @@ class Trainer:
                                                      self.is_distributed)
         self.checkpoint_policy()
 
-    def checkpoint_policy(self):
-        """After every step: the preemption stop or a periodic checkpoint every
-        ``exp.ckpt_interval`` iterations (``Checkpoints.after_step``; epoch ends write
-        latest_ckpt.pth in ``after_epoch`` instead)."""
-        self.checkpoints.after_step(
-            self.progress_in_iter + 1, self.epoch + 1, self.guard,
-            lambda preempted=False: self.checkpoint_state(self.epoch, self.iter + 1, preempted=preempted),
-            epoch_end=self.iter + 1 >= self.max_iter)
-
     def log_progress(self):
         """The only place losses leave the device (every ``print_interval`` iterations)."""
         iter_time, data_time = self.clock.mean()
@@ -315,17 +306,11 @@ class Trainer:
         if line:
             logger.info(line)
         if self.report is not None:
-            best = self.file_name / "best_ckpt.pth"
             self.report.close("KILLED" if preempted else "FINISHED" if getattr(self, "finished", True) else "FAILED",
-                              best if best.exists() else None)
-            if self.args.register and self.rank == 0 and getattr(self, "finished", False):
-                register_export(self.args.register, self.export_best, self.file_name, self.report.mlflow_run_id,
-                                self.args.mlflow_uri)
+                              self.file_name / "best_ckpt.pth",
+                              (self.args.register, self.export_best, self.args.mlflow_uri))
 
     # ----------------------------------------------------------------------- eval + checkpoints
-    def eval_model(self):
-        return self.ema.ema if self.ema is not None else unwrap(self.model)
-
     def evaluate_and_save_model(self):
         """COCO AP and the validation loss (one forward, ``COCOEvaluator``), logged and handed
         to the ``EpochBook`` (watch, report, per-class csv); best_ckpt.pth when the watched metric
@@ -354,50 +339,6 @@ class Trainer:
         if self.exp.save_history_ckpt:
             self.save_ckpt(f"epoch_{self.epoch + 1}", next_epoch=self.epoch + 1, next_iter=0, ap=ap50_95)
         return ap50_95
-
-    def stateful_modules(self):
-        """The modules whose buffers differ per rank: the trained model and its EMA."""
-        return [unwrap(self.model)] + ([self.ema.ema] if self.ema is not None else [])
-
-    def run_config(self):
-        return run_config(self.exp, self._seed_given, self.batch_size, self.precision.mode)
-
-    def checkpoint_state(self, next_epoch, next_iter, ap=None, preempted=False):
-        """Everything resume needs (``yolox.core.checkpoint.checkpoint_state``)."""
-        return checkpoint_state(
-            self.exp, (next_epoch, next_iter, self.max_iter), self.eval_model(), unwrap(self.model), self.ema,
-            self.input_size, self.best_ap, ap,
-            training_state(self.optimizer, self.precision, self.exp.seed, self.run_config(), self.watch,
-                           self.stateful_modules(), preempted, self.report))
-
-    def save_ckpt(self, name, next_epoch, next_iter, ap=None):
-        path = self.file_name / f"{name}_ckpt.pth"
-        watchdog.beat("checkpoint")
-        save_on_main(self.checkpoint_state(next_epoch, next_iter, ap), path)
-        logger.info(f"saved checkpoint {path}")
-
-    def export_best(self, path):
-        """best_ckpt.pth as an end-to-end ONNX file (``--nms`` with tools/demo.py's thresholds)
-        at ``path``: what ``--register`` registers."""
-        from yolox.core.cli import exportable_model
-        from yolox.tools.export_onnx import NMS_DEFAULTS, save_onnx
-        model = exportable_model(self.exp, self.file_name / "best_ckpt.pth")
-        save_onnx(model, path, self.exp.test_size, onnxsim=False, class_names=getattr(self.exp, "class_names", None),
-                  nms={**NMS_DEFAULTS, "agnostic": False})
-
-    def load_weights(self, model):
-        """What the run starts from (``yolox.core.checkpoint.start_from``): a resume restores the
-        model, optimizer, precision, best-metric watch, seed and position here. Returns the
-        checkpoint resumed, or None."""
-        point = start_from(self.args, self.checkpoints, self.run_config(), self.file_name, model,
-                           self.optimizer, self.precision, self.watch, getattr(self.exp, "class_names", None))
-        if point is None:
-            return None
-        self.resume_path, self.best_ap = point.path, point.best_ap
-        self.start_epoch, self.start_iter = point.start_epoch, point.start_iter
-        if point.seed is not None and not self._seed_given:
-            self.exp.seed = point.seed            # the run's own seed, even when it was drawn
-        return point.state
 
 
 def end_line(preempted, finished, stopped_early, best_ap, watch):
