@@ -73,7 +73,7 @@ setup(
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=_requirements(),
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.5", "onnx", "onnxruntime", "tensorboard",
-                             "openvino", "nncf", "scipy", "trackeval", "motmetrics",
+                             "openvino", "nncf", "scipy", "lap", "trackeval", "motmetrics",
                              "mlflow>=3"],
                     "onnx": ["onnx", "onnxruntime"], "tensorboard": ["tensorboard"],
                     "openvino": ["openvino", "nncf", "onnx"],

@@ -93,15 +93,14 @@ def box_iou(a, b, pixel_inclusive=True):
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     one = 1.0 if pixel_inclusive else 0.0
-    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
-    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + one
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + one
-    overlap = (iw > 0) & (ih > 0)
-    inter = np.where(overlap, iw * ih, 0.0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    safe = overlap & (union > 0)
-    return np.where(safe, inter / np.where(safe, union, 1.0), 0.0)
+    # widths and heights together, few numpy calls: a frame of 10 objects is all call overhead
+    wh_a, wh_b = a[:, 2:] - a[:, :2] + one, b[:, 2:] - b[:, :2] + one
+    area_a, area_b = wh_a[:, 0] * wh_a[:, 1], wh_b[:, 0] * wh_b[:, 1]
+    iwh = np.maximum(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]) + one,
+                     0.0)
+    inter = iwh[..., 0] * iwh[..., 1]
+    union = area_a[:, None] + area_b - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _solver(name=None):
@@ -138,7 +137,8 @@ def assign(cost, thresh, solver=None):
         rows = np.nonzero(x >= 0)[0]
         cols = x[rows]
     keep = cost[rows, cols] < thresh
-    matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
+    matches = np.empty((int(keep.sum()), 2), dtype=np.int64)
+    matches[:, 0], matches[:, 1] = rows[keep], cols[keep]
     free_rows, free_cols = np.ones(n, dtype=bool), np.ones(m, dtype=bool)
     free_rows[matches[:, 0]] = False
     free_cols[matches[:, 1]] = False
@@ -149,9 +149,12 @@ def _xyah_to_tlbr(xyah):
     """[..., 4] (cx, cy, a, h) -> (x1, y1, x2, y2), in the reference's order of operations."""
     w = xyah[..., 2] * xyah[..., 3]
     h = xyah[..., 3]
-    x1 = xyah[..., 0] - w / 2
-    y1 = xyah[..., 1] - h / 2
-    return np.stack([x1, y1, w + x1, h + y1], axis=-1)
+    out = np.empty(xyah.shape[:-1] + (4,))
+    out[..., 0] = xyah[..., 0] - w / 2
+    out[..., 1] = xyah[..., 1] - h / 2
+    out[..., 2] = w + out[..., 0]
+    out[..., 3] = h + out[..., 1]
+    return out
 
 
 class _Track:
@@ -190,6 +193,12 @@ class _Detections:
         out.tlbr, out.xyah = self.tlbr[index], self.xyah[index]
         out.scores, out.classes = self.scores[index], self.classes[index]
         return out
+
+
+def _fuse(cost, scores, fuse):
+    """``1 - IoU * score`` from the IoU distance (the reference's ``fuse_score``), or the
+    distance itself."""
+    return 1.0 - (1.0 - cost) * scores[None, :] if fuse and cost.size else cost
 
 
 def _join(a, b):
@@ -246,8 +255,8 @@ class ByteTracker:
     def _predict(self, tracks):
         if not tracks:
             return
-        means = np.stack([t.mean for t in tracks])
-        covs = np.stack([t.covariance for t in tracks])
+        means = np.array([t.mean for t in tracks])
+        covs = np.array([t.covariance for t in tracks])
         means[np.array([t.state != TRACKED for t in tracks]), 7] = 0.0
         means, covs = self.kalman_filter.multi_predict(means, covs)
         for t, mean, cov in zip(tracks, means, covs):
@@ -257,16 +266,10 @@ class ByteTracker:
         """``1 - IoU`` of tracks and boxes, infinite across classes unless class-agnostic."""
         if not tracks or len(boxes) == 0:
             return np.zeros((len(tracks), len(boxes)))
-        track_boxes = _xyah_to_tlbr(np.stack([t.mean[:4] for t in tracks]))
+        track_boxes = _xyah_to_tlbr(np.array([t.mean[:4] for t in tracks]))
         cost = 1.0 - box_iou(track_boxes, boxes, self.pixel_inclusive_iou)
         if not self.class_agnostic:
             cost[np.array([t.cls for t in tracks])[:, None] != np.asarray(classes)[None, :]] = np.inf
-        return cost
-
-    def _cost(self, tracks, dets, fuse):
-        cost = self._iou_distance(tracks, dets.tlbr, dets.classes)
-        if fuse and cost.size:
-            cost = 1.0 - (1.0 - cost) * dets.scores[None, :]
         return cost
 
     def _apply(self, tracks, matches, dets):
@@ -274,8 +277,8 @@ class ByteTracker:
         if len(matches) == 0:
             return []
         matched = [tracks[i] for i in matches[:, 0]]
-        means, covs = self.kalman_filter.update(np.stack([t.mean for t in matched]),
-                                                np.stack([t.covariance for t in matched]),
+        means, covs = self.kalman_filter.update(np.array([t.mean for t in matched]),
+                                                np.array([t.covariance for t in matched]),
                                                 dets.xyah[matches[:, 1]])
         for t, mean, cov, j in zip(matched, means, covs, matches[:, 1]):
             refound = t.state != TRACKED
@@ -291,7 +294,7 @@ class ByteTracker:
     def _remove_duplicates(self, tracked, lost):
         if not tracked or not lost:
             return tracked, lost
-        dist = self._iou_distance(tracked, _xyah_to_tlbr(np.stack([t.mean[:4] for t in lost])),
+        dist = self._iou_distance(tracked, _xyah_to_tlbr(np.array([t.mean[:4] for t in lost])),
                                   [t.cls for t in lost])
         drop_tracked, drop_lost = set(), set()
         for p, q in zip(*np.nonzero(dist < self.duplicate_thresh)):
@@ -315,27 +318,32 @@ class ByteTracker:
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         classes = (np.zeros(len(scores), dtype=np.int64) if classes is None
                    else np.asarray(classes).reshape(-1).astype(np.int64))
-        high = scores > self.track_thresh
-        low = (scores > self.low_thresh) & (scores < self.track_thresh)
-        dets = _Detections(boxes[high], scores[high], classes[high])
-        dets_low = _Detections(boxes[low], scores[low], classes[low])
+        high = np.flatnonzero(scores > self.track_thresh)
+        low = np.flatnonzero((scores > self.low_thresh) & (scores < self.track_thresh))
+        frame_dets = _Detections(boxes, scores, classes)
+        dets, dets_low = frame_dets.subset(high), frame_dets.subset(low)
 
         unconfirmed = [t for t in self.tracked_tracks if not t.is_activated]
         pool = _join([t for t in self.tracked_tracks if t.is_activated], self.lost_tracks)
         self._predict(pool)
         was_tracked = [t.state == TRACKED for t in pool]
+        # The IoU distances of all three associations at once: each uses tracks whose state has
+        # not changed since this point (the pool before its updates, the unconfirmed tracks), so
+        # slices of one matrix are exactly the matrices computed apart (one call instead of three).
+        dist = self._iou_distance(pool + unconfirmed, frame_dets.tlbr, frame_dets.classes)
+        n_pool = len(pool)
 
         # First association: tracked + lost tracks with the high detections.
-        matches, left_pool, left_dets = assign(self._cost(pool, dets, self.fuse_score),
+        matches, left_pool, left_dets = assign(_fuse(dist[:n_pool, high], dets.scores, self.fuse_score),
                                                self.match_thresh)
         self._apply(pool, matches, dets)
         refound = [pool[i] for i in matches[:, 0] if not was_tracked[i]]
         activated = [pool[i] for i in matches[:, 0] if was_tracked[i]]
 
         # Second association: tracked tracks left over with the low detections.
-        remaining = [pool[i] for i in left_pool if pool[i].state == TRACKED]
-        matches, left_remaining, _ = assign(self._cost(remaining, dets_low, False),
-                                            self.second_match_thresh)
+        rows = [i for i in left_pool if pool[i].state == TRACKED]
+        remaining = [pool[i] for i in rows]
+        matches, left_remaining, _ = assign(dist[rows][:, low], self.second_match_thresh)
         activated += self._apply(remaining, matches, dets_low)
         newly_lost = []
         for i in left_remaining:
@@ -344,8 +352,9 @@ class ByteTracker:
                 newly_lost.append(remaining[i])
 
         # Unconfirmed tracks with the high detections left over.
+        cols = high[left_dets]
         dets = dets.subset(left_dets)
-        matches, left_unconfirmed, left_dets = assign(self._cost(unconfirmed, dets, self.fuse_score),
+        matches, left_unconfirmed, left_dets = assign(_fuse(dist[n_pool:][:, cols], dets.scores, self.fuse_score),
                                                       self.unconfirmed_match_thresh)
         activated += self._apply(unconfirmed, matches, dets)
         for i in left_unconfirmed:
@@ -379,8 +388,8 @@ class ByteTracker:
     def _output(self, tracks):
         if not tracks:
             return Tracks(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
-        boxes = (np.stack([t.det_box for t in tracks]) if self.output_boxes == "detection"
-                 else _xyah_to_tlbr(np.stack([t.mean[:4] for t in tracks])))
+        boxes = (np.array([t.det_box for t in tracks]) if self.output_boxes == "detection"
+                 else _xyah_to_tlbr(np.array([t.mean[:4] for t in tracks])))
         return Tracks(np.array([t.track_id for t in tracks], dtype=np.int64), boxes,
                       np.array([t.score for t in tracks], dtype=np.float64),
                       np.array([t.cls for t in tracks], dtype=np.int64))
