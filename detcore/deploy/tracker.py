@@ -65,6 +65,7 @@ box of the detection it matched last instead of its Kalman state (the default, t
 Roboflow's ``trackers`` report detection boxes; against ground truth they are often tighter than
 the filtered state, whose velocity lags a turning or jittering object (see docs/tracking.md).
 """
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,7 @@ import numpy as np
 from detcore.deploy.kalman import KalmanFilter
 
 TRACKED, LOST, REMOVED = 1, 2, 3
+SMALL_FRAME = 2048    # tracks x detections up to which one IoU matrix serves all three associations
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,14 @@ def box_iou(a, b, pixel_inclusive=True):
     # widths and heights together, few numpy calls: a frame of 10 objects is all call overhead
     wh_a, wh_b = a[:, 2:] - a[:, :2] + one, b[:, 2:] - b[:, :2] + one
     area_a, area_b = wh_a[:, 0] * wh_a[:, 1], wh_b[:, 0] * wh_b[:, 1]
-    iwh = np.maximum(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]) + one,
-                     0.0)
-    inter = iwh[..., 0] * iwh[..., 1]
+    iw = np.minimum(a[:, 2:3], b[:, 2]) - np.maximum(a[:, 0:1], b[:, 0]) + one
+    ih = np.minimum(a[:, 3:4], b[:, 3]) - np.maximum(a[:, 1:2], b[:, 1]) + one
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
     union = area_a[:, None] + area_b - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+@functools.lru_cache(maxsize=None)
 def _solver(name=None):
     """``scipy`` (preferred) or ``lap``: whichever is installed, or the one named."""
     if name in (None, "scipy"):
@@ -318,23 +321,28 @@ class ByteTracker:
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         classes = (np.zeros(len(scores), dtype=np.int64) if classes is None
                    else np.asarray(classes).reshape(-1).astype(np.int64))
-        high = np.flatnonzero(scores > self.track_thresh)
-        low = np.flatnonzero((scores > self.low_thresh) & (scores < self.track_thresh))
-        frame_dets = _Detections(boxes, scores, classes)
-        dets, dets_low = frame_dets.subset(high), frame_dets.subset(low)
+        high = scores > self.track_thresh
+        low = (scores > self.low_thresh) & (scores < self.track_thresh)
+        dets = _Detections(boxes[high], scores[high], classes[high])
+        dets_low = _Detections(boxes[low], scores[low], classes[low])
 
         unconfirmed = [t for t in self.tracked_tracks if not t.is_activated]
         pool = _join([t for t in self.tracked_tracks if t.is_activated], self.lost_tracks)
         self._predict(pool)
         was_tracked = [t.state == TRACKED for t in pool]
-        # The IoU distances of all three associations at once: each uses tracks whose state has
-        # not changed since this point (the pool before its updates, the unconfirmed tracks), so
-        # slices of one matrix are exactly the matrices computed apart (one call instead of three).
-        dist = self._iou_distance(pool + unconfirmed, frame_dets.tlbr, frame_dets.classes)
-        n_pool = len(pool)
+        # The IoU distances of the three associations from one matrix: each uses tracks whose
+        # state has not changed since this point (the pool before its updates, the unconfirmed
+        # tracks), so its slices are exactly the matrices computed apart. A small frame takes the
+        # low detections into it too (one call instead of three: at ten objects, calls are the
+        # cost); a large one leaves them to the second association, whose few rows are cheaper.
+        n_pool, n_high = len(pool), len(dets)
+        small = (n_pool + len(unconfirmed)) * (n_high + len(dets_low)) <= SMALL_FRAME
+        dist = self._iou_distance(pool + unconfirmed, *(
+            (np.concatenate([dets.tlbr, dets_low.tlbr]), np.concatenate([dets.classes, dets_low.classes]))
+            if small else (dets.tlbr, dets.classes)))
 
         # First association: tracked + lost tracks with the high detections.
-        matches, left_pool, left_dets = assign(_fuse(dist[:n_pool, high], dets.scores, self.fuse_score),
+        matches, left_pool, left_dets = assign(_fuse(dist[:n_pool, :n_high], dets.scores, self.fuse_score),
                                                self.match_thresh)
         self._apply(pool, matches, dets)
         refound = [pool[i] for i in matches[:, 0] if not was_tracked[i]]
@@ -343,7 +351,9 @@ class ByteTracker:
         # Second association: tracked tracks left over with the low detections.
         rows = [i for i in left_pool if pool[i].state == TRACKED]
         remaining = [pool[i] for i in rows]
-        matches, left_remaining, _ = assign(dist[rows][:, low], self.second_match_thresh)
+        matches, left_remaining, _ = assign(dist[rows, n_high:] if small else
+                                            self._iou_distance(remaining, dets_low.tlbr, dets_low.classes),
+                                            self.second_match_thresh)
         activated += self._apply(remaining, matches, dets_low)
         newly_lost = []
         for i in left_remaining:
@@ -352,9 +362,9 @@ class ByteTracker:
                 newly_lost.append(remaining[i])
 
         # Unconfirmed tracks with the high detections left over.
-        cols = high[left_dets]
+        cost = dist[n_pool:, :n_high][:, left_dets]
         dets = dets.subset(left_dets)
-        matches, left_unconfirmed, left_dets = assign(_fuse(dist[n_pool:][:, cols], dets.scores, self.fuse_score),
+        matches, left_unconfirmed, left_dets = assign(_fuse(cost, dets.scores, self.fuse_score),
                                                       self.unconfirmed_match_thresh)
         activated += self._apply(unconfirmed, matches, dets)
         for i in left_unconfirmed:
