@@ -24,6 +24,7 @@ LOGGERS = ("tensorboard", "wandb", "mlflow")
 # files of a run folder sent as MLflow artifacts at its end (plots: every *.png beside them)
 RUN_FILES = ("results.csv", "results_per_class.csv", "confusion_matrix.csv", "best_detections.npy")
 
+
 def git_commit(folder=None):
     """The checkout's commit (with "+dirty" when files are modified), or None outside a git
     checkout or without git."""
