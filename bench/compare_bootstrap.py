@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from detcore.evaluation import bootstrap  # noqa: E402
+from detcore.evaluation.matches import match_run  # noqa: E402
 
 CPU = "unknown"
 
@@ -147,7 +148,7 @@ def main():
         emit(evaluator="faster_coco_eval", load_res_s=round(load_s, 2),
              evaluate_accumulate_summarize_s=round(eval_s, 2), ap50_95=round(ap_fast, 6))
     t0 = time.perf_counter()
-    matches = bootstrap.match_run(gt, rows_a, ids)
+    matches = match_run(gt, rows_a, ids)
     t1 = time.perf_counter()
     plain = bootstrap.metrics(matches)["AP50_95"][0, 0]
     t2 = time.perf_counter()

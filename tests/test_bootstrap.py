@@ -20,6 +20,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detcore.evaluation import bootstrap as bs
 from detcore.evaluation import coco_eval
+from detcore.evaluation.matches import match_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,7 +116,7 @@ def test_plain_evaluation_equals_cocoeval(seed):
     coco, dets = _data(seed)
     ids = coco.getImgIds()
     ev = _cocoeval(coco, dets, ids)
-    m = bs.match_run(coco, dets, ids)
+    m = match_run(coco, dets, ids)
     curves = bs.scores(m, curves=True)["AP"][0]
     np.testing.assert_allclose(curves, ev.eval["precision"][:, :, :, 0, 2], rtol=0, atol=1e-12)
     np.testing.assert_allclose(bs.average_precision(m)[0], _reference_ap(ev), rtol=0, atol=1e-12)
@@ -131,7 +132,7 @@ def test_matching_reads_rows_arrays_and_a_subset_of_images():
     coco, dets = _data(3)
     rows = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in dets])
     subset = list(range(5, 41, 2))
-    m_rows, m_dicts = bs.match_run(coco, rows, subset), bs.match_run(coco, dets, subset)
+    m_rows, m_dicts = match_run(coco, rows, subset), match_run(coco, dets, subset)
     np.testing.assert_array_equal(m_rows.tp, m_dicts.tp)
     np.testing.assert_array_equal(bs.average_precision(m_rows), bs.average_precision(m_dicts))
     np.testing.assert_allclose(bs.average_precision(m_rows)[0], _reference_ap(_cocoeval(coco, dets, subset)),
@@ -160,7 +161,7 @@ def test_resampled_evaluation_equals_cocoeval_on_the_copied_images():
     truth (or back), or a weighted cumulative count that differs from repeating the images."""
     coco, dets = _data(4, zero_id=False)        # copies renumber annotations: no id 0 here
     ids = sorted(coco.getImgIds())
-    m = bs.match_run(coco, dets, ids)
+    m = match_run(coco, dets, ids)
     W = bs.resample_weights(np.random.default_rng(5), len(ids), 4)
     curves = bs.scores(m, W, curves=True)["AP"]
     table = bs.metrics(m, W)
@@ -181,7 +182,7 @@ def test_precision_recall_at_a_confidence_is_the_per_class_tables():
     coco, dets = _data(6, zero_id=False, odd_areas=False)
     rows = np.array([[d["image_id"], *d["bbox"], d["score"], d["category_id"]] for d in dets])
     stats = coco_eval.score(coco, rows).classes
-    P, R = bs.precision_recall(bs.match_run(coco, rows), stats.conf)
+    P, R = bs.precision_recall(match_run(coco, rows), stats.conf)
     np.testing.assert_allclose(P[0], np.where(stats.valid, stats.precision, np.nan), atol=1e-12)
     np.testing.assert_allclose(R[0], np.where(stats.valid, stats.recall, np.nan), atol=1e-12)
 
@@ -197,7 +198,7 @@ def test_operating_confidence_by_hand():
     hit, miss = [10, 10, 50, 50], [120, 120, 50, 50]
     dets = [{"image_id": i, "category_id": 1, "bbox": box, "score": score}
             for i, box, score in ((1, hit, 0.9), (2, miss, 0.8), (3, hit, 0.7), (4, miss, 0.5), (5, miss, 0.4))]
-    m = bs.match_run(coco, dets)
+    m = match_run(coco, dets)
     assert bs.best_conf(m) == pytest.approx(500 / 999)
     P, R = bs.precision_recall(m, bs.best_conf(m))
     np.testing.assert_allclose([P[0, 0], R[0, 0]], [2 / 3, 0.2])
@@ -261,7 +262,7 @@ def test_interval_covers_the_true_difference():
     """
     rng = np.random.default_rng(11)
     gt, rows_a, rows_b = _population(rng, 3000)
-    truth_a, truth_b = bs.metrics(bs.match_run(gt, rows_a)), bs.metrics(bs.match_run(gt, rows_b))
+    truth_a, truth_b = bs.metrics(match_run(gt, rows_a)), bs.metrics(match_run(gt, rows_b))
     ids = np.asarray(gt.getImgIds())
     covered = {"AP50_95": 0, "AP50": 0}
     sims = 200
