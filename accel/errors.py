@@ -104,6 +104,11 @@ def cli_entry(main):
             note = _ends["preempted"]() if "preempted" in _ends else ""
             print(f"preempted: {one_line(exc)}{note}", file=sys.stderr, flush=True)
             sys.exit(PREEMPTED_EXIT_CODE)
+        except BrokenPipeError:
+            # the reader of stdout went away (``| head``): a normal end for a printing tool. Later
+            # writes to the closed pipe would raise again at exit: point stdout at /dev/null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)       # 128 + SIGPIPE, what a shell reports for a command cut off by `head`
         except KeyboardInterrupt:
             where = f" at {_where[0]()}" if _where else ""
             print(f"interrupted{where}", file=sys.stderr, flush=True)

@@ -93,3 +93,12 @@ def test_bad_input_is_one_line(runs, shapes_coco, tmp_path):
     assert code == 2 and len(err) == 1 and "1 detected image id(s) (e.g. 999999) are not in the val split" in err[0]
     code, err = run(runs / "good", runs / "worse", "--data", shapes_coco, "--resamples", 0)
     assert code == 2 and err == ["error: --resamples must be >= 1 (got 0)"]
+
+
+def test_output_cut_off_by_head_ends_quietly(runs, shapes_coco, tmp_path):
+    """``compare.py ... | head -1``: no BrokenPipeError traceback, the shell's SIGPIPE status."""
+    cmd = (f"{sys.executable} tools/compare.py {runs / 'good'} {runs / 'worse'} --data {shapes_coco} "
+           f"--resamples 20 --output-dir {tmp_path} | head -1; echo \"rc=${{PIPESTATUS[0]}}\" >&2")
+    done = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("B = worse vs A = good") and len(done.stdout.splitlines()) == 1
+    assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1] == "rc=141"
