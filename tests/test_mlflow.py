@@ -287,3 +287,22 @@ def test_metric_and_param_names_fit_mlflow():
     assert metric_name("val/coco/AP50_95") == "val/coco/AP50_95"
     params = flat_params({"a": {"b": 1, "c": [1, 2]}, "_private": 3, "long": "x" * 7000, "fn": print})
     assert params == {"a.b": "1", "a.c": "[1, 2]", "long": "x" * 6000}
+
+
+def test_register_needs_the_mlflow_logger_and_a_checkpoint(tmp_path):
+    """``--register`` is refused in one line before anything is built: without ``--logger
+    mlflow`` (both trainers' check) and, for SSD, with ``--no-save`` (nothing to export)."""
+    from argparse import Namespace
+
+    from accel.errors import UserError
+    from detcore.training.mlflow_run import check_args
+
+    with pytest.raises(UserError, match=r"^--register m needs --logger mlflow"):
+        check_args(Namespace(register="m", logger="tensorboard"))
+    check_args(Namespace(register="m", logger="mlflow"))
+    check_args(Namespace(register=None, logger="loguru"))
+    run = subprocess.run([sys.executable, "ssd/train.py", "-d", str(tmp_path), "--logger", "mlflow", "--register", "m",
+                          "--no-save"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "error: --register m exports the run's best checkpoint: drop --no-save"]
