@@ -15,7 +15,7 @@ from accel import watchdog
 from accel.errors import Preempted, report_position
 from accel.policy import compile_model
 from accel.preemption import PreemptionGuard
-from detcore.data.check import report_at_start
+from detcore.data.check import report_at_start, require_boxes
 from detcore.training.checkpoints import restore_rng
 from detcore.training.log import setup_logger
 from detcore.training.progress import StepClock
@@ -106,8 +106,15 @@ class SSDRun(CheckpointHooks):
         args = self.args
         train, val = open_sources(args.data, train=not self.eval_only,
                                   class_names=checkpoint_classes(saved) if self.eval_only else None)
-        self.train_set = None if train is None else CocoDetection(
-            source=train, train=True, seed=self.seed, crop_tries=args.num_cropping_iterations)
+        self.train_set = None
+        if train is not None:
+            # before the reference's COCO filter (images with boxes only) leaves no sample: one
+            # line; with --allow-empty-train the background images are the samples
+            require_boxes(train, allow_empty=getattr(args, "allow_empty_train", False),
+                          allow_with="--allow-empty-train")
+            self.train_set = CocoDetection(source=train, train=True, seed=self.seed,
+                                           crop_tries=args.num_cropping_iterations,
+                                           keep_background=True if len(train.table.cls) == 0 else None)
         self.val_set = CocoDetection(source=val, train=False)
 
     def _make_loaders(self):

@@ -154,3 +154,28 @@ def test_ssd_mlperf_learning_rate_by_hand():
     assert learning_rate(5, 1.0, 10, 1, [5]) == pytest.approx(0.75)      # 1 - 5 / 20
     assert learning_rate(10, 1.0, 10, 1, [5]) == pytest.approx(0.1)
     assert learning_rate(0, 0.08, 0, 0, [300]) == 0.08                  # no warm-up at all
+
+
+def test_train_split_without_boxes_stops_before_the_first_step_unless_allowed(tmp_path, capsys):
+    """SSD's twin of YOLOX's allow_empty_train: a train split whose images have no box at all
+    (background only) stops in one line naming the split and the flag; with --allow-empty-train
+    the run trains and evaluates anyway."""
+    import subprocess
+    import sys
+
+    from conftest import load_make_shapes
+
+    data = load_make_shapes()(tmp_path / "data", num_train=2, num_val=1, seed=3)
+    ann = data / "annotations" / "instances_train2017.json"
+    coco = json.loads(ann.read_text())
+    coco["annotations"] = []
+    ann.write_text(json.dumps(coco))
+    common = ["-d", str(data), "-b", "1", "-e", "1", "--num-workers", "0", "--no-save", "-s", "1"]
+    code, err = run_main([*common, "--output-dir", str(tmp_path / "o1")], capsys)
+    assert code == 2 and err == [f"error: the train split (train2017) has no boxes (2 images, labels in {ann}): "
+                                 "training would learn background only; add labels, or allow it with "
+                                 "--allow-empty-train"]
+    run = subprocess.run([sys.executable, "ssd/train.py", *common, "--output-dir", str(tmp_path / "o2"),
+                          "--allow-empty-train"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "finished at iteration 2" in run.stdout + run.stderr

@@ -301,18 +301,23 @@ def labels_folder(source):
     return getattr(source, "ann_file", None) or source.img_dir
 
 
-def report_at_start(source, folder, name="train", allow_empty=False, allow_with="allow_empty_train True"):
-    """What a trainer says of its training split before the first step: the one-line summary in
-    the log and ``labels.png`` in the run's folder. A report: a failure is one warning line.
-
-    The one exception: a split without a single box stops here (``UserError``) unless
-    ``allow_empty`` (``allow_with`` says how the user allows it): trained on background alone a
-    detector learns to find nothing, and nothing else says so before the first evaluation."""
+def require_boxes(source, name="train", allow_empty=False, allow_with="allow_empty_train True"):
+    """A split without a single box is one ``UserError`` unless ``allow_empty`` (``allow_with``
+    says how the user allows it): trained on background alone a detector learns to find nothing,
+    and nothing else says so before the first evaluation."""
     if not allow_empty and len(source.table.cls) == 0:
         what = f"the {name} split" + ("" if split_name(source) == name else f" ({split_name(source)})")
         raise UserError(f"{what} has no boxes ({len(source.table)} images, "
                         f"labels in {labels_folder(source)}): training would learn background only; "
                         f"add labels, or allow it with {allow_with}")
+
+
+def report_at_start(source, folder, name="train", allow_empty=False, allow_with="allow_empty_train True"):
+    """What a trainer says of its training split before the first step: the one-line summary in
+    the log and ``labels.png`` in the run's folder. A report: a failure is one warning line.
+
+    The one exception: a split without a single box stops here (``require_boxes``)."""
+    require_boxes(source, name, allow_empty, allow_with)
     try:
         logger.info(f"data: {summary_line(source, name)}")
         from detcore.data.labels_plot import plot_labels
