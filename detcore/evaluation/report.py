@@ -13,7 +13,6 @@
 A report must never end a run or lose its checkpoint: every failure here is one warning line and
 whatever could be written stays written. Only the main process writes.
 """
-import io
 import json
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from loguru import logger
 
 from accel.errors import UserError
-from detcore.files import format_row, pyplot, read_rows, replace_atomic, write_rows
+from detcore.files import format_row, pyplot, read_rows, replace_atomic, write_atomic, write_rows
 
 PER_CLASS_CSV = "results_per_class.csv"
 DETECTIONS_NAME = "best_detections.npy"
@@ -91,14 +90,8 @@ def write_detections(rows, path):
     """Detection rows ``[N, 7]`` as an ``.npy`` file, atomically; a failure is one warning."""
     path = Path(path)
     array = np.asarray(rows, dtype=np.float64).reshape(-1, 7)
-    _guarded(str(path), lambda f, out: replace_atomic(path, _npy_bytes(array)), path.parent)
+    _guarded(str(path), lambda f, out: write_atomic(path, lambda file: np.save(file, array)), path.parent)
     return path
-
-
-def _npy_bytes(array):
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def read_detections(path, flag="RUN"):

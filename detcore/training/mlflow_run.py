@@ -25,6 +25,7 @@ from pathlib import Path
 from loguru import logger
 
 from accel.errors import UserError
+from detcore.files import replace_atomic
 
 RUN_ID_KEY = "mlflow_run_id"          # in both detectors' checkpoints
 PENDING_NAME = "mlflow_pending.jsonl"
@@ -185,7 +186,7 @@ class MlflowRun:
                 if _refused_by_server(exc):
                     continue
                 self.offline, self.next_try = True, time.time() + RETRY_S
-                _rewrite(self.pending, lines[i:])
+                replace_atomic(self.pending, "".join(line + "\n" for line in lines[i:]).encode())
                 return False
         self.pending.unlink()
         logger.info(f"MLflow: {len(lines)} kept record(s) sent to run {self.run_id}")
@@ -243,9 +244,3 @@ def _refused_by_server(exc):
         return False
     return isinstance(exc, MlflowException) and getattr(exc, "error_code", "") in (
         "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST")
-
-
-def _rewrite(path, lines):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)

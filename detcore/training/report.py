@@ -43,8 +43,9 @@ def git_commit(folder=None):
 
 def run_params(settings, **facts):
     """What a logger records as the run's configuration: the exp values / flags, plus the facts
-    (device, world size, data, class names, ...) and the git commit of the checkout."""
-    return {**settings, **{k: v for k, v in facts.items() if v is not None}, "git_commit": git_commit()}
+    (device, world size, data, class names, ...). ``RunReport`` adds the git commit for the
+    loggers that record a configuration (wandb, MLflow), so a run without one calls no git."""
+    return {**settings, **{k: v for k, v in facts.items() if v is not None}}
 
 
 def split_wandb_options(opts):
@@ -145,11 +146,13 @@ class RunReport:
                 import wandb
             except ImportError:
                 raise UserError("--logger wandb needs the wandb package (pip install wandb)") from None
-            self.wandb = wandb.init(config=config or {}, dir=str(self.out_dir), **(wandb_options or {}))
+            self.wandb = wandb.init(config={**(config or {}), "git_commit": git_commit()}, dir=str(self.out_dir),
+                                    **(wandb_options or {}))
         elif kind == "mlflow":
             from detcore.training.mlflow_run import MlflowRun
             options = mlflow or {}
-            self.mlflow = MlflowRun(self.out_dir, config, options.get("run_id"), options.get("uri"))
+            params = {**(config or {}), "git_commit": git_commit()} if options.get("run_id") is None else None
+            self.mlflow = MlflowRun(self.out_dir, params, options.get("run_id"), options.get("uri"))
         else:
             raise UserError(f"--logger {kind}: expected one of {', '.join(LOGGERS)}")
 
