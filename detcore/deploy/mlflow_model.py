@@ -25,14 +25,19 @@ SIGNATURE = ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
 PACKAGES = ("detcore", "accel")
 
 
-def detection_rows(index, dets, names):
-    """One image's detections (``Detector`` rows ``[N, 6]``: x1 y1 x2 y2 score class) as output
-    rows with COCO boxes."""
-    rows = []
-    for x1, y1, x2, y2, score, cls in np.asarray(dets, dtype=np.float64).reshape(-1, 6).tolist():
-        c = int(cls)
-        rows.append((index, c, names[c] if 0 <= c < len(names) else str(c), score, x1, y1, x2 - x1, y2 - y1))
-    return rows
+def detection_table(per_image, names):
+    """The output table of a batch: ``per_image`` holds each image's ``Detector`` rows ``[N, 6]``
+    (x1 y1 x2 y2 score class); one row per detection with its image's index and a COCO box. Column
+    operations over the whole batch (no per-box Python loop on the serving path)."""
+    dets = [np.asarray(d, dtype=np.float64).reshape(-1, 6) for d in per_image]
+    d = np.concatenate(dets) if dets else np.zeros((0, 6))
+    cls = d[:, 5].astype(np.int64)
+    known = (cls >= 0) & (cls < len(names))
+    label = np.where(known, np.asarray(list(names) + [""], dtype=object)[np.where(known, cls, len(names))],
+                     cls.astype(str).astype(object))
+    return pd.DataFrame({"image": np.repeat(np.arange(len(dets), dtype=np.int64), [len(x) for x in dets]),
+                         "class_id": cls, "class_name": label, "score": d[:, 4], "x": d[:, 0], "y": d[:, 1],
+                         "w": d[:, 2] - d[:, 0], "h": d[:, 3] - d[:, 1]})
 
 
 def decode_image(data):
@@ -58,11 +63,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         images = [decode_image(v) for v in frame["image"]]
-        names = list(self.detector.names or [])
-        rows = []
-        for i, dets in enumerate(self.detector.detect_batch(images)):
-            rows += detection_rows(i, dets, names)
-        return pd.DataFrame(rows, columns=[n for n, _ in OUTPUT_COLUMNS])
+        return detection_table(self.detector.detect_batch(images), list(self.detector.names or []))
 
 
 def register(onnx_path, name, run_id=None, tracking_uri=None):
